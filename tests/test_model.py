@@ -1,0 +1,142 @@
+"""DecoderModel against transformers' own forward on tiny random Llama, Mistral and Qwen2 models."""
+import pytest
+import torch
+from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+
+from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
+                                 UnsupportedArchitecture, check_architecture)
+
+VOCAB = 128
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+
+
+def tiny_models():
+    """(name, model) pairs covering biases, tied embeddings, rope scaling and sliding windows."""
+    llama3_rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 16}
+    return [
+        ("llama", LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))),
+        ("llama3-rope", LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters=llama3_rope))),
+        ("mistral-window", MistralForCausalLM(MistralConfig(**COMMON, sliding_window=6))),
+        ("qwen2", Qwen2ForCausalLM(Qwen2Config(**COMMON))),
+    ]
+
+
+def reference_logits(hf_model, sequence: list[int]) -> torch.Tensor:
+    """transformers' logits at the last position of the whole sequence run alone."""
+    with torch.inference_mode():
+        return hf_model(torch.tensor([sequence])).logits[0, -1].float()
+
+
+class Driver:
+    """Drives DecoderModel like a scheduler would and checks every logit row against transformers."""
+
+    def __init__(self, hf_model, max_rows: int, max_seq_len: int):
+        self.hf = hf_model
+        self.model = DecoderModel(hf_model, max_rows=max_rows, max_seq_len=max_seq_len)
+        self.seqs: dict[int, list[int]] = {}  # row -> tokens in the cache so far
+        self.prompts: dict[int, list[int]] = {}  # row -> prompt tokens not yet prefilled
+        self.gen = torch.Generator().manual_seed(0)
+        self.checked = 0
+
+    def admit(self, row: int, length: int) -> None:
+        """Start a new prompt in row (possibly reused: position starts again at 0)."""
+        self.seqs[row] = []
+        self.prompts[row] = torch.randint(0, VOCAB, (length,), generator=self.gen).tolist()
+
+    def step(self, decode: list[int], chunks: dict[int, int]) -> None:
+        """Decode one random token in each row of `decode`; prefill `chunks[row]` prompt tokens."""
+        new = {r: int(torch.randint(0, VOCAB, (1,), generator=self.gen)) for r in decode}
+        prefills = []
+        for row, size in chunks.items():
+            part, self.prompts[row] = self.prompts[row][:size], self.prompts[row][size:]
+            prefills.append(PrefillChunk(row, torch.tensor(part), len(self.seqs[row])))
+            self.seqs[row] = self.seqs[row] + part
+        logits = self.model.step(torch.tensor(decode, dtype=torch.long),
+                                 torch.tensor([new[r] for r in decode], dtype=torch.long),
+                                 torch.tensor([len(self.seqs[r]) for r in decode],
+                                              dtype=torch.long), prefills)
+        for r in decode:
+            self.seqs[r] = self.seqs[r] + [new[r]]
+        rows = list(decode) + list(chunks)
+        assert logits.shape == (len(rows), VOCAB) and logits.dtype == torch.float32
+        for i, row in enumerate(rows):
+            want = reference_logits(self.hf, self.seqs[row])
+            torch.testing.assert_close(logits[i], want, atol=1e-4, rtol=1e-4,
+                                       msg=lambda m: f"row {row}, length {len(self.seqs[row])}: {m}")
+            self.checked += 1
+
+
+@pytest.mark.parametrize("name,hf_model", tiny_models(), ids=lambda v: v if isinstance(v, str) else "")
+def test_schedule_matches_transformers(name, hf_model):
+    torch.manual_seed(0)
+    hf_model.eval()
+    d = Driver(hf_model, max_rows=4, max_seq_len=64)
+    d.admit(0, 11)
+    d.admit(2, 5)
+    d.step([], {0: 4, 2: 5})  # two prompts start in the same step; row 2 fits in one chunk
+    d.step([2], {0: 7})  # row 0 finishes its prompt while row 2 decodes
+    d.admit(3, 20)
+    d.admit(1, 3)
+    d.step([2, 0], {3: 6, 1: 3})  # decode rows out of order, skipping row 1
+    for size in (1, 9, 4):
+        d.step([0, 1, 2], {3: size})
+    for _ in range(6):  # longer than the Mistral window
+        d.step([3, 0, 1, 2], {})
+    d.admit(0, 2)  # row 0 reused for a shorter prompt: its old cache must stay invisible
+    d.step([1, 3], {0: 2})
+    d.step([0, 1, 2, 3], {})
+    d.step([0], {})
+    assert d.checked == 52
+
+
+def test_reused_row_does_not_see_stale_cache():
+    """Sanity check that the schedule test can fail: corrupting the stale tail changes nothing,
+    corrupting a live position does."""
+    hf_model = LlamaForCausalLM(LlamaConfig(**COMMON)).eval()
+    d = Driver(hf_model, max_rows=2, max_seq_len=32)
+    d.admit(0, 10)
+    d.step([], {0: 10})
+    d.model.k_cache[:, 0, :, 5:] = 1e4  # garbage beyond the next prompt's positions
+    d.admit(0, 3)
+    d.step([], {0: 3})
+    d.step([0], {})  # positions 0..3 live; 5.. still garbage and must be masked
+    d.model.k_cache[:, 0, :, 1] += 3.0  # corrupt a live position
+    with pytest.raises(AssertionError):
+        d.step([0], {})
+
+
+def test_logits_only_for_requested_positions():
+    hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).eval()
+    model = DecoderModel(hf_model, max_rows=3, max_seq_len=16)
+    assert model.k_cache.shape == (2, 3, 2, 16, 16)
+    assert model.vocab_size == VOCAB and model.dtype == torch.float32
+    empty = torch.empty(0, dtype=torch.long)
+    out = model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 0)])
+    assert out.shape == (1, VOCAB)
+    with pytest.raises(IndexError):
+        model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 12)])
+
+
+def test_weights_are_shared_not_copied():
+    hf_model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))
+    model = DecoderModel(hf_model, max_rows=1, max_seq_len=8)
+    assert model.lm_head.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
+    assert model.layers[0].q[0].data_ptr() == hf_model.model.layers[0].self_attn.q_proj.weight.data_ptr()
+
+
+def test_unsupported_architecture():
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2)
+    with pytest.raises(UnsupportedArchitecture) as err:
+        check_architecture(config)
+    message = str(err.value)
+    assert "gpt2" in message.lower()
+    assert all(name in message for name in SUPPORTED_ARCHITECTURES)
+    config.architectures = ["GPT2LMHeadModel"]
+    with pytest.raises(UnsupportedArchitecture, match="GPT2LMHeadModel"):
+        check_architecture(config)
+    check_architecture(LlamaConfig(**COMMON))
+    check_architecture(Qwen2Config(**COMMON, architectures=["Qwen2ForCausalLM"]))
