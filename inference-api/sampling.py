@@ -1,0 +1,299 @@
+"""Per-request sampling parameters and a sampler that draws the next token of many rows at once."""
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+import torch
+
+MAX_TOP_K = 1000  # beyond this top-k hardly differs from "off", and it bounds the topk cost
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+MAX_EXTRA_EOS = 16
+_M32 = 0xFFFFFFFF
+
+
+def _check(ok: bool, name: str, value, allowed: str):
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not valid: expected {allowed}")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request picks its tokens; every field is range-checked on creation."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    min_p: float = 0.0  # drop tokens less likely than min_p * the best token's probability
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None  # any int; reduced to 64 bits
+    stop: tuple[str, ...] = ()
+    eos_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    return_prompt: bool = False
+
+    def __post_init__(self):
+        # Accept a single string or a list where a tuple is expected, as JSON gives them.
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        for name in ("stop", "eos_token_ids"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check(_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens", self.max_tokens,
+               "an integer >= 1")
+        _check(_is_num(self.temperature) and 0 <= self.temperature <= 5, "temperature",
+               self.temperature, "a number in 0..5 (0 = greedy)")
+        _check(_is_int(self.top_k) and 0 <= self.top_k <= MAX_TOP_K, "top_k", self.top_k,
+               f"an integer in 0..{MAX_TOP_K} (0 = off)")
+        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p,
+               "a number with 0 < top_p <= 1")
+        _check(_is_num(self.min_p) and 0 <= self.min_p <= 1, "min_p", self.min_p,
+               "a number in 0..1")
+        _check(_is_num(self.repetition_penalty) and 0 < self.repetition_penalty <= 100,
+               "repetition_penalty", self.repetition_penalty, "a number with 0 < x <= 100")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _check(_is_num(value) and -2 <= value <= 2, name, value, "a number in -2..2")
+        _check(self.seed is None or _is_int(self.seed), "seed", self.seed, "an integer or null")
+        _check(isinstance(self.stop, tuple) and len(self.stop) <= MAX_STOPS
+               and all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in self.stop),
+               "stop", self.stop,
+               f"at most {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters")
+        _check(isinstance(self.eos_token_ids, tuple) and len(self.eos_token_ids) <= MAX_EXTRA_EOS
+               and all(_is_int(t) and t >= 0 for t in self.eos_token_ids),
+               "eos_token_ids", self.eos_token_ids,
+               f"at most {MAX_EXTRA_EOS} token ids >= 0")
+        for name in ("ignore_eos", "return_prompt"):
+            _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+        _check(_is_int(self.min_tokens) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
+               self.min_tokens, f"an integer in 0..max_tokens ({self.max_tokens})")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the row takes the argmax and needs no random numbers."""
+        return self.temperature == 0
+
+    @property
+    def penalised(self) -> bool:
+        """True when any of the three penalties changes the logits."""
+        return (self.repetition_penalty != 1 or self.presence_penalty != 0
+                or self.frequency_penalty != 0)
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (a bijection) of int64 values in [0, 2**32), elementwise."""
+    # Multipliers stay below 2**31 so no int64 product overflows: results are exact on any device.
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & _M32
+    return x ^ (x >> 15)
+
+
+def uniforms(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """One float32 in [0, 1) per (seed, step): a row's random stream depends on nothing else."""
+    key = mix32(mix32(mix32(seed_lo) ^ seed_hi) ^ (step & _M32))  # [n]
+    return (mix32(key ^ 0x5BD1E995) >> 8).to(torch.float32) * 2.0 ** -24  # 24 bits: exact
+
+
+def inverse_cdf(weights: torch.Tensor, u: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Column drawn from each row of non-negative weights [n, k] with uniforms u [n] -> [n]."""
+    # A sequential scan per row (accumulated in double on CPU): batch-independent and precise.
+    cum = torch.cumsum(weights, -1, out=scratch)
+    total = cum[:, -1:].contiguous()
+    # The first column whose cumulative weight passes u * total; zero-weight columns never are,
+    # and rounding of u * total up to total is caught by capping at the last weighted column.
+    pick = torch.searchsorted(cum, u[:, None] * total, right=True)
+    return torch.minimum(pick, torch.searchsorted(cum, total))[:, 0]
+
+
+def nucleus_floor(w: torch.Tensor, top_p: torch.Tensor, scratch: torch.Tensor,
+                  scratch2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The smallest weight in each row's top-p nucleus ([n, vocab] -> [n, 1])."""
+    asc = scratch.copy_(w)
+    if asc.device.type == "cpu":  # numpy sorts values in place, far faster than torch.sort on CPU
+        asc.numpy().sort(axis=-1)
+    else:
+        asc = asc.sort(-1).values
+    cum = torch.cumsum(asc, -1, out=scratch2)  # ascending: the tail's small sums stay precise
+    # A token is kept while the mass above it is short of top_p, i.e. the mass up to and
+    # including it (from the bottom) exceeds 1 - top_p: the smallest set that reaches top_p.
+    kept = torch.gt(cum, (1 - top_p[:, None]) * cum[:, -1:], out=mask).sum(-1, keepdim=True)
+    return asc.gather(1, (asc.shape[1] - kept).clamp_(max=asc.shape[1] - 1))
+
+
+def draw_whole(x: torch.Tensor, inv_t: torch.Tensor, u: torch.Tensor, top_p: torch.Tensor,
+               min_p: torch.Tensor, need_floor: bool, need_top_p: bool, ws) -> torch.Tensor:
+    """Sample rows without top_k over the whole vocabulary ([n, vocab] -> [n] token ids)."""
+    n = x.shape[0]
+    buf, buf2, buf3, mask = (t[:n] for t in ws)
+    # Weights relative to the best token: exp((x - max) / T), in token id order.
+    w = torch.sub(x, x.amax(-1, keepdim=True), out=buf).mul_(inv_t[:, None]).exp_()
+    if need_floor:
+        floor = min_p[:, None]  # min_p compares with the best token, whose weight is 1
+        if need_top_p:
+            floor = torch.maximum(floor, nucleus_floor(w, top_p, buf2, buf3, mask))
+        w.masked_fill_(torch.lt(w, floor, out=mask), 0.0)
+    return inverse_cdf(w, u, buf2)
+
+
+def draw_top_k(x: torch.Tensor, inv_t: torch.Tensor, u: torch.Tensor, top_k: torch.Tensor,
+               top_p: torch.Tensor, min_p: torch.Tensor, k: int) -> torch.Tensor:
+    """Sample rows with top_k from their k best tokens; top_p applies within the top k."""
+    vals, idx = x.topk(k, dim=-1)  # [n, k] best first; dividing by T keeps the order
+    rank = torch.arange(k, device=x.device)
+    e = (vals - vals[:, :1]).mul_(inv_t[:, None]).exp_().masked_fill_(rank >= top_k[:, None], 0.0)
+    cum = e.cumsum(-1)
+    total = cum.gather(1, top_k[:, None] - 1)  # prefix sums only: no batch-dependent reduction
+    e.masked_fill_(((cum - e) >= top_p[:, None] * total) | (e < min_p[:, None]), 0.0)
+    # Draw in token id order so ties among equal logits cannot reorder the cumulative sum.
+    idx, order = idx.sort(-1)
+    return idx.gather(1, inverse_cdf(e.gather(1, order), u, torch.empty_like(e))[:, None])[:, 0]
+
+
+class RowSampler:
+    """Sampling state of every row of the batch; draws the next token of many rows in one go."""
+
+    def __init__(self, max_rows: int, vocab_size: int, device, default_eos_ids: tuple[int, ...]):
+        self.vocab_size = vocab_size
+        self.device = torch.device(device)
+        self.default_eos = tuple(int(t) for t in default_eos_ids)
+        self.params: list[SamplingParams | None] = [None] * max_rows
+        d, f = self.device, torch.float32
+        self.temperature = torch.ones(max_rows, dtype=f, device=d)
+        self.top_k = torch.zeros(max_rows, dtype=torch.long, device=d)
+        self.top_p = torch.ones(max_rows, dtype=f, device=d)
+        self.min_p = torch.zeros(max_rows, dtype=f, device=d)
+        self.rep = torch.ones(max_rows, dtype=f, device=d)
+        self.presence = torch.zeros(max_rows, dtype=f, device=d)
+        self.frequency = torch.zeros(max_rows, dtype=f, device=d)
+        self.seed_lo = torch.zeros(max_rows, dtype=torch.long, device=d)
+        self.seed_hi = torch.zeros(max_rows, dtype=torch.long, device=d)
+        self.step = torch.zeros(max_rows, dtype=torch.long, device=d)  # tokens drawn so far
+        self.min_tokens = torch.zeros(max_rows, dtype=torch.long, device=d)
+        self.ignore_eos = torch.zeros(max_rows, dtype=torch.bool, device=d)
+        self.counts = torch.zeros(max_rows, vocab_size, dtype=f, device=d)  # generated tokens
+        self.seen = torch.zeros(max_rows, vocab_size, dtype=torch.bool, device=d)  # prompt+output
+        # EOS ids of each row, padded by repeating the first so a gather/scatter needs no mask.
+        self.eos_cols = torch.zeros(max_rows, len(self.default_eos) + MAX_EXTRA_EOS,
+                                    dtype=torch.long, device=d)
+        self.eos_sets: list[frozenset[int]] = [frozenset()] * max_rows
+        # Reused buffers for the full-vocabulary draw: fresh [rows, vocab] allocations cost
+        # more than the arithmetic on them.
+        self.workspace = tuple(torch.empty(max_rows, vocab_size, dtype=t, device=d)
+                               for t in (f, f, f, torch.bool))
+
+    def add(self, row: int, params: SamplingParams, prompt_ids: list[int]) -> None:
+        """Start a request in a row: store its parameters and reset its penalty state."""
+        bad = [t for t in params.eos_token_ids if t >= self.vocab_size]
+        _check(not bad, "eos_token_ids", params.eos_token_ids, f"ids below {self.vocab_size}")
+        seed = secrets.randbits(64) if params.seed is None else params.seed & (2 ** 64 - 1)
+        eos = self.default_eos + tuple(t for t in params.eos_token_ids if t not in self.default_eos)
+        self.params[row] = params
+        self.eos_sets[row] = frozenset(eos)
+        for name, value in (("temperature", params.temperature), ("top_p", params.top_p),
+                            ("top_k", params.top_k), ("min_p", params.min_p),
+                            ("rep", params.repetition_penalty), ("presence", params.presence_penalty),
+                            ("frequency", params.frequency_penalty), ("seed_lo", seed & _M32),
+                            ("seed_hi", seed >> 32), ("step", 0), ("min_tokens", params.min_tokens),
+                            ("ignore_eos", params.ignore_eos and bool(eos)), ("counts", 0),
+                            ("seen", False)):
+            getattr(self, name)[row] = value
+        if params.repetition_penalty != 1 and prompt_ids:
+            ids = torch.tensor(prompt_ids, dtype=torch.long, device=self.device)
+            self.seen[row, ids.clamp(0, self.vocab_size - 1)] = True
+        cols = list(eos) or [0]
+        self.eos_cols[row] = torch.tensor(cols + cols[:1] * (self.eos_cols.shape[1] - len(cols)))
+        if not eos:  # no EOS id at all: nothing to ban
+            self.min_tokens[row] = 0
+
+    def remove(self, row: int) -> None:
+        """Forget a row's request."""
+        self.params[row] = None
+
+    def is_eos(self, row: int, token: int) -> bool:
+        """True when the token ends the row's answer (never under ignore_eos)."""
+        params = self.params[row]
+        return params is not None and not params.ignore_eos and token in self.eos_sets[row]
+
+    def sample(self, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Next token of each row: rows [n] int64, logits [n, vocab] -> tokens [n] int64."""
+        rows = rows.to(self.device)
+        params = [self.params[r] for r in rows.tolist()]
+        x = logits.to(self.device, torch.float32)  # [n, vocab]; never written in place
+        pen = [i for i, p in enumerate(params) if p.penalised]
+        if pen:
+            base = x.clone() if len(pen) < len(params) else x
+            x = _apply(base, pen, self._penalise, rows, x)
+        if any(p.min_tokens or p.ignore_eos for p in params):
+            x = self._ban_eos(rows, x)
+        tokens = torch.empty(len(params), dtype=torch.long, device=self.device)
+        greedy = [i for i, p in enumerate(params) if p.greedy]
+        tokens = _apply(tokens, greedy, lambda r, sub: sub.argmax(-1), rows, x)
+        drawn = [i for i, p in enumerate(params) if not p.greedy]
+        tokens = _apply(tokens, drawn, self._draw, rows, x)
+        self.counts[rows, tokens] += 1  # rows are distinct, so plain indexing adds once per row
+        self.seen[rows, tokens] = True
+        self.step[rows] += 1
+        return tokens
+
+    def _penalise(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Repetition (over prompt + output) then presence/frequency (over output) penalties."""
+        # Only the seen columns change, so work on those (output tokens are always marked seen).
+        r, c = self.seen[rows].nonzero(as_tuple=True)  # [s] each
+        row = rows[r]
+        v = x[r, c]
+        rep = self.rep[row]
+        v = torch.where(v > 0, v / rep, v * rep)
+        counts = self.counts[row, c]
+        v = v - counts * self.frequency[row] - (counts > 0).float() * self.presence[row]
+        return x.index_put((r, c), v)
+
+    def _ban_eos(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Set EOS logits to -inf for rows under min_tokens or with ignore_eos."""
+        banned = (self.step[rows] < self.min_tokens[rows]) | self.ignore_eos[rows]  # [n]
+        cols = self.eos_cols[rows]  # [n, width]
+        return x.scatter(1, cols, x.gather(1, cols).masked_fill_(banned[:, None], -math.inf))
+
+    def _draw(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Sample rows with temperature > 0 from their filtered distributions ([m, vocab] -> [m])."""
+        params = [self.params[r] for r in rows.tolist()]
+        inv_t = 1.0 / self.temperature[rows]  # [m]
+        u = uniforms(self.seed_lo[rows], self.seed_hi[rows], self.step[rows])  # [m]
+        out = torch.empty(len(params), dtype=torch.long, device=self.device)
+        whole = [i for i, p in enumerate(params) if not p.top_k]
+        need_top_p = any(params[i].top_p < 1 for i in whole)
+        need_floor = need_top_p or any(params[i].min_p > 0 for i in whole)
+        out = _apply(out, whole, lambda r, sub, it, uu: draw_whole(
+            sub, it, uu, self.top_p[r], self.min_p[r], need_floor, need_top_p, self.workspace),
+            rows, x, inv_t, u)
+        cut = [i for i, p in enumerate(params) if p.top_k]
+        k = min(self.vocab_size, max((params[i].top_k for i in cut), default=1))
+        return _apply(out, cut, lambda r, sub, it, uu: draw_top_k(
+            sub, it, uu, self.top_k[r].clamp(max=k), self.top_p[r], self.min_p[r], k),
+            rows, x, inv_t, u)
+
+
+def _apply(out: torch.Tensor, idx: list[int], fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """out with rows idx set to fn(*(t[idx] for t in tensors)); no gathers when idx is all rows."""
+    if not idx:
+        return out
+    if len(idx) == out.shape[0]:  # idx lists are ascending and distinct: all rows, in order
+        return fn(*tensors)
+    i = torch.tensor(idx, device=out.device)
+    out[i] = fn(*(t[i] for t in tensors))
+    return out
