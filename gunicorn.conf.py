@@ -1,0 +1,44 @@
+"""gunicorn settings for the Inference API: one worker (it owns the backend), many stream threads."""
+import signal
+import sys
+
+from inference_api.config import Config, ConfigError
+
+try:
+    _config = Config.from_env()
+except ConfigError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+wsgi_app = "inference_api.server:create_server()"
+bind = f"0.0.0.0:{_config.service_port}"
+# One worker: the worker process owns the decode backend, which owns the model and its rows.
+workers = 1
+worker_class = "gthread"
+# A thread per running stream, per waiting prompt, and spare for health checks and refusals.
+threads = _config.max_users + _config.max_queue + 16
+# gthread's timeout watches the worker's own loop, not request length: long streams are safe.
+timeout = 120
+graceful_timeout = _config.drain_timeout_s
+keepalive = 5
+accesslog = None
+
+
+def post_worker_init(worker):
+    """On SIGTERM, refuse new requests with 503 while running streams finish."""
+    frontend = worker.wsgi.extensions["inference"]
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def drain(signum, frame):
+        frontend.draining = True
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, drain)
+
+
+def worker_exit(server, worker):
+    """Stop the backend process once the worker's streams have ended."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "inference" in app.extensions:
+        app.extensions["inference"].link.stop()

@@ -1,0 +1,62 @@
+"""POST /inference/<model> (prompt as given) and /predictions/<model> (as one chat turn)."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from pydantic import ValidationError
+
+from .frontend import ApiError, Record
+from .prompts import ChatTemplateError
+from .schemas import InferenceRequest, describe_validation_error
+
+native = Blueprint("native", __name__)
+log = logging.getLogger("inference_api.requests")
+
+
+@native.post("/inference/<model_id>")
+def inference(model_id: str):
+    """Stream the continuation of the prompt as given."""
+    return _generate(model_id, chat=False)
+
+
+@native.post("/predictions/<model_id>")
+def predictions(model_id: str):
+    """Stream the model's answer to the prompt as a single user turn."""
+    return _generate(model_id, chat=True)
+
+
+def _generate(model_id: str, chat: bool):
+    from .server import frontend_of, read_json_object
+
+    frontend = frontend_of(current_app)
+    served = frontend.config.model_id
+    if model_id != served:
+        raise ApiError(404, f"model {model_id!r} is not served here; the served model is {served!r}")
+    try:
+        body = InferenceRequest.model_validate(read_json_object())
+    except ValidationError as exc:
+        raise ApiError(400, describe_validation_error(exc)) from None
+    encoder = frontend.require_ready()
+    if chat:
+        try:
+            prompt_text = encoder.chat_text([{"role": "user", "content": body.text}])
+        except ChatTemplateError as exc:
+            raise ApiError(400, str(exc)) from None
+        prompt_ids = encoder.encode_chat_text(prompt_text)
+    else:
+        prompt_text, prompt_ids = body.text, encoder.encode(body.text)
+    max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
+    session = frontend.open(prompt_ids, body.sampling(max_tokens), body.text)
+    record = Record(g.request_id, request.path, prompt_tokens=len(prompt_ids))
+    if body.session_id is not None:
+        log.info("request %s client session_id=%r", g.request_id, body.session_id)
+
+    def chunks():
+        for batch in frontend.outputs(session, record, request.environ):
+            text = "".join(o.text for o in batch)
+            if text:
+                yield text.encode()
+
+    return Response(stream_with_context(chunks()), status=200,
+                    content_type="text/plain; charset=utf-8")

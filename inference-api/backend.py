@@ -1,0 +1,104 @@
+"""The decode-backend process: load the model, then admit, step and emit until told to stop."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import time
+
+from .config import Config
+from .engine import Engine
+from .protocol import Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit
+
+log = logging.getLogger("inference_api.backend")
+HEARTBEAT_SECONDS = 0.5
+
+
+def build_runner(config: Config):
+    """The real model runner, or the mock one when MOCK_MODEL=1 (which never imports torch)."""
+    if config.mock_model:
+        from .mock import MockRunner
+
+        return MockRunner(config)
+    from .model_runner import ModelRunner
+
+    return ModelRunner(config)
+
+
+def warm_up(engine: Engine) -> None:
+    """Run one short request through every stage so the first user does not pay for it."""
+    from .params import SamplingParams
+
+    engine.add(Submit("warm-up", [1, 2, 3], SamplingParams(max_tokens=2, temperature=0)))
+    while engine.has_work():
+        engine.step()
+
+
+def backend_main(config: Config, inputs, outputs) -> None:
+    """Entry point of the backend process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s backend %(levelname)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+    # Ctrl-C reaches the whole process group; the frontend decides when the backend stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        runner = build_runner(config)
+        engine = Engine(runner, config.max_users, config.prefill_chunk, runner.max_seq_len)
+        warm_up(engine)
+    except Exception as exc:  # noqa: BLE001 - every start failure becomes one clear line
+        message = str(exc) if type(exc).__name__.endswith(("Error", "Architecture")) else repr(exc)
+        log.error("backend cannot start: %s", message)
+        outputs.put(Fatal(message))
+        return
+    outputs.put(Ready(dict(runner.info, max_users=config.max_users)))
+    serve(engine, inputs, outputs, config.max_users)
+
+
+def serve(engine: Engine, inputs, outputs, max_users: int) -> None:
+    """The loop: take messages (blocking only when idle), step, emit, beat."""
+    last_beat = 0.0
+    while True:
+        results: list[Output] = []
+        for message in take_messages(inputs, block=not engine.has_work()):
+            if isinstance(message, Submit):
+                results += engine.add(message)
+            elif isinstance(message, Cancel):
+                results += engine.cancel(message.session_id)
+            elif isinstance(message, Shutdown):
+                results += engine.fail_all("the server is shutting down")
+                outputs.put(results)
+                return
+        try:
+            results += engine.step()
+        except Exception as exc:  # noqa: BLE001 - a failed step must end its sessions, not hang them
+            log.exception("decode step failed")
+            results += engine.fail_all(f"backend step failed: {type(exc).__name__}: {exc}")
+        if results:
+            outputs.put(results)
+        now = time.monotonic()
+        if now - last_beat >= HEARTBEAT_SECONDS:
+            outputs.put(Heartbeat(engine.busy_rows, engine.queued, max_users))
+            last_beat = now
+
+
+def take_messages(inputs, block: bool) -> list:
+    """Everything waiting on the input queue; waits up to a heartbeat for the first when idle."""
+    messages = []
+    try:
+        messages.append(inputs.get(timeout=HEARTBEAT_SECONDS) if block else inputs.get_nowait())
+        while True:
+            messages.append(inputs.get_nowait())
+    except queue.Empty:
+        pass
+    return messages
+
+
+def start_backend(config: Config):
+    """Spawn the backend process; returns (process, input queue, output queue)."""
+    ctx = multiprocessing.get_context("spawn")
+    inputs, outputs = ctx.Queue(), ctx.Queue()
+    process = ctx.Process(target=backend_main, args=(config, inputs, outputs), name="decode-backend",
+                          daemon=True)
+    process.start()
+    return process, inputs, outputs

@@ -1,0 +1,150 @@
+"""What every route shares: the backend link, prompt encoding, admission and streaming."""
+from __future__ import annotations
+
+import logging
+import queue
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .config import Config
+from .prompts import PromptEncoder
+from .protocol import FINISH_ERROR, Output
+from .sessions import BackendLink, NotReady, Overloaded, Session
+
+log = logging.getLogger("inference_api.requests")
+CLIENT_CHECK_SECONDS = 0.5
+
+
+class ApiError(Exception):
+    """An error answer: status, message and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Record:
+    """What the request log line says about one generation."""
+
+    request_id: str
+    route: str
+    started: float = field(default_factory=time.monotonic)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+
+    def log_line(self, status: int = 200) -> None:
+        """One line per request: id, status, tokens, time to first token, total time."""
+        ttft = f"{self.first_token_at - self.started:.3f}s" if self.first_token_at else "-"
+        log.info("request %s %s status=%s prompt_tokens=%d completion_tokens=%d ttft=%s "
+                 "total=%.3fs finish=%s%s", self.request_id, self.route, status,
+                 self.prompt_tokens, self.completion_tokens, ttft,
+                 time.monotonic() - self.started, self.finish_reason,
+                 f" error={self.error!r}" if self.error else "")
+
+
+class Frontend:
+    """The server's state: config, backend link and the served model's prompt encoder."""
+
+    def __init__(self, config: Config, start_backend: bool = True):
+        self.config = config
+        self.encoder: PromptEncoder | None = None
+        self.draining = False
+        self.link = BackendLink(config, on_ready=self._ready) if start_backend else None
+
+    def _ready(self, info: dict) -> None:
+        self.encoder = PromptEncoder(info)
+
+    @property
+    def context_len(self) -> int:
+        """Tokens a prompt and its answer may hold together."""
+        return self.link.info.get("max_seq_len", self.config.max_seq_len)
+
+    def require_ready(self) -> PromptEncoder:
+        """The prompt encoder, or a 503 while the backend is not ready."""
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", {"Retry-After": "5"})
+        if self.link.state != "ready" or self.encoder is None:
+            raise ApiError(503, self.link.message, {"Retry-After": "5"})
+        return self.encoder
+
+    def fit_max_tokens(self, prompt_tokens: int, max_tokens: int | None, default: int = 256) -> int:
+        """The max_tokens to use, or a 400 when the prompt leaves no room in the context."""
+        room = self.context_len - prompt_tokens
+        if max_tokens is None:
+            if room >= 1:
+                return min(default, room)
+            max_tokens = 1
+        if max_tokens > room:
+            raise ApiError(400, f"the prompt has {prompt_tokens} tokens and max_tokens is "
+                                f"{max_tokens}: together {prompt_tokens + max_tokens} tokens, over "
+                                f"the context of {self.context_len} tokens")
+        return max_tokens
+
+    def open(self, prompt_ids: list[int], params, prompt_text: str) -> Session:
+        """Send a prompt to the backend, or a 503 when it is not ready or too many wait."""
+        try:
+            return self.link.open_session(prompt_ids, params, prompt_text)
+        except Overloaded as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
+        except NotReady as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "5"}) from None
+
+    def outputs(self, session: Session, record: Record, environ: dict) -> Iterator[list[Output]]:
+        """The session's outputs as they come, several at once when the client is slow.
+
+        Ends at the final output, when the client goes away, or when the generator is closed;
+        in every case the session is closed (and its generation cancelled if still running).
+        """
+        try:
+            while True:
+                try:
+                    batch = [session.outputs.get(timeout=CLIENT_CHECK_SECONDS)]
+                except queue.Empty:
+                    if client_gone(environ):
+                        record.finish_reason = "cancelled"
+                        return
+                    continue
+                while batch[-1].finish_reason is None:
+                    try:
+                        batch.append(session.outputs.get_nowait())
+                    except queue.Empty:
+                        break
+                last = batch[-1]
+                record.completion_tokens = last.completion_tokens or record.completion_tokens
+                if record.first_token_at is None and any(o.num_tokens for o in batch):
+                    record.first_token_at = time.monotonic()
+                if last.finish_reason is not None:
+                    record.finish_reason = last.finish_reason
+                    record.error = last.error
+                    if last.finish_reason == FINISH_ERROR:
+                        log.error("request %s ended early: %s", record.request_id, last.error)
+                yield batch
+                if last.finish_reason is not None:
+                    return
+        except GeneratorExit:
+            record.finish_reason = record.finish_reason or "cancelled"
+            raise
+        finally:
+            self.link.close_session(session)
+            record.log_line()
+
+
+def client_gone(environ) -> bool:
+    """True when the client closed its connection (checked without reading its data)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

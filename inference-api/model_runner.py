@@ -1,0 +1,84 @@
+"""The real runner: model forward, vectorised sampling and detokenization for the engine."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from .config import Config
+from .detokenize import IncrementalDetokenizer
+from .model import DecoderModel, PrefillChunk, check_architecture
+from .model_store import (load_model, load_tokenizer, prepare_model_folder, read_model_info,
+                          resolve_device, resolve_dtype)
+from .sampling import RowSampler
+from .scheduler import Plan
+from .sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    """Owns the model, its KV cache, the row sampler and each row's detokenizer."""
+
+    def __init__(self, config: Config):
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        folder = prepare_model_folder(config.model_path, config.model_cache_dir)
+        self.info = read_model_info(folder)
+        self.tokenizer = load_tokenizer(folder)
+        hf_model = load_model(folder, device, dtype)
+        check_architecture(hf_model.config)
+        limit = self.info["max_position_embeddings"] or config.max_seq_len
+        self.max_seq_len = min(config.max_seq_len, limit)
+        self.model = DecoderModel(hf_model, config.max_users, self.max_seq_len)
+        self.eos_ids = tuple(self.info["eos_token_ids"])
+        self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
+                                  self.eos_ids)
+        self.detokenizers: dict[int, IncrementalDetokenizer] = {}
+        self.info.update(max_seq_len=self.max_seq_len, device=str(device),
+                         dtype=str(dtype).removeprefix("torch."), mock=False)
+        log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
+
+    def start(self, seq: Sequence) -> None:
+        """Prepare a newly admitted row: sampling parameters and a fresh detokenizer."""
+        self.sampler.add(seq.row, seq.params, seq.prompt_ids)
+        self.detokenizers[seq.row] = IncrementalDetokenizer(self.tokenizer, seq.prompt_ids)
+
+    def finish(self, seq: Sequence) -> None:
+        """Forget a row's per-request state."""
+        self.sampler.remove(seq.row)
+        self.detokenizers.pop(seq.row, None)
+
+    def run(self, plan: Plan) -> list[tuple[Sequence, int]]:
+        """One forward over the plan; returns a new token for every row that has one."""
+        device = self.model.device
+        decode = plan.decode
+        rows = torch.tensor([s.row for s in decode], dtype=torch.long)
+        tokens = torch.tensor([s.last_token for s in decode], dtype=torch.long)
+        positions = torch.tensor([s.position for s in decode], dtype=torch.long)
+        chunks = [PrefillChunk(c.seq.row, torch.tensor(c.seq.prompt_ids[c.start:c.start + c.length]),
+                               c.start) for c in plan.prefill]
+        logits = self.model.step(rows.to(device), tokens.to(device), positions.to(device), chunks)
+        # Only decode rows and chunks that end their prompt produce a token.
+        wanted = list(range(len(decode)))
+        seqs = list(decode)
+        for i, chunk in enumerate(plan.prefill):
+            if chunk.completes_prompt:
+                wanted.append(len(decode) + i)
+                seqs.append(chunk.seq)
+        if not seqs:
+            return []
+        index = torch.tensor(wanted, device=logits.device)
+        sample_rows = torch.tensor([s.row for s in seqs], dtype=torch.long, device=logits.device)
+        new_tokens = self.sampler.sample(sample_rows, logits.index_select(0, index)).tolist()
+        return list(zip(seqs, new_tokens))
+
+    def detokenize(self, seq: Sequence, token: int) -> str:
+        """The text this token completes for its row."""
+        return self.detokenizers[seq.row].push(token)
+
+    def is_eos(self, seq: Sequence, token: int) -> bool:
+        """True when the token ends the row's answer."""
+        return self.sampler.is_eos(seq.row, token)

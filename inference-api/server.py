@@ -1,0 +1,97 @@
+"""The Flask app factory: routes, errors, request ids and the backend's life cycle."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .config import Config
+from .frontend import ApiError, Frontend
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_server(config: Config | None = None, start_backend: bool = True) -> Flask:
+    """Build the app; starts the backend process unless told not to (for tests of routes alone)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["inference"] = Frontend(config, start_backend=start_backend)
+
+    from .api_health import health
+    from .api_native import native
+
+    app.register_blueprint(health)
+    app.register_blueprint(native)
+    _install_request_ids(app)
+    _install_error_handlers(app)
+    return app
+
+
+def frontend_of(app: Flask) -> Frontend:
+    """The Frontend state of an app made by create_server."""
+    return app.extensions["inference"]
+
+
+def error_response(status: int, message: str, headers: dict | None = None):
+    """The JSON error shape of every route: {"status_code": N, "message": "..."}."""
+    response = jsonify(status_code=status, message=message)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def read_json_object() -> dict:
+    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return body
+
+
+def _install_request_ids(app: Flask) -> None:
+    @app.before_request
+    def take_request_id():
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def give_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        _log_refusal(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        messages = {404: f"no route {request.path}",
+                    405: f"method {request.method} is not allowed on {request.path}",
+                    413: f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes"}
+        message = messages.get(exc.code, exc.description)
+        _log_refusal(exc.code, message)
+        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
+        return error_response(exc.code, message, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("request %s failed", g.get("request_id"))
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+def _log_refusal(status: int, message: str) -> None:
+    logging.getLogger("inference_api.requests").info(
+        "request %s %s status=%s message=%r", g.get("request_id", "-"), request.path, status, message)

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Benchmark the backend engine in one process against transformers generate(), side by side.
+
+32 concurrent requests from the fixed prompt set, staggered arrivals, 128 new tokens each.
+Prints aggregate output tokens/s, time to first token and inter-token latency percentiles,
+then transformers generate() one request at a time and as one padded static batch, and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from prompt_set import benchmark_prompts  # noqa: E402
+from stats import percentile  # noqa: E402
+
+from inference_api.config import Config  # noqa: E402
+from inference_api.engine import Engine  # noqa: E402
+from inference_api.model_runner import ModelRunner  # noqa: E402
+from inference_api.params import SamplingParams  # noqa: E402
+from inference_api.protocol import Submit  # noqa: E402
+
+
+def run_engine(runner, config, prompt_ids, new_tokens, stagger_s):
+    """Serve every prompt through the engine with staggered arrivals; returns timings."""
+    engine = Engine(runner, config.max_users, config.prefill_chunk, runner.max_seq_len)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    start = time.perf_counter()
+    arrival = {f"r{i}": start + i * stagger_s for i in range(len(prompt_ids))}
+    pending = list(enumerate(prompt_ids))
+    first, last, gaps, done = {}, {}, [], set()
+    step_times = []
+    while len(done) < len(prompt_ids):
+        now = time.perf_counter()
+        while pending and arrival[f"r{pending[0][0]}"] <= now:
+            i, ids = pending.pop(0)
+            engine.add(Submit(f"r{i}", ids, params))
+        if not engine.has_work():
+            time.sleep(max(0.0, arrival[f"r{pending[0][0]}"] - now))
+            continue
+        t0 = time.perf_counter()
+        outputs = engine.step()
+        t1 = time.perf_counter()
+        step_times.append(t1 - t0)
+        for out in outputs:
+            sid = out.session_id
+            if sid not in first:
+                first[sid] = t1
+            elif out.num_tokens:
+                gaps += [(t1 - last[sid]) / out.num_tokens] * out.num_tokens
+            last[sid] = t1
+            if out.finish_reason:
+                done.add(sid)
+    elapsed = time.perf_counter() - start
+    ttft = [first[s] - arrival[s] for s in first]
+    return {"tokens_per_s": len(prompt_ids) * new_tokens / elapsed, "elapsed": elapsed,
+            "ttft": ttft, "itl": gaps, "steps": step_times}
+
+
+def hf_generate_one_at_a_time(model, prompt_ids, new_tokens):
+    """transformers generate() for each prompt alone; returns output tokens/s."""
+    tokens, start = 0, time.perf_counter()
+    for ids in prompt_ids:
+        inputs = torch.tensor([ids])
+        model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        tokens += new_tokens
+    return tokens / (time.perf_counter() - start)
+
+
+def hf_generate_static_batch(model, prompt_ids, new_tokens):
+    """transformers generate() on all prompts as one left-padded batch; returns output tokens/s."""
+    width = max(len(ids) for ids in prompt_ids)
+    inputs = torch.zeros(len(prompt_ids), width, dtype=torch.long)
+    mask = torch.zeros_like(inputs)
+    for row, ids in enumerate(prompt_ids):
+        inputs[row, width - len(ids):] = torch.tensor(ids)
+        mask[row, width - len(ids):] = 1
+    start = time.perf_counter()
+    model.generate(inputs, attention_mask=mask, max_new_tokens=new_tokens,
+                   min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    return len(prompt_ids) * new_tokens / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--stagger-ms", type=float, default=100.0, help="gap between arrivals")
+    parser.add_argument("--single-requests", type=int, default=8,
+                        help="how many prompts to time for generate() one at a time")
+    parser.add_argument("--skip-transformers", action="store_true")
+    args = parser.parse_args()
+
+    config = Config.from_env()
+    runner = ModelRunner(config)
+    encode = runner.tokenizer.encode
+    prompt_ids = [encode(p).ids for p in benchmark_prompts(args.requests)]
+    lengths = sorted(len(ids) for ids in prompt_ids)
+    print(f"model {runner.info['folder']}\ndevice {runner.info['device']} dtype "
+          f"{runner.info['dtype']} threads {torch.get_num_threads()} rows {config.max_users} "
+          f"prefill chunk {config.prefill_chunk}")
+    print(f"{len(prompt_ids)} requests, prompt tokens min/median/max "
+          f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, {args.new_tokens} new tokens "
+          f"each, one arrival every {args.stagger_ms:.0f} ms")
+    run_engine(runner, config, prompt_ids[:2], 4, 0.0)  # warm-up
+    result = run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
+    print(f"\nengine: {result['tokens_per_s']:.1f} output tokens/s "
+          f"({result['elapsed']:.1f} s for all)")
+    for name in ("ttft", "itl"):
+        values = result[name]
+        print(f"  {name:5s} p50 {percentile(values, 50) * 1000:7.1f} ms   "
+              f"p99 {percentile(values, 99) * 1000:7.1f} ms")
+    print(f"  step  p50 {percentile(result['steps'], 50) * 1000:7.1f} ms   "
+          f"p99 {percentile(result['steps'], 99) * 1000:7.1f} ms")
+    if args.skip_transformers:
+        return 0
+    del runner
+    from transformers import AutoModelForCausalLM
+
+    from inference_api.model_store import prepare_model_folder, resolve_dtype
+
+    folder = prepare_model_folder(config.model_path, config.model_cache_dir)
+    dtype = resolve_dtype(config.dtype, "cpu")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    single = hf_generate_one_at_a_time(model, prompt_ids[:args.single_requests], args.new_tokens)
+    print(f"\ntransformers generate(), one request at a time ({args.single_requests} requests): "
+          f"{single:.1f} output tokens/s")
+    static = hf_generate_static_batch(model, prompt_ids, args.new_tokens)
+    print(f"transformers generate(), one padded static batch of {len(prompt_ids)}: "
+          f"{static:.1f} output tokens/s")
+    print(f"\nratio engine / one-at-a-time: {result['tokens_per_s'] / single:.2f}x")
+    print(f"ratio engine / static batch:  {result['tokens_per_s'] / static:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Shared fixtures: the served model's runner in-process, and real servers on free ports."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from processes import REPO, ServerProcess, free_port
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+
+
+def api_server(env: dict | None = None, port: int | None = None) -> ServerProcess:
+    """An Inference API server under gunicorn with gunicorn.conf.py (not started)."""
+    port = port or free_port()
+    return ServerProcess([GUNICORN, "--config", "gunicorn.conf.py"], port,
+                         env={"SERVICE_PORT": str(port), **(env or {})}, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def mock_server():
+    """A real gunicorn server on the mock backend, shared by the tests that only read from it."""
+    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "5"})
+    server.start(timeout=60)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_server():
+    """A real gunicorn server on the default model (bfloat16 where the CPU has it)."""
+    server = api_server({"MOCK_MODEL": "0", "MAX_SEQ_LEN": "1024"})
+    server.start(timeout=600)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_runner_fp32():
+    """The default model's runner in this process, in float32 (for exact comparisons)."""
+    from inference_api.config import Config
+    from inference_api.model_runner import ModelRunner
+
+    return ModelRunner(Config(dtype="float32", device="cpu", max_users=32, max_seq_len=1024))
+
+
+@pytest.fixture(scope="session")
+def hf_model_fp32(model_runner_fp32):
+    """transformers' own model and tokenizer for the same folder, in float32 (the reference)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = model_runner_fp32.info["folder"]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(folder)

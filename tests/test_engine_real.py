@@ -1,0 +1,205 @@
+"""The engine on the real default model: exact greedy answers, seeds, rows, stops, UTF-8, limits."""
+from __future__ import annotations
+
+import pytest
+
+from inference_api.engine import Engine
+from inference_api.params import SamplingParams
+from inference_api.protocol import Submit
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+    "Q: What is 12 times 12?\nA:",
+    "List three colors:",
+    "Water boils at",
+    "The quick brown fox jumps over the lazy dog. " * 12 + "Summarize the text above:",
+    "Hi",
+]
+
+
+def make_engine(runner, prefill_budget: int = 16) -> Engine:
+    """A fresh engine over the shared runner (a small prefill budget forces chunked prefill)."""
+    return Engine(runner, runner.model.max_rows, prefill_budget, runner.max_seq_len)
+
+
+def run(engine: Engine, arrivals: dict[int, list[Submit]], max_steps: int = 10_000):
+    """Step the engine, submitting prompts at the given steps; returns outputs per session."""
+    results: dict[str, list] = {}
+    for step in range(max_steps):
+        for submit in arrivals.get(step, []):
+            for out in engine.add(submit):
+                results.setdefault(out.session_id, []).append(out)
+        for out in engine.step():
+            results.setdefault(out.session_id, []).append(out)
+        if step > max(arrivals) and not engine.has_work():
+            return results
+    raise AssertionError("engine did not finish")
+
+
+def text_of(outputs) -> str:
+    return "".join(o.text for o in outputs)
+
+
+def greedy(max_tokens: int, **kw) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0, **kw)
+
+
+def test_staggered_greedy_equals_transformers_generate(model_runner_fp32, hf_model_fp32):
+    model, tokenizer = hf_model_fp32
+    engine = make_engine(model_runner_fp32)
+    arrivals = {}
+    for i, prompt in enumerate(PROMPTS):
+        ids = tokenizer(prompt)["input_ids"]
+        # Arrive while earlier rows are mid-generation and mid-prefill.
+        arrivals.setdefault(i * 3, []).append(Submit(f"s{i}", ids, greedy(24, ignore_eos=True)))
+    results = run(engine, arrivals)
+    for i, prompt in enumerate(PROMPTS):
+        ids = tokenizer(prompt, return_tensors="pt")
+        expected = model.generate(**ids, max_new_tokens=24, min_new_tokens=24, do_sample=False)
+        want = tokenizer.decode(expected[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        outs = results[f"s{i}"]
+        assert text_of(outs) == want, f"prompt {i}"
+        assert outs[-1].completion_tokens == 24 and outs[-1].finish_reason == "length"
+        assert outs[-1].prompt_tokens == ids["input_ids"].shape[1]
+
+
+def test_seeded_sampling_same_alone_and_beside_31_others(model_runner_fp32, hf_model_fp32):
+    _, tokenizer = hf_model_fp32
+    ids = tokenizer("Tell me a story about a dragon.")["input_ids"]
+    params = SamplingParams(max_tokens=20, temperature=0.9, top_p=0.95, top_k=50, seed=1234,
+                            ignore_eos=True)
+    alone = run(make_engine(model_runner_fp32), {0: [Submit("seeded", ids, params)]})
+    crowd = [Submit(f"other{i}", tokenizer(PROMPTS[i % 8])["input_ids"],
+                    SamplingParams(max_tokens=20 + i, temperature=1.0, seed=i)) for i in range(31)]
+    # The seeded request arrives last, so it lands in another row beside 31 busy ones.
+    beside = run(make_engine(model_runner_fp32, 64), {0: crowd, 2: [Submit("seeded", ids, params)]})
+    assert text_of(alone["seeded"]) == text_of(beside["seeded"])
+    other_seed = SamplingParams(max_tokens=20, temperature=0.9, top_p=0.95, top_k=50, seed=99,
+                                ignore_eos=True)
+    different = run(make_engine(model_runner_fp32), {0: [Submit("seeded", ids, other_seed)]})
+    assert text_of(different["seeded"]) != text_of(alone["seeded"])
+
+
+def test_forty_requests_on_32_rows_all_finish(model_runner_fp32):
+    engine = make_engine(model_runner_fp32, 128)
+    submits = [Submit(f"r{i}", [1, 504, 3458 + i], greedy(4 + i % 5, ignore_eos=True))
+               for i in range(40)]
+    for s in submits:
+        engine.add(s)
+    engine.step()
+    assert engine.busy_rows == 32 and engine.queued == 8
+    results = run(engine, {0: []})
+    assert sorted(results) == sorted(s.session_id for s in submits)
+    for s in submits:
+        assert results[s.session_id][-1].completion_tokens == s.params.max_tokens
+
+
+def test_cancel_frees_the_row_for_the_next_prompt(model_runner_fp32):
+    engine = make_engine(model_runner_fp32)
+    engine.add(Submit("long", [1, 2, 3], greedy(500, ignore_eos=True)))
+    engine.step()
+    engine.step()
+    assert engine.busy_rows == 1
+    outs = engine.cancel("long")
+    assert outs[-1].finish_reason == "cancelled"
+    assert engine.busy_rows == 0 and not engine.has_work()
+    assert engine.cancel("long") == []  # cancelling twice is harmless
+
+
+def test_stop_string_split_across_tokens_is_not_emitted(model_runner_fp32, hf_model_fp32):
+    _, tokenizer = hf_model_fp32
+    ids = tokenizer("The capital of France is")["input_ids"]
+    full = text_of(run(make_engine(model_runner_fp32),
+                       {0: [Submit("a", ids, greedy(24, ignore_eos=True))]})["a"])
+    # A stop made of the end of one token and the start of the next, found in the free answer.
+    pieces = [tokenizer.decode([t]) for t in tokenizer(full)["input_ids"]]
+    stop = pieces[2][-2:] + pieces[3][:2]
+    assert stop in full and len(stop) == 4
+    outs = run(make_engine(model_runner_fp32),
+               {0: [Submit("b", ids, greedy(24, ignore_eos=True, stop=(stop,)))]})["b"]
+    assert text_of(outs) == full[:full.index(stop)]
+    assert outs[-1].finish_reason == "stop"
+
+
+def test_chinese_and_emoji_stream_valid_utf8_at_every_message(model_runner_fp32, hf_model_fp32):
+    _, tokenizer = hf_model_fp32
+    prompt = "请用中文回答：你好吗？🙂🎉 Répondez avec des emojis 🐍🔥:"
+    ids = tokenizer(prompt)["input_ids"]
+    params = SamplingParams(max_tokens=48, temperature=1.0, seed=7, ignore_eos=True)
+    outs = run(make_engine(model_runner_fp32), {0: [Submit("u", ids, params, prompt)]})["u"]
+    for out in outs:
+        out.text.encode("utf-8")  # a lone surrogate would raise
+        assert "\ufffd" not in out.text
+    assert sum(o.num_tokens for o in outs) == 48
+
+
+def test_return_prompt_and_eos(model_runner_fp32, hf_model_fp32):
+    _, tokenizer = hf_model_fp32
+    prompt = "Hello"
+    ids = tokenizer(prompt)["input_ids"]
+    outs = run(make_engine(model_runner_fp32),
+               {0: [Submit("p", ids, greedy(3, return_prompt=True, ignore_eos=True), prompt)]})["p"]
+    assert text_of(outs).startswith(prompt) and len(text_of(outs)) > len(prompt)
+    # Making the model's first greedy token an extra EOS id ends the answer at once.
+    first = run(make_engine(model_runner_fp32), {0: [Submit("f", ids, greedy(1))]})["f"]
+    first_id = tokenizer(prompt + first[-1].text)["input_ids"][len(ids)]
+    outs = run(make_engine(model_runner_fp32),
+               {0: [Submit("e", ids, greedy(10, eos_token_ids=(first_id,)))]})["e"]
+    assert outs[-1].finish_reason == "eos" and outs[-1].completion_tokens == 1
+
+
+def test_prompt_too_long_is_refused_not_truncated(model_runner_fp32):
+    engine = make_engine(model_runner_fp32)
+    outs = engine.add(Submit("big", [5] * 1000, greedy(100)))
+    assert outs[0].finish_reason == "error"
+    assert "1000" in outs[0].error and "1024" in outs[0].error
+    assert not engine.has_work()
+
+
+def test_a_failing_step_ends_every_session_with_an_error(model_runner_fp32):
+    import queue
+    import threading
+
+    from inference_api.backend import serve
+    from inference_api.protocol import Output, Shutdown
+
+    class Broken:
+        """The real runner, except that a forward with a poisoned prompt raises."""
+
+        def __getattr__(self, name):
+            return getattr(model_runner_fp32, name)
+
+        def run(self, plan):
+            if any(c.seq.prompt_ids[0] == 666 for c in plan.prefill):
+                raise RuntimeError("simulated device failure")
+            return model_runner_fp32.run(plan)
+
+    inputs, outputs = queue.Queue(), queue.Queue()
+    loop = threading.Thread(target=serve, args=(Engine(Broken(), 32, 64, 1024), inputs, outputs, 32))
+    loop.start()
+    for i in range(3):
+        inputs.put(Submit(f"x{i}", [1, 2, 3], greedy(400, ignore_eos=True)))
+    inputs.put(Submit("poison", [666, 2, 3], greedy(5)))
+    finals = {}
+    while len(finals) < 4:
+        message = outputs.get(timeout=60)
+        for out in message if isinstance(message, list) else []:
+            if isinstance(out, Output) and out.finish_reason:
+                finals[out.session_id] = out
+    assert all(o.finish_reason == "error" and "simulated" in o.error for o in finals.values())
+    # The loop goes on serving after the failure.
+    inputs.put(Submit("after", [1, 2, 3], greedy(3, ignore_eos=True)))
+    while True:
+        message = outputs.get(timeout=60)
+        done = [o for o in (message if isinstance(message, list) else [])
+                if o.session_id == "after" and o.finish_reason]
+        if done:
+            assert done[0].finish_reason == "length"
+            break
+    inputs.put(Shutdown())
+    loop.join(30)
+    assert not loop.is_alive()

@@ -1,0 +1,251 @@
+"""The HTTP server on the mock backend, through a real gunicorn process and Flask's test client."""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+import requests
+
+from conftest import api_server
+from inference_api.mock import mock_answer
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def post(server, body, route="inference", model=MODEL, **kw):
+    return requests.post(f"{server.url}/{route}/{model}", json=body, timeout=30, **kw)
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def health(server) -> dict:
+    return requests.get(server.url + "/health", timeout=5).json()
+
+
+def test_health_reports_ready_and_load(mock_server):
+    response = requests.get(mock_server.url + "/health", timeout=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["model"] == MODEL
+    assert body["max_users"] == 32 and body["busy_rows"] >= 0 and body["queued"] >= 0
+
+
+def test_stream_is_chunked_text_derived_from_the_prompt(mock_server):
+    response = post(mock_server, {"text": "alpha beta", "max_tokens": 7}, stream=True,
+                    headers={"X-Request-ID": "my-request-1"})
+    assert response.status_code == 200
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["X-Request-ID"] == "my-request-1"
+    chunks = [c.decode() for c in response.iter_content(chunk_size=None)]
+    assert "".join(chunks) == mock_answer("alpha beta", 7)
+    assert len(chunks) > 1  # streamed as made, not buffered into one answer
+
+
+def test_first_chunk_arrives_before_the_generation_ends(mock_server):
+    started = time.monotonic()
+    response = post(mock_server, {"text": "slow stream", "max_tokens": 60}, stream=True)
+    chunks = response.iter_content(chunk_size=None)
+    first = next(chunks)
+    first_at = time.monotonic() - started
+    rest = b"".join(chunks)
+    total = time.monotonic() - started
+    assert first and rest
+    assert first_at < total / 2  # 60 steps of 5 ms: the first chunk comes long before the end
+
+
+def test_predictions_wraps_the_prompt_in_the_chat_template(mock_server):
+    plain = post(mock_server, {"text": "hello there", "max_tokens": 3, "return_prompt": True})
+    chat = post(mock_server, {"text": "hello there", "max_tokens": 3, "return_prompt": True},
+                route="predictions")
+    assert plain.status_code == chat.status_code == 200
+    assert plain.text == "hello there" + mock_answer("hello there", 3)
+    assert chat.text == plain.text  # the answer is derived from the user's text in both
+
+
+def test_numeric_strings_and_string_booleans_are_accepted(mock_server):
+    response = post(mock_server, {"text": "a b", "max_tokens": "4", "temperature": "1",
+                                  "top_k": "5", "top_p": "0.5", "return_prompt": "false",
+                                  "session_id": "client-chosen", "seed": "3",
+                                  "repetition_penalty": "1.1"})
+    assert response.status_code == 200
+    assert response.text == mock_answer("a b", 4)
+
+
+def test_stop_sequence_ends_the_answer_before_the_stop(mock_server):
+    full = mock_answer("one two three", 12)
+    response = post(mock_server, {"text": "one two three", "max_tokens": 12,
+                                  "stop_sequence": ["wo4 thr"]})
+    assert response.text == full[:full.index("wo4 thr")]
+    response = post(mock_server, {"text": "one two three", "max_tokens": 12,
+                                  "stop_sequence": "three5"})
+    assert response.text == full[:full.index("three5")]
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", b"{not json", "malformed JSON"),
+    ("not an object", b"[1, 2]", "must be an object"),
+    ("missing text", {"max_tokens": 3}, "text is required"),
+    ("empty text", {"text": ""}, "text"),
+    ("blank text", {"text": "   "}, "text"),
+    ("text not a string", {"text": 42}, "text=42"),
+    ("temperature too high", {"text": "a", "temperature": 9}, "temperature=9"),
+    ("temperature not a number", {"text": "a", "temperature": "hot"}, "temperature='hot'"),
+    ("top_k too big", {"text": "a", "top_k": 5000}, "less than or equal to 1000"),
+    ("top_k zero", {"text": "a", "top_k": 0}, "top_k=0"),
+    ("top_p zero", {"text": "a", "top_p": 0}, "top_p=0"),
+    ("top_p above one", {"text": "a", "top_p": 1.5}, "top_p=1.5"),
+    ("max_tokens zero", {"text": "a", "max_tokens": 0}, "max_tokens=0"),
+    ("max_tokens too big", {"text": "a", "max_tokens": 5000}, "less than or equal to 2048"),
+    ("stop of a wrong type", {"text": "a", "stop_sequence": 5}, "stop_sequence"),
+    ("empty stop", {"text": "a", "stop_sequence": [""]}, "stop_sequence"),
+    ("return_prompt not a boolean", {"text": "a", "return_prompt": "perhaps"}, "return_prompt"),
+    ("negative seed", {"text": "a", "seed": -1}, "seed=-1"),
+    ("repetition_penalty zero", {"text": "a", "repetition_penalty": 0}, "repetition_penalty=0"),
+    ("unknown field", {"text": "a", "temprature": 1}, "temprature is not a known field"),
+    ("prompt too long", {"text": "word " * 2040, "max_tokens": 10}, "2040 tokens"),
+]
+
+
+@pytest.mark.parametrize("name,body,expected", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_400_naming_the_problem(mock_server, name, body, expected):
+    url = f"{mock_server.url}/inference/{MODEL}"
+    if isinstance(body, bytes):
+        response = requests.post(url, data=body, headers={"Content-Type": "application/json"})
+    else:
+        response = requests.post(url, json=body)
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert payload["status_code"] == 400
+    assert expected in payload["message"]
+
+
+def test_prompt_too_long_message_gives_both_counts(mock_server):
+    response = post(mock_server, {"text": "word " * 2040, "max_tokens": 10})
+    assert response.status_code == 400
+    assert "2040 tokens" in response.json()["message"] and "2048" in response.json()["message"]
+
+
+def test_routes_methods_models_and_size_limit(mock_server):
+    response = post(mock_server, {"text": "a"}, model="gpt-17")
+    assert response.status_code == 404 and MODEL in response.json()["message"]
+    response = requests.get(f"{mock_server.url}/inference/{MODEL}")
+    assert response.status_code == 405 and response.json()["status_code"] == 405
+    response = requests.get(f"{mock_server.url}/no/such/route")
+    assert response.status_code == 404 and response.json()["status_code"] == 404
+    response = requests.post(f"{mock_server.url}/inference/{MODEL}",
+                             data=json.dumps({"text": "x" * (2 << 20)}),
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["status_code"] == 413
+
+
+def test_many_concurrent_streams_never_mix(mock_server):
+    def one(i):
+        prompt = f"client{i} asks question{i} number{i * 7}"
+        response = post(mock_server, {"text": prompt, "max_tokens": 20 + i % 11}, stream=True)
+        return prompt, 20 + i % 11, b"".join(response.iter_content(chunk_size=None)).decode()
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(one, range(64)))
+    for prompt, n, text in results:
+        assert text == mock_answer(prompt, n)
+
+
+def test_abandoned_streams_free_rows_and_sessions(mock_server):
+    def abandon(i):
+        response = post(mock_server, {"text": f"abandon{i}", "max_tokens": 2000}, stream=True)
+        next(response.iter_content(chunk_size=None))
+        response.close()
+
+    with ThreadPoolExecutor(25) as pool:
+        list(pool.map(abandon, range(100)))
+    assert wait_for(lambda: health(mock_server)["busy_rows"] == 0
+                    and health(mock_server)["queued"] == 0 and health(mock_server)["sessions"] == 0)
+
+
+def test_full_queue_gets_503_with_retry_after():
+    with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "20", "MAX_USERS": "2",
+                     "MAX_QUEUE": "2"}) as server:
+        streams = [post(server, {"text": f"hold{i}", "max_tokens": 300}, stream=True)
+                   for i in range(4)]
+        assert all(s.status_code == 200 for s in streams)
+        assert wait_for(lambda: health(server)["busy_rows"] == 2 and health(server)["queued"] == 2)
+        refused = post(server, {"text": "one too many", "max_tokens": 3})
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+        assert "waiting" in refused.json()["message"]
+        for s in streams:
+            s.close()
+        assert wait_for(lambda: post(server, {"text": "later", "max_tokens": 3}).status_code == 200)
+
+
+def backend_process(server) -> psutil.Process:
+    """The decode-backend process under the gunicorn master (the worker's spawned child)."""
+    for child in psutil.Process(server.proc.pid).children(recursive=True):
+        if "spawn_main" in " ".join(child.cmdline()):
+            return child
+    raise AssertionError("no backend process")
+
+
+def test_backend_killed_mid_stream_ends_streams_then_recovers():
+    with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}) as server:
+        old = backend_process(server)
+        responses = [post(server, {"text": f"victim{i}", "max_tokens": 1000}, stream=True)
+                     for i in range(3)]
+        for response in responses:
+            next(response.iter_content(chunk_size=None))
+        old.send_signal(signal.SIGKILL)
+        for response in responses:
+            body = b"".join(response.iter_content(chunk_size=None)).decode()
+            assert len(body.split()) < 1000  # ended early, promptly
+        assert wait_for(lambda: requests.get(server.url + "/health").status_code == 503, 5) or \
+            backend_process(server).pid != old.pid
+        assert wait_for(lambda: requests.get(server.url + "/health").status_code == 200, 60)
+        assert backend_process(server).pid != old.pid
+        assert post(server, {"text": "alive again", "max_tokens": 3}).text == \
+            mock_answer("alive again", 3)
+        assert "restarting" in server.output()
+
+
+def test_sigterm_lets_running_streams_finish():
+    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}).start(timeout=60)
+    try:
+        backend = backend_process(server)
+        response = post(server, {"text": "finish me", "max_tokens": 150}, stream=True)
+        chunks = response.iter_content(chunk_size=None)
+        first = next(chunks)
+        server.signal(signal.SIGTERM)
+        body = first + b"".join(chunks)
+        assert body.decode() == mock_answer("finish me", 150)
+        assert server.proc.wait(30) == 0
+        assert wait_for(lambda: not backend.is_running() or backend.status() == "zombie", 10)
+    finally:
+        server.stop()
+
+
+def test_flask_test_client_validates_and_streams():
+    from inference_api.config import Config
+    from inference_api.server import create_server, frontend_of
+
+    app = create_server(Config(mock_model=True, mock_step_ms=1))
+    frontend = frontend_of(app)
+    try:
+        client = app.test_client()
+        assert wait_for(lambda: client.get("/health").status_code == 200, 60)
+        response = client.post(f"/inference/{MODEL}", json={"text": "x y", "max_tokens": 5})
+        assert response.status_code == 200 and response.get_data(as_text=True) == mock_answer("x y", 5)
+        response = client.post(f"/inference/{MODEL}", json={"text": "x", "top_p": 2})
+        assert response.status_code == 400 and "top_p=2" in response.get_json()["message"]
+    finally:
+        frontend.link.stop()
