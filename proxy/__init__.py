@@ -1,0 +1,1 @@
+"""JWT-authenticating reverse proxy in front of the Inference API."""

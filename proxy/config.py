@@ -1,0 +1,84 @@
+"""ProxyConfig: the proxy's settings, read once from the environment and validated."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+# Below this many bytes an HS256 secret can be brute-forced offline from any token.
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message names the variable."""
+
+
+def _env(name: str, **kwargs):
+    return field(metadata={"env": name}, **kwargs)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Every setting of the proxy; docs/proxy.md describes each variable."""
+
+    jwt_secret: str = _env("JWT_SECRET", default="", repr=False)
+    upstream_url: str = _env("UPSTREAM_URL", default="http://127.0.0.1:7000")
+    host: str = _env("PROXY_HOST", default="0.0.0.0")
+    port: int = _env("PROXY_PORT", default=1223)
+    # Longest the upstream may stay silent: before its headers (-> 504) or between two chunks.
+    upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", default=60.0)
+    max_streams_per_token: int = _env("PROXY_MAX_STREAMS_PER_TOKEN", default=0)
+    threads: int = _env("PROXY_THREADS", default=256)
+    max_body_bytes: int = _env("PROXY_MAX_BODY_BYTES", default=8 << 20)
+
+    def __post_init__(self):
+        if not self.jwt_secret:
+            raise ConfigError("JWT_SECRET is not set: the proxy needs the HS256 secret "
+                              "its tokens are signed with")
+        object.__setattr__(self, "upstream_url", self.upstream_url.rstrip("/"))
+        parts = urlsplit(self.upstream_url)
+        _check(parts.scheme in ("http", "https") and bool(parts.netloc)
+               and not parts.query and not parts.fragment,
+               "UPSTREAM_URL", self.upstream_url, "an http:// or https:// URL without query")
+        _check(bool(self.host.strip()), "PROXY_HOST", self.host, "a host name or address")
+        _check(1 <= self.port <= 65535, "PROXY_PORT", self.port, "1..65535")
+        _check(0 < self.upstream_timeout_s <= 86400, "PROXY_UPSTREAM_TIMEOUT",
+               self.upstream_timeout_s, "seconds, > 0 and <= 86400")
+        _check(0 <= self.max_streams_per_token <= 100_000, "PROXY_MAX_STREAMS_PER_TOKEN",
+               self.max_streams_per_token, "0 (off)..100000")
+        _check(1 <= self.threads <= 4096, "PROXY_THREADS", self.threads, "1..4096")
+        _check(1024 <= self.max_body_bytes, "PROXY_MAX_BODY_BYTES", self.max_body_bytes,
+               ">= 1024")
+
+    @property
+    def secret_is_short(self) -> bool:
+        """Whether the secret is shorter than HS256 needs to resist brute force."""
+        return len(self.jwt_secret.encode()) < MIN_SECRET_BYTES
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "ProxyConfig":
+        """Build a ProxyConfig from the environment (variable names in each field's metadata)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if environ.get(name, "") != "":
+                values[f.name] = _parse(name, environ[name], f.default)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, default):
+    if isinstance(default, str):
+        return raw  # secrets may legitimately start or end with spaces
+    raw = raw.strip()
+    try:
+        return type(default)(raw)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ConfigError(f"{name}={raw!r} is not valid: expected {kind}") from None
+
+
+def _check(ok: bool, name: str, value, allowed: str):
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not valid: expected {allowed}")

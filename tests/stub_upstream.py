@@ -1,0 +1,133 @@
+"""A stand-in for the Inference API in proxy tests: slow chunked streams, echo, canned errors.
+
+Run it under gunicorn with one gthread worker (stream states live in its memory):
+    cd tests && gunicorn -k gthread --threads 160 stub_upstream:app
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flask import Flask, Response, jsonify, request
+
+app = Flask(__name__, static_folder=None)
+app.url_map.merge_slashes = False
+
+_lock = threading.Lock()
+_streams: dict[str, str] = {}  # stream id -> running | done | cancelled
+
+
+def stream_chunk(tag: str, token_id: str, index: int) -> bytes:
+    """Chunk `index` of a stream; non-ASCII and non-UTF-8 bytes check byte-exact relaying."""
+    return f"{tag}|{token_id}|{index}|héllo ✓|".encode() + b"\xff\x00\n"
+
+
+def _set_state(stream_id: str, state: str) -> None:
+    with _lock:
+        _streams[stream_id] = state
+
+
+@app.get("/health")
+def health():
+    return jsonify({"status": "ok"})
+
+
+@app.route("/stream", methods=["GET", "POST"])
+def stream():
+    """`n` chunks, `delay` seconds apart; closing the connection early marks it cancelled.
+
+    With `abort=K` the stub drops the connection after K chunks, as a crashing server would.
+    """
+    n = int(request.args.get("n", 5))
+    abort = int(request.args.get("abort", -1))
+    delay = float(request.args.get("delay", 0.05))
+    tag = request.args.get("tag", "")
+    stream_id = request.args.get("id") or request.headers.get("X-Request-ID", "")
+    token_id = request.headers.get("X-Token-ID", "")
+    request.get_data()
+    _set_state(stream_id, "running")
+
+    def chunks():
+        state = "cancelled"  # unless the loop below runs to its end
+        try:
+            for index in range(n):
+                if index == abort:
+                    # Gunicorn closes the connection without the final chunk on a socket error.
+                    raise ConnectionResetError(errno.ECONNRESET, "stub aborts the stream")
+                if index:
+                    time.sleep(delay)
+                yield stream_chunk(tag, token_id, index)
+            state = "done"
+        finally:
+            _set_state(stream_id, state)
+
+    return Response(chunks(), content_type="text/plain; charset=utf-8")
+
+
+@app.route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@app.route("/echo/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def echo(rest: str = ""):
+    """What arrived: method, raw target, headers (repeats kept) and body."""
+    return jsonify({
+        "method": request.method,
+        "target": request.environ.get("RAW_URI", ""),
+        "headers": [[name, value] for name, value in request.headers.items()],
+        "body_b64": base64.b64encode(request.get_data()).decode(),
+    })
+
+
+@app.get("/set-cookie")
+def set_cookie():
+    """An answer that sets a cookie, like a session-keeping upstream would."""
+    response = jsonify({"cookie": "set"})
+    response.set_cookie("session", "for-this-client-only")
+    return response
+
+
+@app.route("/error/<int:status>", methods=["GET", "POST"])
+def error(status: int):
+    """A canned API error; 503 carries Retry-After like the real server's."""
+    response = jsonify({"status_code": status, "message": f"stub error {status}"})
+    response.status_code = status
+    response.headers["X-Stub-Error"] = "yes"
+    if status == 503:
+        response.headers["Retry-After"] = "7"
+    return response
+
+
+@app.route("/slow-headers", methods=["GET", "POST"])
+def slow_headers():
+    """Answer only after `delay` seconds, to trip the proxy's upstream timeout."""
+    time.sleep(float(request.args.get("delay", 3)))
+    return jsonify({"late": True})
+
+
+@app.get("/stub/stats")
+def stats():
+    """The state of one stream (`id`) or of all of them."""
+    with _lock:
+        if "id" in request.args:
+            return jsonify({"state": _streams.get(request.args["id"], "unknown")})
+        return jsonify(dict(_streams))
+
+
+@app.errorhandler(404)
+def not_found(_err):
+    response = jsonify({"status_code": 404, "message": "no such route"})
+    response.status_code = 404
+    return response
+
+
+def start_stub(port: int):
+    """A ServerProcess running this stub on port (not started yet)."""
+    from processes import ServerProcess  # tests/ is on sys.path when tests import this
+
+    # Run from tests/ so that gunicorn does not pick up the API server's gunicorn.conf.py.
+    tests_dir = Path(__file__).resolve().parent
+    argv = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "160", "-w", "1",
+            "-b", f"127.0.0.1:{port}", "--no-control-socket", "stub_upstream:app"]
+    return ServerProcess(argv, port, cwd=tests_dir)
