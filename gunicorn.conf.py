@@ -19,7 +19,7 @@ worker_class = "gthread"
 threads = _config.max_users + _config.max_queue + 16
 # gthread's timeout watches the worker's own loop, not request length: long streams are safe.
 timeout = 120
-graceful_timeout = _config.drain_timeout_s
+graceful_timeout = int(_config.drain_timeout_s)
 keepalive = 5
 accesslog = None
 

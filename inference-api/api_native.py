@@ -53,6 +53,7 @@ def _generate(model_id: str, chat: bool):
         log.info("request %s client session_id=%r", g.request_id, body.session_id)
 
     def chunks():
+        yield b""  # sends the headers now, even while the prompt waits for a row
         for batch in frontend.outputs(session, record, request.environ):
             text = "".join(o.text for o in batch)
             if text:
