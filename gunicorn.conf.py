@@ -22,6 +22,8 @@ timeout = 120
 graceful_timeout = int(_config.drain_timeout_s)
 keepalive = 5
 accesslog = None
+# Each gunicorn would otherwise claim the same per-user control socket; this server needs none.
+control_socket_disable = True
 
 
 def post_worker_init(worker):
