@@ -58,16 +58,28 @@ def test_top_k_never_leaves_the_k_best(k):
         assert all(out[r][step] in best for r in out)
 
 
-def test_top_p_keeps_the_smallest_set_reaching_p():
-    seeds = {r: SamplingParams(top_p=0.6, temperature=1.0, seed=r) for r in range(32)}
+@pytest.mark.parametrize("top_k", [0, 20])
+def test_top_p_keeps_the_smallest_set_reaching_p(top_k):
+    seeds = {r: SamplingParams(top_p=0.6, top_k=top_k, temperature=1.0, seed=r) for r in range(32)}
     out = run(seeds, 20)
     for step in range(20):
-        probs, order = logits_for(step)[0].softmax(-1).sort(descending=True)
+        vals, order = logits_for(step)[0].sort(descending=True)
+        probs = vals[:top_k or V].softmax(-1)  # top_p applies within the top k (renormalised)
         n = int(((probs.cumsum(0) - probs) < 0.6).sum())
         allowed = set(order[:n].tolist())
         assert all(out[r][step] in allowed for r in out)
         # Many seeds over a set of several tokens: more than one of them shows up.
         assert n == 1 or len({out[r][step] for r in out}) > 1
+
+
+@pytest.mark.parametrize("top_k", [0, 10])
+def test_min_p_drops_tokens_far_below_the_best(top_k):
+    seeds = {r: SamplingParams(min_p=0.3, top_k=top_k, temperature=1.0, seed=r) for r in range(32)}
+    out = run(seeds, 20)
+    for step in range(20):
+        probs = logits_for(step)[0].softmax(-1)
+        allowed = set((probs >= 0.3 * probs.max()).nonzero()[:, 0].tolist())
+        assert all(out[r][step] in allowed for r in out)
 
 
 def _mixed_neighbours(skip: int) -> dict[int, SamplingParams]:
