@@ -1,97 +1,14 @@
-"""Per-request sampling parameters and a sampler that draws the next token of many rows at once."""
+"""A sampler that draws the next token of many rows at once, each row with its own parameters."""
 from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
 
 import torch
 
-MAX_TOP_K = 1000  # beyond this top-k hardly differs from "off", and it bounds the topk cost
-MAX_STOPS = 16
-MAX_STOP_CHARS = 256
-MAX_EXTRA_EOS = 16
+from .params import MAX_EXTRA_EOS, SamplingParams, _check  # noqa: F401 - SamplingParams re-exported
+
 _M32 = 0xFFFFFFFF
-
-
-def _check(ok: bool, name: str, value, allowed: str):
-    if not ok:
-        raise ValueError(f"{name}={value!r} is not valid: expected {allowed}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x) -> bool:
-    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one request picks its tokens; every field is range-checked on creation."""
-
-    max_tokens: int = 256
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0
-    min_p: float = 0.0  # drop tokens less likely than min_p * the best token's probability
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None  # any int; reduced to 64 bits
-    stop: tuple[str, ...] = ()
-    eos_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False
-    min_tokens: int = 0
-    return_prompt: bool = False
-
-    def __post_init__(self):
-        # Accept a single string or a list where a tuple is expected, as JSON gives them.
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        for name in ("stop", "eos_token_ids"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        _check(_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens", self.max_tokens,
-               "an integer >= 1")
-        _check(_is_num(self.temperature) and 0 <= self.temperature <= 5, "temperature",
-               self.temperature, "a number in 0..5 (0 = greedy)")
-        _check(_is_int(self.top_k) and 0 <= self.top_k <= MAX_TOP_K, "top_k", self.top_k,
-               f"an integer in 0..{MAX_TOP_K} (0 = off)")
-        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p,
-               "a number with 0 < top_p <= 1")
-        _check(_is_num(self.min_p) and 0 <= self.min_p <= 1, "min_p", self.min_p,
-               "a number in 0..1")
-        _check(_is_num(self.repetition_penalty) and 0 < self.repetition_penalty <= 100,
-               "repetition_penalty", self.repetition_penalty, "a number with 0 < x <= 100")
-        for name in ("presence_penalty", "frequency_penalty"):
-            value = getattr(self, name)
-            _check(_is_num(value) and -2 <= value <= 2, name, value, "a number in -2..2")
-        _check(self.seed is None or _is_int(self.seed), "seed", self.seed, "an integer or null")
-        _check(isinstance(self.stop, tuple) and len(self.stop) <= MAX_STOPS
-               and all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in self.stop),
-               "stop", self.stop,
-               f"at most {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters")
-        _check(isinstance(self.eos_token_ids, tuple) and len(self.eos_token_ids) <= MAX_EXTRA_EOS
-               and all(_is_int(t) and t >= 0 for t in self.eos_token_ids),
-               "eos_token_ids", self.eos_token_ids,
-               f"at most {MAX_EXTRA_EOS} token ids >= 0")
-        for name in ("ignore_eos", "return_prompt"):
-            _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
-        _check(_is_int(self.min_tokens) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
-               self.min_tokens, f"an integer in 0..max_tokens ({self.max_tokens})")
-
-    @property
-    def greedy(self) -> bool:
-        """True when the row takes the argmax and needs no random numbers."""
-        return self.temperature == 0
-
-    @property
-    def penalised(self) -> bool:
-        """True when any of the three penalties changes the logits."""
-        return (self.repetition_penalty != 1 or self.presence_penalty != 0
-                or self.frequency_penalty != 0)
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,8 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .params import MAX_TOP_K
+from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
 
-MAX_STOPS = 16
-MAX_STOP_CHARS = 256
 MAX_NEW_TOKENS = 2048
 
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
