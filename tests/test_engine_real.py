@@ -117,7 +117,8 @@ def test_stop_string_split_across_tokens_is_not_emitted(model_runner_fp32, hf_mo
                        {0: [Submit("a", ids, greedy(24, ignore_eos=True))]})["a"])
     # A stop made of the end of one token and the start of the next, found in the free answer.
     pieces = [tokenizer.decode([t]) for t in tokenizer(full)["input_ids"]]
-    stop = pieces[2][-2:] + pieces[3][:2]
+    a, b = next((a, b) for a, b in zip(pieces, pieces[1:]) if len(a) >= 2 and len(b) >= 2)
+    stop = a[-2:] + b[:2]
     assert stop in full and len(stop) == 4
     outs = run(make_engine(model_runner_fp32),
                {0: [Submit("b", ids, greedy(24, ignore_eos=True, stop=(stop,)))]})["b"]
