@@ -193,8 +193,11 @@ def test_full_queue_gets_503_with_retry_after():
 def backend_process(server) -> psutil.Process:
     """The decode-backend process under the gunicorn master (the worker's spawned child)."""
     for child in psutil.Process(server.proc.pid).children(recursive=True):
-        if "spawn_main" in " ".join(child.cmdline()):
-            return child
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:  # it ended while we looked
+            continue
     raise AssertionError("no backend process")
 
 

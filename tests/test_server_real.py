@@ -1,0 +1,104 @@
+"""The HTTP server on the real default model, through a real gunicorn process."""
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import api_server
+from test_server_mock import BAD_REQUESTS, MODEL, backend_process, health, post, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def greedy_text(server, prompt: str, n: int, route: str = "inference") -> str:
+    response = post(server, {"text": prompt, "max_tokens": n, "temperature": 0}, route=route,
+                    stream=True)
+    assert response.status_code == 200
+    return b"".join(response.iter_content(chunk_size=None)).decode()
+
+
+def test_streamed_greedy_answer_equals_the_backend_answer(real_server):
+    from inference_api.config import Config
+    from inference_api.engine import Engine
+    from inference_api.model_runner import ModelRunner
+    from inference_api.params import SamplingParams
+    from inference_api.protocol import Submit
+
+    prompts = ["The capital of France is", "Water is made of", "My favourite food is"]
+    streamed = [greedy_text(real_server, p, 16) for p in prompts]
+    # The same backend in this process, in the server's dtype, for the same prompts.
+    runner = ModelRunner(Config(max_users=4, max_seq_len=1024))
+    engine = Engine(runner, 4, 128, runner.max_seq_len)
+    for i, prompt in enumerate(prompts):
+        ids = runner.tokenizer.encode(prompt).ids
+        engine.add(Submit(str(i), ids, SamplingParams(max_tokens=16, temperature=0)))
+    texts = {str(i): "" for i in range(len(prompts))}
+    while engine.has_work():
+        for out in engine.step():
+            texts[out.session_id] += out.text
+    assert streamed == [texts[str(i)] for i in range(len(prompts))]
+    assert all(streamed)
+
+
+def test_predictions_answers_as_the_assistant(real_server):
+    text = greedy_text(real_server, "What is the capital of France?", 24, route="predictions")
+    assert "Paris" in text
+
+
+def test_forty_concurrent_streams_all_complete(real_server):
+    def one(i):
+        response = post(real_server, {"text": f"Tell me fact number {i} about cats.",
+                                      "max_tokens": 12, "temperature": 0}, stream=True,
+                        route="predictions")
+        body = b"".join(response.iter_content(chunk_size=None)).decode()
+        return response.status_code, body
+
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(one, range(40)))
+    assert [status for status, _ in results] == [200] * 40, results
+    assert all(body for _, body in results), results
+    assert wait_for(lambda: health(real_server)["busy_rows"] == 0)
+
+
+def test_disconnect_frees_rows(real_server):
+    def abandon(i):
+        response = post(real_server, {"text": f"Write a very long essay number {i}.",
+                                      "max_tokens": 900}, stream=True)
+        next(response.iter_content(chunk_size=None))
+        response.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(abandon, range(8)))
+    assert wait_for(lambda: health(real_server)["busy_rows"] == 0
+                    and health(real_server)["sessions"] == 0, 30)
+
+
+@pytest.mark.parametrize("name,body,expected", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_400_on_the_real_model(real_server, name, body, expected):
+    url = f"{real_server.url}/inference/{MODEL}"
+    if isinstance(body, bytes):
+        response = requests.post(url, data=body, headers={"Content-Type": "application/json"})
+    else:
+        response = requests.post(url, json=body)
+    assert response.status_code == 400, response.text
+    if name == "prompt too long":
+        expected = "context of 1024 tokens"
+    assert expected in response.json()["message"]
+
+
+def test_backend_killed_mid_stream_then_recovery():
+    with api_server({"MOCK_MODEL": "0", "MAX_SEQ_LEN": "512", "MAX_USERS": "4"}) as server:
+        server.wait_healthy(600)
+        old = backend_process(server)
+        response = post(server, {"text": "Count from one to one thousand:", "max_tokens": 400},
+                        stream=True)
+        next(response.iter_content(chunk_size=None))
+        old.send_signal(signal.SIGKILL)
+        b"".join(response.iter_content(chunk_size=None))  # ends early instead of hanging
+        assert wait_for(lambda: requests.get(server.url + "/health").status_code == 503, 10)
+        assert wait_for(lambda: requests.get(server.url + "/health").status_code == 200, 300)
+        assert backend_process(server).pid != old.pid
+        assert greedy_text(server, "The capital of France is", 4)
