@@ -26,6 +26,7 @@ class InferenceRequest(BaseModel):
     return_prompt: bool = False
     seed: int | None = Field(None, ge=0, lt=2**63)
     repetition_penalty: float = Field(1.0, gt=0, le=10)
+    ignore_eos: bool = False  # generate exactly max_tokens, as benchmark tools expect
     session_id: Union[str, int, None] = None  # sent by older clients; only logged
 
     @field_validator("text")
@@ -56,7 +57,7 @@ class InferenceRequest(BaseModel):
         return SamplingParams(max_tokens=max_tokens, temperature=self.temperature,
                               top_k=self.top_k or 0, top_p=self.top_p, seed=self.seed,
                               repetition_penalty=self.repetition_penalty, stop=self.stops(),
-                              return_prompt=self.return_prompt)
+                              return_prompt=self.return_prompt, ignore_eos=self.ignore_eos)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
