@@ -1,28 +1,79 @@
 #!/usr/bin/env python3
-"""Start the Inference API under gunicorn (what `make run` does), after checking the settings."""
+"""`make run`: the Inference API and the JWT proxy in front of it; Ctrl-C stops both."""
 import os
+import secrets
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import jwt
 
 from inference_api.config import Config, ConfigError
 from inference_api.model_store import ModelLoadError, model_source
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def check_settings() -> Config:
+    """The API's settings, and its model path when not mocked; one clear line if wrong."""
+    config = Config.from_env()
+    if not config.mock_model:
+        model_source(config.model_path)
+    return config
+
+
+def local_secret(env: dict) -> str:
+    """JWT_SECRET from the environment, or a fresh one for this run with a token printed."""
+    if env.get("JWT_SECRET"):
+        return env["JWT_SECRET"]
+    secret = secrets.token_urlsafe(32)
+    token = jwt.encode({"team_id": "local", "token_id": "make-run"}, secret, algorithm="HS256")
+    print("JWT_SECRET is not set: using a random secret for this run. A token for it:\n"
+          f"  export TOKEN={token}\n", flush=True)
+    return secret
 
 
 def main() -> int:
-    """Check the configuration and the model path, then hand over to gunicorn."""
+    """Start both servers, wait until either ends or Ctrl-C, then stop both."""
     try:
-        config = Config.from_env()
-        if not config.mock_model:
-            model_source(config.model_path)
+        config = check_settings()
     except (ConfigError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    os.chdir(REPO)
-    os.execv(gunicorn, [gunicorn, "--config", "gunicorn.conf.py"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env["JWT_SECRET"] = local_secret(env)
+    env.setdefault("UPSTREAM_URL", f"http://127.0.0.1:{config.service_port}")
+    gunicorn = str(BIN / "gunicorn")
+    servers = [
+        subprocess.Popen([gunicorn, "--config", "gunicorn.conf.py"], cwd=REPO, env=env),
+        subprocess.Popen([gunicorn, "--config", "proxy/gunicorn.conf.py"], cwd=REPO, env=env),
+    ]
+    proxy_port = env.get("PROXY_PORT", "1223")
+    print(f"API on :{config.service_port}, proxy on :{proxy_port}. Try:\n"
+          f"  curl -N -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+          f"-d '{{\"text\": \"Hello\", \"max_tokens\": 40}}' "
+          f"http://127.0.0.1:{proxy_port}/predictions/{config.model_id}\n", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    code = 0
+    try:
+        while all(s.poll() is None for s in servers):
+            time.sleep(0.5)
+        code = next(s.returncode for s in servers if s.poll() is not None)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+        for server in servers:
+            try:
+                server.wait(40)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    return code
 
 
 if __name__ == "__main__":
