@@ -1,0 +1,109 @@
+"""The JWT proxy in front of the real Inference API server: on the mock, and on the real model."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from inference_api.mock import mock_answer
+from test_proxy import bearer, make_token, start_proxy
+from test_server_mock import MODEL, health, wait_for
+
+
+@pytest.fixture(scope="module")
+def mock_proxy(mock_server):
+    """The proxy in front of the shared mock API server."""
+    with start_proxy(mock_server.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def real_proxy(real_server):
+    """The proxy in front of the shared real-model API server."""
+    with start_proxy(real_server.url) as proxy:
+        yield proxy
+
+
+def stream(url: str, body: dict, token: str | None = None, route: str = "inference"):
+    headers = bearer(token) if token else {}
+    return requests.post(f"{url}/{route}/{MODEL}", json=body, headers=headers, stream=True,
+                         timeout=60)
+
+
+def test_stream_through_proxy_equals_direct_byte_for_byte(mock_proxy, mock_server):
+    body = {"text": "proxy parity check", "max_tokens": 25}
+    direct = stream(mock_server.url, body)
+    proxied = stream(mock_proxy.url, body, make_token())
+    assert proxied.status_code == direct.status_code == 200
+    assert proxied.content == direct.content == mock_answer("proxy parity check", 25).encode()
+    assert proxied.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_first_chunk_comes_through_before_the_generation_ends(mock_proxy):
+    response = stream(mock_proxy.url, {"text": "unbuffered", "max_tokens": 200}, make_token())
+    chunks = response.iter_content(chunk_size=None)
+    first = next(chunks)
+    first_at = time.monotonic()
+    rest = b"".join(chunks)
+    assert first and rest
+    assert time.monotonic() - first_at > 0.3  # 200 steps of 5 ms were still to come
+
+
+def test_no_token_is_refused_before_reaching_the_api(mock_proxy, mock_server):
+    response = stream(mock_proxy.url, {"text": "sneaky", "max_tokens": 5})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_api_errors_pass_through_unchanged(mock_proxy):
+    token = make_token()
+    response = stream(mock_proxy.url, {"text": "a", "top_k": 0}, token)
+    assert response.status_code == 400 and "top_k=0" in response.json()["message"]
+    response = requests.post(f"{mock_proxy.url}/inference/other-model", json={"text": "a"},
+                             headers=bearer(token))
+    assert response.status_code == 404 and MODEL in response.json()["message"]
+
+
+def test_client_disconnect_through_proxy_frees_the_row(mock_proxy, mock_server):
+    token = make_token()
+    responses = [stream(mock_proxy.url, {"text": f"leave{i}", "max_tokens": 2000}, token)
+                 for i in range(5)]
+    for response in responses:
+        next(response.iter_content(chunk_size=None))
+    assert wait_for(lambda: health(mock_server)["busy_rows"] >= 5)
+    for response in responses:
+        response.close()
+    assert wait_for(lambda: health(mock_server)["busy_rows"] == 0
+                    and health(mock_server)["sessions"] == 0)
+
+
+def test_64_concurrent_streams_through_proxy_all_complete(mock_proxy):
+    token = make_token()
+
+    def one(i):
+        prompt = f"through proxy {i} request{i}"
+        response = stream(mock_proxy.url, {"text": prompt, "max_tokens": 15 + i % 9}, token)
+        return response.status_code, response.content.decode(), mock_answer(prompt, 15 + i % 9)
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(one, range(64)))
+    assert all(status == 200 and got == want for status, got, want in results)
+
+
+@pytest.mark.slow
+def test_real_model_stream_through_proxy_equals_direct(real_proxy, real_server):
+    body = {"text": "The three primary colors are", "max_tokens": 20, "temperature": 0}
+    direct = stream(real_server.url, body).content
+    proxied = stream(real_proxy.url, body, make_token()).content
+    assert proxied == direct and direct
+
+
+@pytest.mark.slow
+def test_real_model_disconnect_through_proxy_frees_the_row(real_proxy, real_server):
+    response = stream(real_proxy.url, {"text": "Write a long story.", "max_tokens": 900},
+                      make_token())
+    next(response.iter_content(chunk_size=None))
+    response.close()
+    assert wait_for(lambda: health(real_server)["busy_rows"] == 0, 30)
