@@ -19,6 +19,7 @@ app.url_map.merge_slashes = False
 
 _lock = threading.Lock()
 _streams: dict[str, str] = {}  # stream id -> running | done | cancelled
+_concurrency = {"now": 0, "peak": 0}  # streams open at once, and the most ever
 
 
 def stream_chunk(tag: str, token_id: str, index: int) -> bytes:
@@ -29,6 +30,8 @@ def stream_chunk(tag: str, token_id: str, index: int) -> bytes:
 def _set_state(stream_id: str, state: str) -> None:
     with _lock:
         _streams[stream_id] = state
+        _concurrency["now"] += 1 if state == "running" else -1
+        _concurrency["peak"] = max(_concurrency["peak"], _concurrency["now"])
 
 
 @app.get("/health")
@@ -110,6 +113,8 @@ def slow_headers():
 def stats():
     """The state of one stream (`id`) or of all of them."""
     with _lock:
+        if "peak" in request.args:
+            return jsonify(dict(_concurrency))
         if "id" in request.args:
             return jsonify({"state": _streams.get(request.args["id"], "unknown")})
         return jsonify(dict(_streams))

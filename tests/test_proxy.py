@@ -226,29 +226,19 @@ def test_stream_equals_direct_stream_byte_for_byte(proxy, upstream):
     assert proxied.headers.get("Transfer-Encoding") == "chunked"
 
 
-def _time_to_first_chunk(url: str, headers: dict) -> tuple[float, float]:
-    """Seconds until the first chunk, and until the whole body, of one stream."""
-    start = time.perf_counter()
-    with requests.post(url, headers=headers, stream=True, timeout=10) as response:
-        chunks = response.iter_content(chunk_size=None)
-        next(chunks)
-        first = time.perf_counter() - start
-        for _ in chunks:
-            pass
-    return first, time.perf_counter() - start
-
-
 def test_first_chunk_is_not_held_back(proxy, upstream):
-    target = "/stream?n=4&delay=0.3"
-    token = make_token()
-    direct = [_time_to_first_chunk(upstream.url + target, {}) for _ in range(3)]
-    proxied = [_time_to_first_chunk(proxy.url + target, bearer(token)) for _ in range(3)]
-    first_direct = min(first for first, _ in direct)
-    first_proxied = min(first for first, _ in proxied)
-    # The upstream needs 0.9 s for the whole stream; the first chunk must not wait for it.
-    assert all(total >= 0.85 for _, total in proxied)
-    assert first_proxied < 0.25
-    assert first_proxied - first_direct < 0.05, (first_direct, first_proxied)
+    stream_id = uuid.uuid4().hex
+    target = f"/stream?n=4&delay=0.3&id={stream_id}"
+    with requests.post(proxy.url + target, headers=bearer(make_token()), stream=True,
+                       timeout=10) as response:
+        chunks = response.iter_content(chunk_size=None)
+        first = next(chunks)
+        # The upstream is still producing when the first chunk has reached the client.
+        state = requests.get(upstream.url + f"/stub/stats?id={stream_id}", timeout=5).json()
+        rest = b"".join(chunks)
+    assert first.startswith(b"|")
+    assert state["state"] == "running"
+    assert rest
 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 503])
@@ -323,20 +313,17 @@ def test_upstream_down_is_502_json(proxy_to_nowhere):
 
 def test_upstream_slow_to_answer_is_504_json(proxy):
     before = scrape(proxy)
-    start = time.monotonic()
     response = requests.get(proxy.url + "/slow-headers?delay=5", headers=bearer(make_token()),
                             timeout=10)
-    elapsed = time.monotonic() - start
     assert response.status_code == 504
     body = response.json()
     assert body["status_code"] == 504 and "did not answer" in body["message"]
-    assert UPSTREAM_TIMEOUT_S - 0.1 <= elapsed < UPSTREAM_TIMEOUT_S + 1.5
     after = scrape(proxy)
     assert sample(after, "proxy_upstream_errors_total", kind="timeout") \
         - sample(before, "proxy_upstream_errors_total", kind="timeout") == 1
 
 
-def test_64_concurrent_streams_each_get_their_own_answer(proxy):
+def test_64_concurrent_streams_each_get_their_own_answer(proxy, upstream):
     chunks, delay = 5, 0.2
 
     def one(index: int) -> bytes:
@@ -346,15 +333,14 @@ def test_64_concurrent_streams_each_get_their_own_answer(proxy):
         assert response.status_code == 200
         return response.content
 
-    start = time.monotonic()
     with ThreadPoolExecutor(max_workers=64) as pool:
         bodies = list(pool.map(one, range(64)))
-    elapsed = time.monotonic() - start
     for index, body in enumerate(bodies):
         assert body == b"".join(stream_chunk(f"c{index}", f"conc-{index}", j)
                                 for j in range(chunks))
-    # One stream takes 0.8 s; one after another they would take 51 s.
-    assert elapsed < 8, elapsed
+    # The proxy relayed the streams side by side, not one after another.
+    peak = requests.get(upstream.url + "/stub/stats?peak=1", timeout=5).json()["peak"]
+    assert peak >= 16, peak
 
 
 def _open_stream(url: str, token: str, stream_id: str) -> requests.Response:
@@ -362,7 +348,9 @@ def _open_stream(url: str, token: str, stream_id: str) -> requests.Response:
     response = requests.get(url + f"/stream?n=20&delay=0.1&id={stream_id}", headers=bearer(token),
                             stream=True, timeout=10)
     assert response.status_code == 200
-    next(response.iter_content(chunk_size=None))
+    # Keep the iterator on the response: dropped, it would close the connection too early.
+    response.reader = response.iter_content(chunk_size=None)
+    next(response.reader)
     return response
 
 
@@ -378,9 +366,9 @@ def test_per_token_limit_gives_429_and_frees_slots(proxy, upstream):
     other = requests.get(proxy.url + "/echo", headers=bearer(make_token()), timeout=5)
     assert other.status_code == 200
 
-    # One stream read to its end, one abandoned by the client: both slots must come back.
-    streams[0].content
+    # One stream abandoned by the client, one read to its end: both slots must come back.
     streams[1].close()
+    streams[0].content
     assert wait_for(lambda: requests.get(upstream.url + "/stub/stats", params={"id": ids[1]},
                                          timeout=5).json()["state"] == "cancelled", timeout=3)
     again = wait_for(lambda: requests.get(proxy.url + "/echo", headers=bearer(token),

@@ -70,8 +70,10 @@ def test_client_disconnect_through_proxy_frees_the_row(mock_proxy, mock_server):
     token = make_token()
     responses = [stream(mock_proxy.url, {"text": f"leave{i}", "max_tokens": 2000}, token)
                  for i in range(5)]
-    for response in responses:
-        next(response.iter_content(chunk_size=None))
+    # Keep each stream's iterator: dropping it would close the connection before we mean to.
+    readers = [response.iter_content(chunk_size=None) for response in responses]
+    for reader in readers:
+        next(reader)
     assert wait_for(lambda: health(mock_server)["busy_rows"] >= 5)
     for response in responses:
         response.close()

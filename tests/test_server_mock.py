@@ -206,11 +206,13 @@ def test_backend_killed_mid_stream_ends_streams_then_recovers():
         old = backend_process(server)
         responses = [post(server, {"text": f"victim{i}", "max_tokens": 1000}, stream=True)
                      for i in range(3)]
-        for response in responses:
-            next(response.iter_content(chunk_size=None))
+        readers = [response.iter_content(chunk_size=None) for response in responses]
+        for reader in readers:
+            next(reader)
+        assert wait_for(lambda: health(server)["busy_rows"] == 3)
         old.send_signal(signal.SIGKILL)
-        for response in responses:
-            body = b"".join(response.iter_content(chunk_size=None)).decode()
+        for reader in readers:
+            body = b"".join(reader).decode()
             assert len(body.split()) < 1000  # ended early, promptly
         assert wait_for(lambda: requests.get(server.url + "/health").status_code == 503, 5) or \
             backend_process(server).pid != old.pid
