@@ -58,6 +58,27 @@ class _Layer:
     window: int | None  # sliding-window size, None for full attention
 
 
+@dataclass
+class _DecodePlan:
+    """The decoding rows of a step; kv_len and masks are filled in once per step."""
+
+    rows: torch.Tensor  # [D]
+    positions: torch.Tensor  # [D]
+    kv_len: int = 0
+    masks: dict | None = None  # sliding window -> additive mask [D, 1, 1, kv_len]
+
+
+@dataclass
+class _ChunkPlan:
+    """One prefill chunk of a step: its row, sequence start and offset among the step's tokens."""
+
+    row: int
+    start: int
+    offset: int
+    n: int
+    masks: dict | None = None  # sliding window -> additive mask [groups * n, start + n]
+
+
 def _linear_params(module) -> tuple:
     """(weight, bias) of an nn.Linear, shared with the module rather than copied."""
     return module.weight, module.bias
@@ -71,7 +92,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply rotary embedding (rotate-half convention) to x [T, heads, dim] with cos/sin [T, 1, dim]."""
+    """Rotary embedding (rotate-half convention) of x [T, heads, dim]; cos/sin [T, 1, dim]."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
@@ -95,15 +116,17 @@ def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None) -> torch
     return torch.where(visible, zero, float("-inf"))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of grouped queries q [..., kv_heads, n, dim] over k/v [..., kv_heads, L, dim].
+def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of grouped queries q [b, kv_heads, n, dim] over k_t [b, kv_heads, dim, L] and
+    v [b, kv_heads, L, dim] with an additive float32 mask broadcastable to [b, kv_heads, n, L].
 
-    mask [..., 1, n, L] or broadcastable. Several query heads share one kv head, so q stacks the
-    group's heads along n and K/V are never repeated. Softmax in float32.
+    Several query heads share one kv head, so q stacks the group's queries along n and K/V are
+    never repeated. Softmax in float32 (the mask promotes the scores), probabilities cast back.
     """
-    scores = torch.matmul(q, k.transpose(-1, -2)) + mask  # float32 [..., kv_heads, n, L]
+    b, kv, n, _ = q.shape
+    scores = torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1) + mask  # float32
     probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return torch.matmul(probs, v)  # [..., kv_heads, n, dim]
+    return torch.bmm(probs.flatten(0, 1), v.flatten(0, 1)).view(b, kv, n, -1)  # [b, kv, n, dim]
 
 
 class DecoderModel:
@@ -141,31 +164,41 @@ class DecoderModel:
         rotary = inner.rotary_emb
         self.cos, self.sin = rope_tables(rotary.inv_freq, rotary.attention_scaling, max_seq_len,
                                          self.dtype)
-        shape = (len(self.layers), max_rows, self.kv_heads, max_seq_len, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        # K is stored transposed, [layers, rows, kv_heads, head_dim, seq], so that q @ K^T
+        # multiplies by a plain row-major [head_dim, L] matrix: measured ~1.5x faster on CPU in
+        # bfloat16 than the transposed [L, head_dim] one. V is [layers, rows, kv_heads, seq, dim].
+        # Zero-filled once so never-written positions are finite (masked, but 0 * NaN = NaN).
+        layers, kv, dim = len(self.layers), self.kv_heads, self.head_dim
+        self.k_cache = torch.zeros((layers, max_rows, kv, dim, max_seq_len), dtype=self.dtype,
+                                   device=self.device)
+        self.v_cache = torch.zeros((layers, max_rows, kv, max_seq_len, dim), dtype=self.dtype,
+                                   device=self.device)
 
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
              decode_positions: torch.Tensor, prefills: list[PrefillChunk]) -> torch.Tensor:
-        """Run one step; float32 logits [D + len(prefills), vocab]: decode rows, then chunk ends."""
+        """Run one step; float32 logits [D + len(prefills), vocab]: decode rows, then chunk ends.
+
+        A row appears at most once per step, either decoding or in one prefill chunk.
+        """
         dev = self.device
-        d = decode_rows.numel()
-        lengths = [c.tokens.numel() for c in prefills]
         self._check_bounds(decode_rows, decode_positions, prefills)
+        decode = _DecodePlan(decode_rows.to(dev), decode_positions.to(dev)) \
+            if decode_rows.numel() else None
+        chunks, offset = [], decode_rows.numel()
+        for c in prefills:
+            chunks.append(_ChunkPlan(c.row, c.start, offset, c.tokens.numel()))
+            offset += c.tokens.numel()
         tokens = torch.cat([decode_tokens.to(dev)] + [c.tokens.to(dev) for c in prefills])  # [T]
-        rows = torch.cat([decode_rows.to(dev)] + [torch.full((n,), c.row, device=dev)
-                                                  for c, n in zip(prefills, lengths)])  # [T]
         positions = torch.cat([decode_positions.to(dev)] + [
-            torch.arange(c.start, c.start + n, device=dev) for c, n in zip(prefills, lengths)])
+            torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [T, 1, dim]
-        plan = self._plan(rows[:d], positions[:d], prefills, lengths)
+        self._build_masks(decode, chunks)
         x = self.embed[tokens]  # [T, hidden]
         for index, layer in enumerate(self.layers):
-            x = self._layer(index, layer, x, rows, positions, cos, sin, plan)
-        ends = [d - 1 + sum(lengths[:i + 1]) for i in range(len(lengths))]
-        last = torch.tensor(list(range(d)) + ends, device=dev)  # [D + chunks]
-        h = rms_norm(x[last], self.final_norm, self.eps)
+            x = self._layer(index, layer, x, cos, sin, decode, chunks)
+        last = list(range(decode_rows.numel())) + [c.offset + c.n - 1 for c in chunks]
+        h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
         return F.linear(h, self.lm_head).float()  # lm_head only where logits are returned
 
     def _check_bounds(self, decode_rows, decode_positions, prefills) -> None:
@@ -180,56 +213,63 @@ class DecoderModel:
                     or c.start + c.tokens.numel() > self.max_seq_len:
                 raise IndexError(f"prefill chunk (row {c.row}, start {c.start}) outside the cache")
 
-    def _plan(self, rows, positions, prefills, lengths) -> dict:
-        """Masks and cache spans of this step, shared by all layers."""
+    def _build_masks(self, decode, chunks) -> None:
+        """Masks of this step, one per distinct sliding window, shared by all layers."""
         windows = {layer.window for layer in self.layers}
-        plan = {"chunks": []}
-        if rows.numel():
-            # Decode attends over the contiguous span of rows [lo, hi) so cache slices are views,
-            # not copies; rows in the span that are not decoding see position 0 and are dropped.
-            lo, hi = int(rows.min()), int(rows.max()) + 1
-            kv_len = int(positions.max()) + 1
-            span_pos = torch.zeros(hi - lo, dtype=torch.long, device=self.device)
-            span_pos[rows - lo] = positions
-            plan["decode"] = (lo, hi, kv_len, rows - lo, {
-                w: position_mask(span_pos, kv_len, w)[:, None, None, :] for w in windows})
-        for c, n in zip(prefills, lengths):
-            q_pos = torch.arange(c.start, c.start + n, device=self.device)
-            plan["chunks"].append((c.row, n, c.start + n, {  # [groups * c, L], see _layer
-                w: position_mask(q_pos, c.start + n, w).repeat(self.groups, 1) for w in windows}))
-        return plan
+        if decode is not None:
+            decode.kv_len = int(decode.positions.max()) + 1  # read only cache[:kv_len]
+            decode.masks = {w: position_mask(decode.positions, decode.kv_len, w)[:, None, None]
+                            for w in windows}  # [D, 1, 1, L]
+        for c in chunks:
+            q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
+            c.masks = {w: position_mask(q_pos, c.start + c.n, w).repeat(self.groups, 1)
+                       for w in windows}  # [groups * c, L], queries ordered as in _prefill
 
-    def _layer(self, index, layer, x, rows, positions, cos, sin, plan) -> torch.Tensor:
+    def _layer(self, index, layer, x, cos, sin, decode, chunks) -> torch.Tensor:
         """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
         t = x.shape[0]
         h = rms_norm(x, layer.attn_norm, self.eps)
         q = rotate(F.linear(h, *layer.q).view(t, self.heads, self.head_dim), cos, sin)
         k = rotate(F.linear(h, *layer.k).view(t, self.kv_heads, self.head_dim), cos, sin)
         v = F.linear(h, *layer.v).view(t, self.kv_heads, self.head_dim)
-        k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # [rows, kv, seq, dim]
-        # Write every new K/V first so each token attends to itself and earlier chunk tokens.
-        k_cache.transpose(1, 2).index_put_((rows, positions), k)
-        v_cache.transpose(1, 2).index_put_((rows, positions), v)
         q = q * self.scale  # scaling q is cheaper than scaling the scores
+        k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # [rows, kv, dim|seq, seq|dim]
         out = torch.empty_like(q)  # [T, heads, dim]
-        if "decode" in plan:
-            lo, hi, kv_len, picks, masks = plan["decode"]
-            d = picks.numel()
-            span_q = q.new_zeros(hi - lo, self.kv_heads, self.groups, self.head_dim)
-            span_q[picks] = q[:d].view(d, self.kv_heads, self.groups, self.head_dim)
-            o = attend(span_q, k_cache[lo:hi, :, :kv_len], v_cache[lo:hi, :, :kv_len],
-                       masks[layer.window])  # [span, kv, groups, dim]
-            out[:d] = o[picks].view(d, self.heads, self.head_dim)
-        offset = picks.numel() if "decode" in plan else 0
-        for row, n, kv_len, masks in plan["chunks"]:
-            # [c, heads, dim] -> [kv, groups * c, dim]: the group's queries share the kv head
-            qc = q[offset:offset + n].view(n, self.kv_heads, self.groups, self.head_dim)
-            qc = qc.permute(1, 2, 0, 3).reshape(self.kv_heads, self.groups * n, self.head_dim)
-            o = attend(qc, k_cache[row, :, :kv_len], v_cache[row, :, :kv_len], masks[layer.window])
-            o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
-            out[offset:offset + n] = o.reshape(n, self.heads, self.head_dim)
-            offset += n
+        if decode is not None:
+            d = decode.rows.numel()
+            out[:d] = self._decode(q[:d], k[:d], v[:d], k_cache, v_cache, decode,
+                                   decode.masks[layer.window])
+        for c in chunks:
+            span = slice(c.offset, c.offset + c.n)
+            out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
+                                      c.masks[layer.window])
         x = x + F.linear(out.view(t, -1), *layer.o)
         h = rms_norm(x, layer.mlp_norm, self.eps)
         return x + F.linear(layer.act(F.linear(h, *layer.gate)) * F.linear(h, *layer.up),
                             *layer.down)
+
+    def _decode(self, q, k, v, k_cache, v_cache, plan, mask) -> torch.Tensor:
+        """Attention of one new token per row: q [D, heads, dim], k/v [D, kv, dim] -> like q."""
+        d, rows, L = q.shape[0], plan.rows, plan.kv_len
+        k_cache.permute(0, 3, 1, 2).index_put_((rows, plan.positions), k)  # [rows, seq, kv, dim]
+        v_cache.transpose(1, 2).index_put_((rows, plan.positions), v)
+        # Gather [:L] of the decoding rows into contiguous tensors: the CPU bfloat16 batched
+        # matmul would copy the strided cache slice anyway, so this costs nothing extra and
+        # serves any subset and order of rows. (index_select is much faster on K as 3-d.)
+        k_t = k_cache.flatten(1, 2)[..., :L].index_select(0, rows)  # [D, kv * dim, L]
+        k_t = k_t.view(d, self.kv_heads, self.head_dim, L)
+        v_rows = v_cache[:, :, :L].index_select(0, rows)  # [D, kv, L, dim]
+        o = attend(q.view(d, self.kv_heads, self.groups, self.head_dim), k_t, v_rows, mask)
+        return o.view(d, self.heads, self.head_dim)
+
+    def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
+        """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""
+        n, end = c.n, c.start + c.n
+        k_cache[c.row, :, :, c.start:end] = k.permute(1, 2, 0)  # [kv, dim, c]
+        v_cache[c.row, :, c.start:end] = v.transpose(0, 1)  # [kv, c, dim]
+        # [c, heads, dim] -> [1, kv, groups * c, dim]: a group's queries share their kv head
+        qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
+        qc = qc.reshape(1, self.kv_heads, self.groups * n, self.head_dim)
+        o = attend(qc, k_cache[c.row:c.row + 1, ..., :end], v_cache[c.row:c.row + 1, :, :end], mask)
+        o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
+        return o.reshape(n, self.heads, self.head_dim)

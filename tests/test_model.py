@@ -12,17 +12,15 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
 
 
-def tiny_models():
-    """(name, model) pairs covering biases, tied embeddings, rope scaling and sliding windows."""
-    llama3_rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
-                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                   "original_max_position_embeddings": 16}
-    return [
-        ("llama", LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))),
-        ("llama3-rope", LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters=llama3_rope))),
-        ("mistral-window", MistralForCausalLM(MistralConfig(**COMMON, sliding_window=6))),
-        ("qwen2", Qwen2ForCausalLM(Qwen2Config(**COMMON))),
-    ]
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+# Tiny random models covering tied embeddings, rope scaling, sliding windows and q/k/v biases.
+TINY_MODELS = {
+    "llama-tied": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True)),
+    "llama3-rope": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters=LLAMA3_ROPE)),
+    "mistral-window": lambda: MistralForCausalLM(MistralConfig(**COMMON, sliding_window=6)),
+    "qwen2-bias": lambda: Qwen2ForCausalLM(Qwen2Config(**COMMON)),
+}
 
 
 def reference_logits(hf_model, sequence: list[int]) -> torch.Tensor:
@@ -32,10 +30,10 @@ def reference_logits(hf_model, sequence: list[int]) -> torch.Tensor:
 
 
 class Driver:
-    """Drives DecoderModel like a scheduler would and checks every logit row against transformers."""
+    """Drives DecoderModel like a scheduler would; checks every logit row against transformers."""
 
-    def __init__(self, hf_model, max_rows: int, max_seq_len: int):
-        self.hf = hf_model
+    def __init__(self, hf_model, max_rows: int, max_seq_len: int, tol: float = 1e-4):
+        self.hf, self.tol = hf_model, tol
         self.model = DecoderModel(hf_model, max_rows=max_rows, max_seq_len=max_seq_len)
         self.seqs: dict[int, list[int]] = {}  # row -> tokens in the cache so far
         self.prompts: dict[int, list[int]] = {}  # row -> prompt tokens not yet prefilled
@@ -65,15 +63,16 @@ class Driver:
         assert logits.shape == (len(rows), VOCAB) and logits.dtype == torch.float32
         for i, row in enumerate(rows):
             want = reference_logits(self.hf, self.seqs[row])
-            torch.testing.assert_close(logits[i], want, atol=1e-4, rtol=1e-4,
-                                       msg=lambda m: f"row {row}, length {len(self.seqs[row])}: {m}")
+            where = f"row {row}, length {len(self.seqs[row])}"
+            torch.testing.assert_close(logits[i], want, atol=self.tol, rtol=self.tol,
+                                       msg=lambda m: f"{where}: {m}")
             self.checked += 1
 
 
-@pytest.mark.parametrize("name,hf_model", tiny_models(), ids=lambda v: v if isinstance(v, str) else "")
-def test_schedule_matches_transformers(name, hf_model):
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_schedule_matches_transformers(name):
     torch.manual_seed(0)
-    hf_model.eval()
+    hf_model = TINY_MODELS[name]().eval()
     d = Driver(hf_model, max_rows=4, max_seq_len=64)
     d.admit(0, 11)
     d.admit(2, 5)
@@ -93,6 +92,19 @@ def test_schedule_matches_transformers(name, hf_model):
     assert d.checked == 52
 
 
+def test_bfloat16_matches_transformers():
+    """The production dtype: same schedule shape, tolerance of a couple of bfloat16 ulps."""
+    hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).to(torch.bfloat16).eval()
+    d = Driver(hf_model, max_rows=3, max_seq_len=32, tol=1.5e-2)
+    d.admit(0, 9)
+    d.admit(1, 4)
+    d.step([], {0: 5, 1: 4})
+    d.step([1], {0: 4})
+    for _ in range(3):
+        d.step([1, 0], {})
+    assert d.model.dtype == torch.bfloat16 and d.checked == 10
+
+
 def test_reused_row_does_not_see_stale_cache():
     """Sanity check that the schedule test can fail: corrupting the stale tail changes nothing,
     corrupting a live position does."""
@@ -100,32 +112,34 @@ def test_reused_row_does_not_see_stale_cache():
     d = Driver(hf_model, max_rows=2, max_seq_len=32)
     d.admit(0, 10)
     d.step([], {0: 10})
-    d.model.k_cache[:, 0, :, 5:] = 1e4  # garbage beyond the next prompt's positions
+    d.model.k_cache[:, 0, ..., 5:] = 1e4  # garbage beyond the next prompt's positions
     d.admit(0, 3)
     d.step([], {0: 3})
     d.step([0], {})  # positions 0..3 live; 5.. still garbage and must be masked
-    d.model.k_cache[:, 0, :, 1] += 3.0  # corrupt a live position
+    d.model.k_cache[:, 0, ..., 1] += 3.0  # corrupt a live position
     with pytest.raises(AssertionError):
         d.step([0], {})
 
 
 def test_logits_only_for_requested_positions():
     hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).eval()
-    model = DecoderModel(hf_model, max_rows=3, max_seq_len=16)
-    assert model.k_cache.shape == (2, 3, 2, 16, 16)
+    model = DecoderModel(hf_model, max_rows=3, max_seq_len=24)
+    assert model.k_cache.shape == (2, 3, 2, 16, 24)  # [layers, rows, kv_heads, head_dim, seq]
+    assert model.v_cache.shape == (2, 3, 2, 24, 16)  # [layers, rows, kv_heads, seq, head_dim]
     assert model.vocab_size == VOCAB and model.dtype == torch.float32
     empty = torch.empty(0, dtype=torch.long)
     out = model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 0)])
     assert out.shape == (1, VOCAB)
     with pytest.raises(IndexError):
-        model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 12)])
+        model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 20)])
 
 
 def test_weights_are_shared_not_copied():
     hf_model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))
     model = DecoderModel(hf_model, max_rows=1, max_seq_len=8)
     assert model.lm_head.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
-    assert model.layers[0].q[0].data_ptr() == hf_model.model.layers[0].self_attn.q_proj.weight.data_ptr()
+    q_proj = hf_model.model.layers[0].self_attn.q_proj
+    assert model.layers[0].q[0].data_ptr() == q_proj.weight.data_ptr()
 
 
 def test_unsupported_architecture():
