@@ -19,11 +19,12 @@ CLIENT_CHECK_SECONDS = 0.5
 
 
 class ApiError(Exception):
-    """An error answer: status, message and extra headers."""
+    """An error answer: status, message, extra headers and a short machine-readable code."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None,
+                 code: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.status, self.message, self.headers, self.code = status, message, headers or {}, code
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Record:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     first_token_at: float | None = None
+    last_token_at: float | None = None  # for the inter-token latency metric
     finish_reason: str | None = None
     error: str | None = None
 
@@ -56,6 +58,7 @@ class Frontend:
         self.config = config
         self.encoder: PromptEncoder | None = None
         self.draining = False
+        self.metrics = None  # set by metrics.install_metrics; observes batches and generations
         self.link = BackendLink(config, on_ready=self._ready) if start_backend else None
 
     def _ready(self, info: dict) -> None:
@@ -69,9 +72,9 @@ class Frontend:
     def require_ready(self) -> PromptEncoder:
         """The prompt encoder, or a 503 while the backend is not ready."""
         if self.draining:
-            raise ApiError(503, "the server is shutting down", {"Retry-After": "5"})
+            raise ApiError(503, "the server is shutting down", {"Retry-After": "5"}, "unavailable")
         if self.link.state != "ready" or self.encoder is None:
-            raise ApiError(503, self.link.message, {"Retry-After": "5"})
+            raise ApiError(503, self.link.message, {"Retry-After": "5"}, "unavailable")
         return self.encoder
 
     def fit_max_tokens(self, prompt_tokens: int, max_tokens: int | None, default: int = 256) -> int:
@@ -84,7 +87,8 @@ class Frontend:
         if max_tokens > room:
             raise ApiError(400, f"the prompt has {prompt_tokens} tokens and max_tokens is "
                                 f"{max_tokens}: together {prompt_tokens + max_tokens} tokens, over "
-                                f"the context of {self.context_len} tokens")
+                                f"the context of {self.context_len} tokens",
+                           code="context_length_exceeded")
         return max_tokens
 
     def open(self, prompt_ids: list[int], params, prompt_text: str) -> Session:
@@ -92,9 +96,9 @@ class Frontend:
         try:
             return self.link.open_session(prompt_ids, params, prompt_text)
         except Overloaded as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
+            raise ApiError(503, str(exc), {"Retry-After": "1"}, "overloaded") from None
         except NotReady as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "5"}) from None
+            raise ApiError(503, str(exc), {"Retry-After": "5"}, "unavailable") from None
 
     def outputs(self, session: Session, record: Record, environ: dict) -> Iterator[list[Output]]:
         """The session's outputs as they come, several at once when the client is slow.
@@ -120,6 +124,8 @@ class Frontend:
                 record.completion_tokens = last.completion_tokens or record.completion_tokens
                 if record.first_token_at is None and any(o.num_tokens for o in batch):
                     record.first_token_at = time.monotonic()
+                if self.metrics is not None:
+                    self.metrics.observe_batch(record, batch)
                 if last.finish_reason is not None:
                     record.finish_reason = last.finish_reason
                     record.error = last.error
@@ -134,6 +140,8 @@ class Frontend:
         finally:
             self.link.close_session(session)
             record.log_line()
+            if self.metrics is not None:
+                self.metrics.observe_end(record)
 
 
 def client_gone(environ) -> bool:

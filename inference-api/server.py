@@ -21,13 +21,19 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     config = config or Config.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["inference"] = Frontend(config, start_backend=start_backend)
+    app.extensions["inference"] = frontend = Frontend(config, start_backend=start_backend)
 
+    from .api_generate import generate
     from .api_health import health
     from .api_native import native
+    from .api_openai import openai
+    from .metrics import install_metrics
 
     app.register_blueprint(health)
     app.register_blueprint(native)
+    app.register_blueprint(openai)
+    app.register_blueprint(generate)
+    install_metrics(app, frontend)
     _install_request_ids(app)
     _install_error_handlers(app)
     return app

@@ -1,0 +1,131 @@
+"""POST /generate: one JSON answer with every sample, or its server-sent events."""
+from __future__ import annotations
+
+import time
+from contextlib import closing
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from .frontend import ApiError
+from .params import MAX_EXTRA_EOS, MAX_STOPS, MAX_TOP_K
+from .protocol import FINISH_CANCELLED, FINISH_ERROR
+from .samples import (MAX_SAMPLES, merged_outputs, open_samples, run_to_end, sample_params,
+                      sse_event, sse_response)
+from .schemas import MAX_NEW_TOKENS, StopText, describe_validation_error
+
+generate = Blueprint("generate", __name__)
+
+
+def _either(*names: str, **field):
+    return Field(validation_alias=AliasChoices(*names), **field)
+
+
+class GenerateRequest(BaseModel):
+    """The body of POST /generate; null means "not given" for every field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = _either("text", "prompt", min_length=1)
+    max_tokens: int | None = _either("max_tokens", "max_new_tokens", default=None, ge=1,
+                                     le=MAX_NEW_TOKENS)
+    temperature: float = Field(1.0, ge=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, le=MAX_TOP_K)  # 0: off
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    do_sample: bool = True  # false: greedy, whatever the temperature
+    num_samples: int = _either("num_samples", "num_return_sequences", default=1, ge=1,
+                               le=MAX_SAMPLES)
+    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
+    eos_token_ids: list[int] = Field(default_factory=list, max_length=MAX_EXTRA_EOS)
+    max_input_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stream: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, body):
+        return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_or_many(cls, stop):
+        return [stop] if isinstance(stop, str) else stop
+
+    @field_validator("eos_token_ids")
+    @classmethod
+    def _token_ids(cls, ids: list[int]) -> list[int]:
+        if any(i < 0 for i in ids):
+            raise ValueError("token ids are >= 0")
+        return ids
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be empty or only white space")
+        return text
+
+
+@generate.post("/generate")
+def generate_text():
+    """Generate num_samples continuations of the text as given."""
+    from .server import frontend_of, read_json_object
+
+    frontend = frontend_of(current_app)
+    try:
+        body = GenerateRequest.model_validate(read_json_object())
+    except ValidationError as exc:
+        raise ApiError(400, describe_validation_error(exc)) from None
+    encoder = frontend.require_ready()
+    prompt_ids = encoder.encode(body.text)
+    if body.max_input_tokens is not None:
+        prompt_ids = prompt_ids[-body.max_input_tokens:]  # the end of a prompt matters most
+    if not prompt_ids:
+        raise ApiError(400, "the prompt has no tokens")
+    max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
+    params = sample_params(body.num_samples, body.seed, max_tokens=max_tokens,
+                           temperature=body.temperature if body.do_sample else 0.0,
+                           top_k=body.top_k, top_p=body.top_p,
+                           repetition_penalty=body.repetition_penalty, stop=tuple(body.stop),
+                           eos_token_ids=tuple(body.eos_token_ids))
+    samples = open_samples(frontend, [(prompt_ids, p, body.text) for p in params])
+    created = time.time()
+    if body.stream:
+        return sse_response(_events(frontend, samples, body.text, len(prompt_ids), created))
+    run_to_end(frontend, samples, request.environ)
+    failed = next((s for s in samples if s.finish_reason == FINISH_ERROR), None)
+    if failed is not None:
+        raise ApiError(500, f"the generation failed: {failed.error}")
+    return jsonify(_summary(samples, body.text, len(prompt_ids), created))
+
+
+def _summary(samples, prompt: str, prompt_tokens: int, created: float) -> dict:
+    """The whole answer: every sample's text, finish reason and token count, and the timings."""
+    finished = time.time()
+    return {"created": created, "finished": finished, "prompt": prompt,
+            "prompt_tokens": prompt_tokens, "num_samples": len(samples),
+            "responses": [{"index": i, "text": s.text, "finish_reason": s.finish_reason,
+                           "generated_tokens": s.completion_tokens}
+                          for i, s in enumerate(samples)],
+            "generation_time": round(finished - created, 6)}
+
+
+def _events(frontend, samples, prompt: str, prompt_tokens: int, created: float):
+    """An event per batch of a sample's text, then the summary (the non-streamed answer)."""
+    with closing(merged_outputs(frontend, samples, request.environ)) as outputs:
+        for index, batch in outputs:
+            text, reason = "".join(o.text for o in batch), batch[-1].finish_reason
+            if reason == FINISH_CANCELLED:
+                return  # the client left
+            if reason == FINISH_ERROR:
+                if text:
+                    yield sse_event({"index": index, "text": text, "finish_reason": None,
+                                     "generated_tokens": samples[index].completion_tokens})
+                yield sse_event({"status_code": 500,
+                                 "message": f"the generation failed: {batch[-1].error}"})
+                return
+            yield sse_event({"index": index, "text": text, "finish_reason": reason,
+                             "generated_tokens": samples[index].completion_tokens})
+    yield sse_event(_summary(samples, prompt, prompt_tokens, created))

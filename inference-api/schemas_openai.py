@@ -1,0 +1,169 @@
+"""Request bodies of the OpenAI-compatible routes, validated with pydantic."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
+from .samples import MAX_SAMPLES
+
+StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+
+# Parameters this server does not implement, with the values that ask for nothing and so are
+# accepted (null is accepted for every parameter). Any other value is refused with a 400.
+NO_OP_VALUES = {
+    "logprobs": (False,), "top_logprobs": (0,), "echo": (False,), "best_of": (1,),
+    "logit_bias": ({},), "suffix": ("",), "tools": ([],), "functions": ([],),
+    "response_format": ({"type": "text"},), "parallel_tool_calls": (True, False),
+    "store": (False,), "metadata": ({},),
+}
+
+
+class StreamOptions(BaseModel):
+    """stream_options: include_usage adds a last chunk with the usage of the whole request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+    include_obfuscation: bool | None = None  # padding against side channels; not needed here
+
+
+class _OpenAIRequest(BaseModel):
+    """The fields both routes share; null means "not given" for every field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=-1, le=MAX_TOP_K)  # -1 and 0: off
+    min_p: float = Field(0.0, ge=0, le=1)
+    n: int = Field(1, ge=1, le=MAX_SAMPLES)
+    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None  # accepted for compatibility; not used
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls_and_no_ops(cls, body):
+        if not isinstance(body, dict):
+            return body
+        return {key: value for key, value in body.items()
+                if value is not None and not (key not in cls.model_fields
+                                              and _is_no_op(key, value))}
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_or_many(cls, stop):
+        return [stop] if isinstance(stop, str) else stop
+
+    @property
+    def wanted_tokens(self) -> int | None:
+        """max_completion_tokens, else max_tokens, else None (the route's default)."""
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        """True when a stream should end with a usage chunk."""
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def sampling_fields(self, max_tokens: int) -> dict:
+        """The SamplingParams fields of this request (all but the seed)."""
+        return dict(max_tokens=max_tokens, temperature=self.temperature,
+                    top_k=max(self.top_k, 0), top_p=self.top_p, min_p=self.min_p,
+                    repetition_penalty=self.repetition_penalty,
+                    presence_penalty=self.presence_penalty,
+                    frequency_penalty=self.frequency_penalty, stop=tuple(self.stop),
+                    ignore_eos=self.ignore_eos, min_tokens=self.min_tokens)
+
+
+def _is_no_op(key: str, value) -> bool:
+    return any(value == ok and type(value) is type(ok) for ok in NO_OP_VALUES.get(key, ()))
+
+
+class CompletionRequest(_OpenAIRequest):
+    """POST /v1/completions."""
+
+    prompt: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=MAX_SAMPLES)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_list(cls, prompt):
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt, list) and prompt and not all(isinstance(p, str) for p in prompt):
+            raise ValueError("must be a string or a list of strings (token ids are not accepted)")
+        return prompt
+
+    @model_validator(mode="after")
+    def _few_choices(self):
+        if len(self.prompt) * self.n > MAX_SAMPLES:
+            raise ValueError(f"{len(self.prompt)} prompts times n={self.n} is over the "
+                             f"{MAX_SAMPLES} choices one request may have")
+        return self
+
+
+class ChatMessage(BaseModel):
+    """One turn: the content as a string or a list of {"type": "text", "text": ...} parts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+    name: str | None = None  # accepted for compatibility; chat templates do not use it
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, content):
+        if not isinstance(content, list):
+            return content
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or set(part) != {
+                    "type", "text"} or not isinstance(part["text"], str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"only text parts ({{\"type\": \"text\", \"text\": ...}}) are "
+                                 f"supported, not {kind!r}")
+            texts.append(part["text"])
+        return "\n".join(texts)
+
+    def turn(self) -> dict:
+        """The message as the chat template takes it ("developer" is the newer "system")."""
+        return {"role": "system" if self.role == "developer" else self.role,
+                "content": self.content}
+
+
+class ChatRequest(_OpenAIRequest):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+def describe_openai_error(exc: ValidationError) -> tuple[str, str | None, str | None]:
+    """(message, param, code) of a validation error; the message names every field at fault."""
+    parts, param, code = [], None, None
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "body"
+        param = param or field
+        if err["type"] == "extra_forbidden":
+            code = code or "unsupported_parameter"
+            parts.append(f"{field} is not supported by this server")
+        elif err["type"] == "missing":
+            parts.append(f"{field} is required")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{field}: {msg}" + (f" (got {err['input']!r})"
+                                              if err["type"] != "value_error" else ""))
+    return "; ".join(parts), param, code
