@@ -5,7 +5,7 @@ rows (chunked prefill) through the model together, so the weights are read once 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -59,13 +59,49 @@ class _Layer:
 
 
 @dataclass
+class _DecodeGroup:
+    """Decoding rows of similar length, attended together over cache positions [:kv_len]."""
+
+    index: torch.Tensor  # [g] where these rows sit among the step's decode tokens
+    rows: torch.Tensor  # [g] their cache rows
+    kv_len: int
+    masks: dict  # sliding window -> additive mask [g, 1, 1, kv_len]
+
+
+@dataclass
 class _DecodePlan:
-    """The decoding rows of a step; kv_len and masks are filled in once per step."""
+    """The decoding rows of a step, split into groups of similar length once per step."""
 
     rows: torch.Tensor  # [D]
     positions: torch.Tensor  # [D]
-    kv_len: int = 0
-    masks: dict | None = None  # sliding window -> additive mask [D, 1, 1, kv_len]
+    groups: list = field(default_factory=list)  # of _DecodeGroup
+
+
+# A group costs a fixed number of kernel launches per layer; in cache reads that is about as
+# much as this many (row, position) pairs, measured on CPU. Splitting rows into groups pays off
+# when it saves more padded reads than that.
+GROUP_OVERHEAD = 256
+
+
+def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD) -> list[list[int]]:
+    """Split indices into groups of similar length, minimising padded reads plus group overhead.
+
+    Each group reads every one of its rows up to its longest, so one long prompt would otherwise
+    make every row pay for its length. Exact dynamic programming over the sorted lengths.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ordered = [lengths[i] for i in order]
+    best, cut = [0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):
+            cost = best[start] + (end - start) * ordered[end - 1] + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
 
 
 @dataclass
@@ -217,9 +253,13 @@ class DecoderModel:
         """Masks of this step, one per distinct sliding window, shared by all layers."""
         windows = {layer.window for layer in self.layers}
         if decode is not None:
-            decode.kv_len = int(decode.positions.max()) + 1  # read only cache[:kv_len]
-            decode.masks = {w: position_mask(decode.positions, decode.kv_len, w)[:, None, None]
-                            for w in windows}  # [D, 1, 1, L]
+            lengths = [p + 1 for p in decode.positions.tolist()]
+            for members in length_groups(lengths):
+                index = torch.tensor(members, device=self.device)
+                positions = decode.positions[index]
+                kv_len = max(lengths[i] for i in members)  # read only cache[:kv_len]
+                masks = {w: position_mask(positions, kv_len, w)[:, None, None] for w in windows}
+                decode.groups.append(_DecodeGroup(index, decode.rows[index], kv_len, masks))
         for c in chunks:
             q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
             c.masks = {w: position_mask(q_pos, c.start + c.n, w).repeat(self.groups, 1)
@@ -237,8 +277,7 @@ class DecoderModel:
         out = torch.empty_like(q)  # [T, heads, dim]
         if decode is not None:
             d = decode.rows.numel()
-            out[:d] = self._decode(q[:d], k[:d], v[:d], k_cache, v_cache, decode,
-                                   decode.masks[layer.window])
+            out[:d] = self._decode(q[:d], k[:d], v[:d], k_cache, v_cache, decode, layer.window)
         for c in chunks:
             span = slice(c.offset, c.offset + c.n)
             out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
@@ -248,19 +287,23 @@ class DecoderModel:
         return x + F.linear(layer.act(F.linear(h, *layer.gate)) * F.linear(h, *layer.up),
                             *layer.down)
 
-    def _decode(self, q, k, v, k_cache, v_cache, plan, mask) -> torch.Tensor:
+    def _decode(self, q, k, v, k_cache, v_cache, plan, window) -> torch.Tensor:
         """Attention of one new token per row: q [D, heads, dim], k/v [D, kv, dim] -> like q."""
-        d, rows, L = q.shape[0], plan.rows, plan.kv_len
-        k_cache.permute(0, 3, 1, 2).index_put_((rows, plan.positions), k)  # [rows, seq, kv, dim]
-        v_cache.transpose(1, 2).index_put_((rows, plan.positions), v)
-        # Gather [:L] of the decoding rows into contiguous tensors: the CPU bfloat16 batched
-        # matmul would copy the strided cache slice anyway, so this costs nothing extra and
-        # serves any subset and order of rows. (index_select is much faster on K as 3-d.)
-        k_t = k_cache.flatten(1, 2)[..., :L].index_select(0, rows)  # [D, kv * dim, L]
-        k_t = k_t.view(d, self.kv_heads, self.head_dim, L)
-        v_rows = v_cache[:, :, :L].index_select(0, rows)  # [D, kv, L, dim]
-        o = attend(q.view(d, self.kv_heads, self.groups, self.head_dim), k_t, v_rows, mask)
-        return o.view(d, self.heads, self.head_dim)
+        d = q.shape[0]
+        k_cache.permute(0, 3, 1, 2).index_put_((plan.rows, plan.positions), k)  # [rows, seq, kv, dim]
+        v_cache.transpose(1, 2).index_put_((plan.rows, plan.positions), v)
+        q = q.view(d, self.kv_heads, self.groups, self.head_dim)
+        out = torch.empty_like(q)  # [D, kv, groups, dim]
+        for group in plan.groups:
+            g, L = group.rows.numel(), group.kv_len
+            # Gather [:L] of the group's rows into contiguous tensors: the CPU bfloat16 batched
+            # matmul would copy the strided cache slice anyway, so this costs nothing extra and
+            # serves any subset and order of rows. (index_select is much faster on K as 3-d.)
+            k_t = k_cache.flatten(1, 2)[..., :L].index_select(0, group.rows)  # [g, kv * dim, L]
+            k_t = k_t.view(g, self.kv_heads, self.head_dim, L)
+            v_rows = v_cache[:, :, :L].index_select(0, group.rows)  # [g, kv, L, dim]
+            out[group.index] = attend(q[group.index], k_t, v_rows, group.masks[window])
+        return out.view(d, self.heads, self.head_dim)
 
     def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
         """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""
