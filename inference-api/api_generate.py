@@ -84,6 +84,11 @@ def generate_text():
         prompt_ids = prompt_ids[-body.max_input_tokens:]  # the end of a prompt matters most
     if not prompt_ids:
         raise ApiError(400, "the prompt has no tokens")
+    vocab = frontend.link.info.get("vocab_size")
+    too_big = [t for t in body.eos_token_ids if vocab is not None and t >= vocab]
+    if too_big:
+        raise ApiError(400, f"eos_token_ids={too_big!r}: token ids must be below the "
+                            f"vocabulary size {vocab}")
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
     params = sample_params(body.num_samples, body.seed, max_tokens=max_tokens,
                            temperature=body.temperature if body.do_sample else 0.0,

@@ -67,18 +67,23 @@ class Engine:
 
     def step(self) -> list[Output]:
         """Admit waiting prompts, run one forward over all rows, and emit the new text."""
+        outputs = []
         for seq in self.scheduler.admit():
             seq.state = _TextState(StopMatcher(tuple(seq.params.stop)))
-            self.runner.start(seq)
+            try:
+                self.runner.start(seq)
+            except ValueError as exc:  # this request cannot run here; the others go on
+                self.scheduler.release(seq)
+                self.runner.finish(seq)
+                outputs.append(self._final(seq, "", FINISH_ERROR, error=str(exc)))
         plan = self.scheduler.plan()
         if not plan:
-            return []
+            return outputs
         sampled = self.runner.run(plan)
         for seq in plan.decode:
             seq.num_cached += 1
         for chunk in plan.prefill:
             chunk.seq.num_cached += chunk.length
-        outputs = []
         for seq, token in sampled:
             out = self._advance(seq, token)
             if out is not None:

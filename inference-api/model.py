@@ -43,16 +43,13 @@ class PrefillChunk:
 
 @dataclass
 class _Layer:
-    """References to one decoder layer's weights (biases may be None)."""
+    """One decoder layer's weights (biases may be None)."""
 
     attn_norm: torch.Tensor
-    q: tuple
-    k: tuple
-    v: tuple
+    qkv: tuple  # q, k and v projections stacked: one matrix product instead of three
     o: tuple
     mlp_norm: torch.Tensor
-    gate: tuple
-    up: tuple
+    gate_up: tuple  # gate and up projections stacked
     down: tuple
     act: object
     window: int | None  # sliding-window size, None for full attention
@@ -118,6 +115,16 @@ class _ChunkPlan:
 def _linear_params(module) -> tuple:
     """(weight, bias) of an nn.Linear, shared with the module rather than copied."""
     return module.weight, module.bias
+
+
+def _stacked(*modules) -> tuple:
+    """(weight, bias) of several nn.Linear stacked along their outputs, for one matrix product."""
+    weight = torch.cat([m.weight for m in modules])
+    biases = [m.bias for m in modules]
+    if all(b is None for b in biases):
+        return weight, None
+    return weight, torch.cat([b if b is not None else weight.new_zeros(m.weight.shape[0])
+                              for b, m in zip(biases, modules)])
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -191,12 +198,15 @@ class DecoderModel:
             sliding = (layer_types[i] == "sliding_attention") if layer_types else True
             window = getattr(config, "sliding_window", None) if sliding else None
             self.layers.append(_Layer(
-                layer.input_layernorm.weight, _linear_params(attn.q_proj),
-                _linear_params(attn.k_proj), _linear_params(attn.v_proj),
+                layer.input_layernorm.weight,
+                _stacked(attn.q_proj, attn.k_proj, attn.v_proj),
                 _linear_params(attn.o_proj), layer.post_attention_layernorm.weight,
-                _linear_params(mlp.gate_proj), _linear_params(mlp.up_proj),
+                _stacked(mlp.gate_proj, mlp.up_proj),
                 _linear_params(mlp.down_proj), mlp.act_fn,
                 window if window is not None and window < max_seq_len else None))
+        self.q_size = self.heads * self.head_dim
+        self.kv_size = self.kv_heads * self.head_dim
+        self.ffn_size = inner.layers[0].mlp.gate_proj.weight.shape[0]
         rotary = inner.rotary_emb
         self.cos, self.sin = rope_tables(rotary.inv_freq, rotary.attention_scaling, max_seq_len,
                                          self.dtype)
@@ -269,9 +279,10 @@ class DecoderModel:
         """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
         t = x.shape[0]
         h = rms_norm(x, layer.attn_norm, self.eps)
-        q = rotate(F.linear(h, *layer.q).view(t, self.heads, self.head_dim), cos, sin)
-        k = rotate(F.linear(h, *layer.k).view(t, self.kv_heads, self.head_dim), cos, sin)
-        v = F.linear(h, *layer.v).view(t, self.kv_heads, self.head_dim)
+        q, k, v = F.linear(h, *layer.qkv).split((self.q_size, self.kv_size, self.kv_size), -1)
+        q = rotate(q.view(t, self.heads, self.head_dim), cos, sin)
+        k = rotate(k.view(t, self.kv_heads, self.head_dim), cos, sin)
+        v = v.reshape(t, self.kv_heads, self.head_dim)
         q = q * self.scale  # scaling q is cheaper than scaling the scores
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # [rows, kv, dim|seq, seq|dim]
         out = torch.empty_like(q)  # [T, heads, dim]
@@ -284,8 +295,8 @@ class DecoderModel:
                                       c.masks[layer.window])
         x = x + F.linear(out.view(t, -1), *layer.o)
         h = rms_norm(x, layer.mlp_norm, self.eps)
-        return x + F.linear(layer.act(F.linear(h, *layer.gate)) * F.linear(h, *layer.up),
-                            *layer.down)
+        gate, up = F.linear(h, *layer.gate_up).split(self.ffn_size, -1)
+        return x + F.linear(layer.act(gate) * up, *layer.down)
 
     def _decode(self, q, k, v, k_cache, v_cache, plan, window) -> torch.Tensor:
         """Attention of one new token per row: q [D, heads, dim], k/v [D, kv, dim] -> like q."""

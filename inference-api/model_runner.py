@@ -37,7 +37,8 @@ class ModelRunner:
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)
         self.detokenizers: dict[int, IncrementalDetokenizer] = {}
-        self.info.update(max_seq_len=self.max_seq_len, device=str(device),
+        self.info.update(max_seq_len=self.max_seq_len, vocab_size=self.model.vocab_size,
+                         device=str(device),
                          dtype=str(dtype).removeprefix("torch."), mock=False)
         log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
 

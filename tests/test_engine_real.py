@@ -204,3 +204,14 @@ def test_a_failing_step_ends_every_session_with_an_error(model_runner_fp32):
     inputs.put(Shutdown())
     loop.join(30)
     assert not loop.is_alive()
+
+
+def test_a_request_the_runner_refuses_fails_alone(model_runner_fp32):
+    engine = make_engine(model_runner_fp32)
+    engine.add(Submit("good", [1, 2, 3], greedy(6, ignore_eos=True)))
+    engine.add(Submit("bad", [1, 2, 3], greedy(6, eos_token_ids=(10**7,))))
+    results = run(engine, {0: []})
+    assert results["bad"][-1].finish_reason == "error"
+    assert "eos_token_ids" in results["bad"][-1].error
+    assert results["good"][-1].finish_reason == "length"
+    assert results["good"][-1].completion_tokens == 6

@@ -138,8 +138,8 @@ def test_weights_are_shared_not_copied():
     hf_model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))
     model = DecoderModel(hf_model, max_rows=1, max_seq_len=8)
     assert model.lm_head.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
-    q_proj = hf_model.model.layers[0].self_attn.q_proj
-    assert model.layers[0].q[0].data_ptr() == q_proj.weight.data_ptr()
+    o_proj = hf_model.model.layers[0].self_attn.o_proj
+    assert model.layers[0].o[0].data_ptr() == o_proj.weight.data_ptr()
 
 
 def test_unsupported_architecture():

@@ -104,3 +104,10 @@ def test_backend_killed_mid_stream_then_recovery():
         assert wait_for(lambda: requests.get(server.url + "/health").status_code == 200, 300)
         assert backend_process(server).pid != old.pid
         assert greedy_text(server, "The capital of France is", 4)
+
+
+def test_generate_refuses_eos_ids_outside_the_vocabulary(real_server):
+    response = requests.post(real_server.url + "/generate",
+                             json={"text": "Hi", "max_tokens": 3, "eos_token_ids": [10**7]})
+    assert response.status_code == 400
+    assert "eos_token_ids" in response.json()["message"]
