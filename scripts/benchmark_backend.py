@@ -3,19 +3,26 @@
 
 32 concurrent requests from the fixed prompt set, staggered arrivals, 128 new tokens each.
 Prints aggregate output tokens/s, time to first token and inter-token latency percentiles,
-then transformers generate() one request at a time and as one padded static batch, and ratios.
+then (with --http) the same load over HTTP through a real server, then transformers generate()
+one request at a time and as one padded static batch, and the ratios.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+import load_client  # noqa: E402
+import requests  # noqa: E402
 from prompt_set import benchmark_prompts  # noqa: E402
 from stats import percentile  # noqa: E402
 
@@ -62,6 +69,36 @@ def run_engine(runner, config, prompt_ids, new_tokens, stagger_s):
             "ttft": ttft, "itl": gaps, "steps": step_times}
 
 
+def run_http(config, prompts, new_tokens, stagger_ms):
+    """The same load through a real gunicorn server on a free port; the load client's figures."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, SERVICE_PORT=str(port), MAX_USERS=str(config.max_users))
+    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config",
+                               "gunicorn.conf.py"], cwd=repo, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        args = load_client.parse_args(["--url", url, "--model", config.model_id,
+                                       "--max-tokens", str(new_tokens),
+                                       "--stagger-ms", str(stagger_ms), "--quiet"])
+        load_client.run_load(args, prompts[:2])  # warm-up
+        return load_client.summary(*load_client.run_load(args, prompts))
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
 def hf_generate_one_at_a_time(model, prompt_ids, new_tokens):
     """transformers generate() for each prompt alone; returns output tokens/s."""
     tokens, start = 0, time.perf_counter()
@@ -95,12 +132,15 @@ def main() -> int:
     parser.add_argument("--single-requests", type=int, default=8,
                         help="how many prompts to time for generate() one at a time")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--http", action="store_true",
+                        help="also run the same load over HTTP through a real server")
     args = parser.parse_args()
 
     config = Config.from_env()
     runner = ModelRunner(config)
     encode = runner.tokenizer.encode
-    prompt_ids = [encode(p).ids for p in benchmark_prompts(args.requests)]
+    prompts = benchmark_prompts(args.requests)
+    prompt_ids = [encode(p).ids for p in prompts]
     lengths = sorted(len(ids) for ids in prompt_ids)
     print(f"model {runner.info['folder']}\ndevice {runner.info['device']} dtype "
           f"{runner.info['dtype']} threads {torch.get_num_threads()} rows {config.max_users} "
@@ -118,9 +158,17 @@ def main() -> int:
               f"p99 {percentile(values, 99) * 1000:7.1f} ms")
     print(f"  step  p50 {percentile(result['steps'], 50) * 1000:7.1f} ms   "
           f"p99 {percentile(result['steps'], 99) * 1000:7.1f} ms")
+    del runner
+    gc.collect()
+    if args.http:
+        http = run_http(config, prompts, args.new_tokens, args.stagger_ms)
+        print(f"\nHTTP (gunicorn server, load client, 32 concurrent streams): "
+              f"{http['tokens_per_s']:.1f} output tokens/s, {len(http['errors'])} errors")
+        print(f"  ttft  p50 {http['ttft_p50'] * 1000:7.1f} ms   p99 {http['ttft_p99'] * 1000:7.1f} ms")
+        print(f"  itl   p50 {http['itl_p50'] * 1000:7.1f} ms   p99 {http['itl_p99'] * 1000:7.1f} ms")
+        print(f"ratio HTTP / in-process: {http['tokens_per_s'] / result['tokens_per_s']:.2f}")
     if args.skip_transformers:
         return 0
-    del runner
     from transformers import AutoModelForCausalLM
 
     from inference_api.model_store import prepare_model_folder, resolve_dtype

@@ -70,21 +70,8 @@ def stream_one(args, index: int, prompt: str, start_at: float, session: requests
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:7000")
-    parser.add_argument("--model", default="SmolLM2-135M-Instruct")
-    parser.add_argument("--token", default="", help="a JWT, to go through the proxy")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--stagger-ms", type=float, default=100.0, help="gap between arrivals")
-    parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--quiet", action="store_true", help="no per-request lines")
-    args = parser.parse_args()
-
-    prompts = benchmark_prompts(args.requests)
+def run_load(args, prompts: list[str]) -> tuple[list[Result], float]:
+    """Send every prompt, `args.concurrency` at a time, arrivals staggered; (results, seconds)."""
     local = threading.local()
 
     def session() -> requests.Session:
@@ -99,27 +86,55 @@ def main() -> int:
                                                       session()))
                    for i in range(len(prompts))]
         results = [f.result() for f in futures]
-    elapsed = time.perf_counter() - start
+    return results, time.perf_counter() - start
+
+
+def summary(results: list[Result], elapsed: float) -> dict:
+    """Aggregate output tokens/s, time to first token and inter-token latency percentiles."""
     ok = [r for r in results if not r.error]
+    ttft = [r.ttft for r in ok]
+    gaps = [g for r in ok for g in r.gaps]
+    return {"tokens_per_s": sum(r.tokens for r in ok) / elapsed, "elapsed": elapsed,
+            "ttft_p50": percentile(ttft, 50), "ttft_p99": percentile(ttft, 99),
+            "itl_p50": percentile(gaps, 50), "itl_p99": percentile(gaps, 99),
+            "errors": [r for r in results if r.error]}
+
+
+def parse_args(argv=None):
+    """The command line of the load client."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:7000")
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct")
+    parser.add_argument("--token", default="", help="a JWT, to go through the proxy")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--stagger-ms", type=float, default=100.0, help="gap between arrivals")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--quiet", action="store_true", help="no per-request lines")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    results, elapsed = run_load(args, benchmark_prompts(args.requests))
     if not args.quiet:
         print(f"{'req':>4} {'status':>6} {'tokens':>6} {'tok/s':>7} {'ttft ms':>8} {'total s':>8}")
         for r in results:
             rate = r.tokens / r.total if r.tokens and r.total else 0.0
             print(f"{r.index:4d} {r.status:6d} {r.tokens:6d} {rate:7.1f} {r.ttft * 1000:8.1f} "
                   f"{r.total:8.2f} {r.error}")
-    tokens = sum(r.tokens for r in ok)
-    ttft = [r.ttft for r in ok]
-    gaps = [g for r in ok for g in r.gaps]
+    figures = summary(results, elapsed)
     print(f"\n{len(results)} requests, {args.concurrency} concurrent, {args.max_tokens} new tokens "
           f"each, one arrival every {args.stagger_ms:.0f} ms, against {args.url}")
-    print(f"aggregate: {tokens / elapsed:.1f} output tokens/s ({elapsed:.1f} s for all)")
-    print(f"  ttft  p50 {percentile(ttft, 50) * 1000:7.1f} ms   p99 {percentile(ttft, 99) * 1000:7.1f} ms")
-    print(f"  itl   p50 {percentile(gaps, 50) * 1000:7.1f} ms   p99 {percentile(gaps, 99) * 1000:7.1f} ms")
-    errors = [r for r in results if r.error]
-    print(f"errors: {len(errors)}")
-    for r in errors[:10]:
+    print(f"aggregate: {figures['tokens_per_s']:.1f} output tokens/s ({elapsed:.1f} s for all)")
+    print(f"  ttft  p50 {figures['ttft_p50'] * 1000:7.1f} ms   p99 {figures['ttft_p99'] * 1000:7.1f} ms")
+    print(f"  itl   p50 {figures['itl_p50'] * 1000:7.1f} ms   p99 {figures['itl_p99'] * 1000:7.1f} ms")
+    print(f"errors: {len(figures['errors'])}")
+    for r in figures["errors"][:10]:
         print(f"  request {r.index}: status {r.status} {r.error}")
-    return 1 if errors else 0
+    return 1 if figures["errors"] else 0
 
 
 if __name__ == "__main__":
