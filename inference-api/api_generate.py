@@ -13,7 +13,7 @@ from .params import MAX_EXTRA_EOS, MAX_STOPS, MAX_TOP_K
 from .protocol import FINISH_CANCELLED, FINISH_ERROR
 from .samples import (MAX_SAMPLES, merged_outputs, open_samples, run_to_end, sample_params,
                       sse_event, sse_response)
-from .schemas import MAX_NEW_TOKENS, StopText, describe_validation_error
+from .schemas import MAX_NEW_TOKENS, PromptText, StopText, describe_validation_error
 
 generate = Blueprint("generate", __name__)
 
@@ -27,7 +27,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = _either("text", "prompt", min_length=1)
+    text: PromptText = _either("text", "prompt")
     max_tokens: int | None = _either("max_tokens", "max_new_tokens", default=None, ge=1,
                                      le=MAX_NEW_TOKENS)
     temperature: float = Field(1.0, ge=0, le=5)
@@ -59,13 +59,6 @@ class GenerateRequest(BaseModel):
         if any(i < 0 for i in ids):
             raise ValueError("token ids are >= 0")
         return ids
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("must not be empty or only white space")
-        return text
 
 
 @generate.post("/generate")

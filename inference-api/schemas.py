@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
 
@@ -12,12 +12,21 @@ MAX_NEW_TOKENS = 2048
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only white space")
+    return text
+
+
+PromptText = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
 class InferenceRequest(BaseModel):
     """POST /inference/<model> and /predictions/<model>. Numeric strings are accepted as numbers."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1)
+    text: PromptText
     temperature: float = Field(1.0, ge=0, le=5)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -28,13 +37,6 @@ class InferenceRequest(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0, le=10)
     ignore_eos: bool = False  # generate exactly max_tokens, as benchmark tools expect
     session_id: Union[str, int, None] = None  # sent by older clients; only logged
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("must not be empty or only white space")
-        return text
 
     @field_validator("stop_sequence")
     @classmethod

@@ -21,6 +21,14 @@ def post(server, body, route="inference", model=MODEL, **kw):
     return requests.post(f"{server.url}/{route}/{model}", json=body, timeout=30, **kw)
 
 
+def post_body(server, body: dict | bytes) -> requests.Response:
+    """POST a JSON object, or raw bytes sent as JSON, to the inference route."""
+    url = f"{server.url}/inference/{MODEL}"
+    if isinstance(body, bytes):
+        return requests.post(url, data=body, headers={"Content-Type": "application/json"})
+    return requests.post(url, json=body)
+
+
 def wait_for(predicate, timeout=15.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -121,11 +129,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("name,body,expected", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_input_gets_400_naming_the_problem(mock_server, name, body, expected):
-    url = f"{mock_server.url}/inference/{MODEL}"
-    if isinstance(body, bytes):
-        response = requests.post(url, data=body, headers={"Content-Type": "application/json"})
-    else:
-        response = requests.post(url, json=body)
+    response = post_body(mock_server, body)
     assert response.status_code == 400, response.text
     payload = response.json()
     assert payload["status_code"] == 400

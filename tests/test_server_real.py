@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import api_server
-from test_server_mock import BAD_REQUESTS, MODEL, backend_process, health, post, wait_for
+from test_server_mock import BAD_REQUESTS, backend_process, health, post, post_body, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,11 +78,7 @@ def test_disconnect_frees_rows(real_server):
 
 @pytest.mark.parametrize("name,body,expected", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_input_gets_400_on_the_real_model(real_server, name, body, expected):
-    url = f"{real_server.url}/inference/{MODEL}"
-    if isinstance(body, bytes):
-        response = requests.post(url, data=body, headers={"Content-Type": "application/json"})
-    else:
-        response = requests.post(url, json=body)
+    response = post_body(real_server, body)
     assert response.status_code == 400, response.text
     if name == "prompt too long":
         expected = "context of 1024 tokens"
