@@ -264,7 +264,7 @@ class DecoderModel:
         windows = {layer.window for layer in self.layers}
         if decode is not None:
             lengths = [p + 1 for p in decode.positions.tolist()]
-            for members in length_groups(lengths):
+            for members in length_groups(lengths, GROUP_OVERHEAD):
                 index = torch.tensor(members, device=self.device)
                 positions = decode.positions[index]
                 kv_len = max(lengths[i] for i in members)  # read only cache[:kv_len]

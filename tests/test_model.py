@@ -4,8 +4,9 @@ import torch
 from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
+import inference_api.model as model_module
 from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
-                                 UnsupportedArchitecture, check_architecture)
+                                 UnsupportedArchitecture, check_architecture, length_groups)
 
 VOCAB = 128
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -90,6 +91,27 @@ def test_schedule_matches_transformers(name):
     d.step([0, 1, 2, 3], {})
     d.step([0], {})
     assert d.checked == 52
+
+
+def test_length_groups_split_long_from_short_and_cover_every_row():
+    lengths = [30, 900, 25, 32, 880, 28]
+    groups = length_groups(lengths, overhead=64)
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    assert sorted(map(sorted, groups)) == [[0, 2, 3, 5], [1, 4]]
+    assert length_groups(lengths, overhead=10**9) == [[2, 5, 0, 3, 4, 1]]  # one group
+
+
+def test_rows_attended_in_several_length_groups_match_transformers(monkeypatch):
+    # No overhead per group: every distinct length gets its own group, in scattered rows.
+    monkeypatch.setattr(model_module, "GROUP_OVERHEAD", 0)
+    torch.manual_seed(0)
+    d = Driver(TINY_MODELS["mistral-window"]().eval(), max_rows=5, max_seq_len=64)
+    for row, length in [(0, 3), (1, 17), (2, 5), (3, 29), (4, 2)]:
+        d.admit(row, length)
+    d.step([], {row: len(d.prompts[row]) for row in range(5)})
+    for _ in range(4):
+        d.step([4, 1, 3, 0, 2], {})
+    assert d.checked == 25
 
 
 def test_bfloat16_matches_transformers():
