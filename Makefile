@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-mock test test-fast benchmark load clean
+.PHONY: install run run-mock test test-fast benchmark clean
 
 $(STAMP): requirements.txt requirements_dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

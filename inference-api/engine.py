@@ -1,7 +1,6 @@
 """The step loop: admit, run one forward, turn new tokens into text, finish what is done."""
 from __future__ import annotations
 
-
 from .detokenize import StopMatcher
 from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP,
                        Output, Submit)

@@ -18,7 +18,7 @@ class Sequence:
     admitted_at: float | None = None
     num_cached: int = 0  # tokens whose keys and values are in the cache
     generated: list[int] = field(default_factory=list)
-    state: object = None  # per-sequence helpers of the engine (detokenizer, stop matcher)
+    state: object = None  # the engine's text bookkeeping for this sequence (stop matcher, counts)
 
     @property
     def num_prompt(self) -> int:
