@@ -5,6 +5,7 @@ import logging
 import os
 
 import torch
+from transformers import AutoConfig
 
 from .config import Config
 from .detokenize import IncrementalDetokenizer
@@ -26,10 +27,10 @@ class ModelRunner:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
+        check_architecture(AutoConfig.from_pretrained(folder, local_files_only=True))
         self.info = read_model_info(folder)
         self.tokenizer = load_tokenizer(folder)
         hf_model = load_model(folder, device, dtype)
-        check_architecture(hf_model.config)
         limit = self.info["max_position_embeddings"] or config.max_seq_len
         self.max_seq_len = min(config.max_seq_len, limit)
         self.model = DecoderModel(hf_model, config.max_users, self.max_seq_len)

@@ -1,0 +1,93 @@
+"""Model loading: the conversion cache, bad paths and unsupported models fail clearly."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import api_server
+from inference_api.config import Config
+from inference_api.model_store import (COMPLETE_MARKER, bundled_gguf_path, cache_folder,
+                                       is_complete, prepare_model_folder)
+from processes import REPO
+from test_server_mock import wait_for
+
+
+def run_script(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/run.py"], cwd=REPO, capture_output=True,
+                          text=True, env={"HOME": os.environ.get("HOME", "/"), **env}, timeout=60)
+
+
+def test_missing_model_path_is_one_clear_line(tmp_path):
+    missing = tmp_path / "no-such-model.gguf"
+    result = run_script({"MODEL_PATH": str(missing)})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: model not found: {missing}"
+
+
+def test_bad_setting_is_one_line_naming_the_variable():
+    result = run_script({"MAX_USERS": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: MAX_USERS='lots' is not valid")
+
+
+def test_server_with_an_unreadable_model_says_why_on_health(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a GGUF file")
+    server = api_server({"MODEL_PATH": str(bad), "MODEL_CACHE_DIR": str(tmp_path / "cache")})
+    server.start(wait_ready=False)
+    try:
+        def health_text():
+            try:
+                return requests.get(server.url + "/health", timeout=2)
+            except requests.RequestException:
+                return None
+
+        assert wait_for(lambda: (r := health_text()) is not None and "failed to start" in r.text,
+                        120)
+        response = health_text()
+        assert response.status_code == 503 and str(bad) in response.json()["message"]
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
+
+
+def test_unsupported_architecture_is_refused_at_start(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from inference_api.model import UnsupportedArchitecture
+    from inference_api.model_runner import ModelRunner
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)).save_pretrained(
+        tmp_path / "gpt2")
+    with pytest.raises(UnsupportedArchitecture) as err:
+        ModelRunner(Config(model_path=str(tmp_path / "gpt2"), max_users=1, max_seq_len=64))
+    assert "GPT2LMHeadModel" in str(err.value) and "LlamaForCausalLM" in str(err.value)
+
+
+@pytest.mark.slow
+def test_corrupt_cache_folder_is_not_loaded_but_converted_again(tmp_path):
+    gguf = bundled_gguf_path()
+    folder = cache_folder(str(tmp_path), gguf)
+    good = prepare_model_folder("", str(tmp_path))
+    assert good == folder and is_complete(folder)
+    weights = folder / "model.safetensors"
+    # A crash mid-write: the weights file is cut short after the marker was written.
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    assert not is_complete(folder)
+    assert prepare_model_folder("", str(tmp_path)) == folder
+    assert is_complete(folder)
+    sizes = json.loads((folder / COMPLETE_MARKER).read_text())["sizes"]
+    assert weights.stat().st_size == sizes["model.safetensors"]
+    # A folder without its marker is never taken for a finished conversion either.
+    (folder / COMPLETE_MARKER).unlink()
+    assert not is_complete(folder)
+    # Nothing half-written is left beside it.
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+    shutil.rmtree(folder)
