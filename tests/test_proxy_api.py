@@ -104,8 +104,10 @@ def test_real_model_stream_through_proxy_equals_direct(real_proxy, real_server):
 
 @pytest.mark.slow
 def test_real_model_disconnect_through_proxy_frees_the_row(real_proxy, real_server):
-    response = stream(real_proxy.url, {"text": "Write a long story.", "max_tokens": 900},
-                      make_token())
-    next(response.iter_content(chunk_size=None))
+    response = stream(real_proxy.url, {"text": "Write a long story.", "max_tokens": 900,
+                                       "ignore_eos": True}, make_token())
+    reader = response.iter_content(chunk_size=None)
+    next(reader)
+    assert wait_for(lambda: health(real_server)["busy_rows"] == 1, 30)
     response.close()
     assert wait_for(lambda: health(real_server)["busy_rows"] == 0, 30)

@@ -64,14 +64,15 @@ def test_forty_concurrent_streams_all_complete(real_server):
 
 
 def test_disconnect_frees_rows(real_server):
-    def abandon(i):
-        response = post(real_server, {"text": f"Write a very long essay number {i}.",
-                                      "max_tokens": 900}, stream=True)
-        next(response.iter_content(chunk_size=None))
+    responses = [post(real_server, {"text": f"Write a very long essay number {i}.",
+                                    "max_tokens": 900, "ignore_eos": True}, stream=True)
+                 for i in range(8)]
+    readers = [response.iter_content(chunk_size=None) for response in responses]
+    for reader in readers:
+        next(reader)
+    assert wait_for(lambda: health(real_server)["busy_rows"] == 8, 30)
+    for response in responses:
         response.close()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(abandon, range(8)))
     assert wait_for(lambda: health(real_server)["busy_rows"] == 0
                     and health(real_server)["sessions"] == 0, 30)
 
@@ -89,7 +90,8 @@ def test_backend_killed_mid_stream_then_recovery():
     with api_server({"MOCK_MODEL": "0", "MAX_SEQ_LEN": "512", "MAX_USERS": "4"}) as server:
         server.wait_healthy(600)
         old = backend_process(server)
-        response = post(server, {"text": "Count from one to one thousand:", "max_tokens": 400},
+        response = post(server, {"text": "Count from one to one thousand:", "max_tokens": 400,
+                                 "ignore_eos": True},
                         stream=True)
         reader = response.iter_content(chunk_size=None)
         next(reader)
