@@ -10,9 +10,9 @@ from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationErro
 
 from .frontend import ApiError
 from .params import MAX_EXTRA_EOS, MAX_STOPS, MAX_TOP_K
-from .protocol import FINISH_CANCELLED, FINISH_ERROR
-from .samples import (MAX_SAMPLES, merged_outputs, open_samples, run_to_end, sample_params,
-                      sse_event, sse_response)
+from .protocol import FINISH_ERROR
+from .samples import (MAX_SAMPLES, open_samples, run_to_end, sample_params, sse_event,
+                      sse_response, text_batches)
 from .schemas import MAX_NEW_TOKENS, PromptText, StopText, describe_validation_error
 
 generate = Blueprint("generate", __name__)
@@ -112,17 +112,13 @@ def _summary(samples, prompt: str, prompt_tokens: int, created: float) -> dict:
 
 def _events(frontend, samples, prompt: str, prompt_tokens: int, created: float):
     """An event per batch of a sample's text, then the summary (the non-streamed answer)."""
-    with closing(merged_outputs(frontend, samples, request.environ)) as outputs:
-        for index, batch in outputs:
-            text, reason = "".join(o.text for o in batch), batch[-1].finish_reason
-            if reason == FINISH_CANCELLED:
-                return  # the client left
+    with closing(text_batches(frontend, samples, request.environ)) as batches:
+        for index, text, reason, error in batches:
             if reason == FINISH_ERROR:
                 if text:
                     yield sse_event({"index": index, "text": text, "finish_reason": None,
                                      "generated_tokens": samples[index].completion_tokens})
-                yield sse_event({"status_code": 500,
-                                 "message": f"the generation failed: {batch[-1].error}"})
+                yield sse_event({"status_code": 500, "message": f"the generation failed: {error}"})
                 return
             yield sse_event({"index": index, "text": text, "finish_reason": reason,
                              "generated_tokens": samples[index].completion_tokens})

@@ -12,9 +12,9 @@ from werkzeug.exceptions import HTTPException
 
 from .frontend import ApiError
 from .prompts import ChatTemplateError
-from .protocol import FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
-from .samples import (merged_outputs, open_samples, run_to_end, sample_params, sse_event,
-                      sse_response)
+from .protocol import FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
+from .samples import (open_samples, run_to_end, sample_params, sse_event, sse_response,
+                      text_batches)
 from .schemas_openai import ChatRequest, CompletionRequest, describe_openai_error
 
 openai = Blueprint("openai", __name__)
@@ -198,17 +198,13 @@ def _events(frontend, samples, head: dict, chat: bool, include_usage: bool, prom
     if chat:  # OpenAI opens each choice with the role, before any token
         for index in range(len(samples)):
             yield chunk(index, None, None, role=True)
-    with closing(merged_outputs(frontend, samples, request.environ)) as outputs:
-        for index, batch in outputs:
-            text, reason = "".join(o.text for o in batch), batch[-1].finish_reason
-            if reason == FINISH_CANCELLED:
-                return  # the client left
+    with closing(text_batches(frontend, samples, request.environ)) as batches:
+        for index, text, reason, error in batches:
             if reason == FINISH_ERROR:
                 if text:
                     yield chunk(index, text, None)
                 # The openai client raises on an error event; without [DONE] others see a cut.
-                yield sse_event({"error": {"message": f"the generation failed: "
-                                                      f"{batch[-1].error}",
+                yield sse_event({"error": {"message": f"the generation failed: {error}",
                                            "type": "server_error", "param": None,
                                            "code": "generation_failed"}})
                 return

@@ -47,7 +47,9 @@ def backend_main(config: Config, inputs, outputs) -> None:
         engine = Engine(runner, config.max_users, config.prefill_chunk, runner.max_seq_len)
         warm_up(engine)
     except Exception as exc:  # noqa: BLE001 - every start failure becomes one clear line
-        message = str(exc) if type(exc).__name__.endswith(("Error", "Architecture")) else repr(exc)
+        # Our own start errors (model not found, unsupported architecture) say it all already.
+        known = isinstance(exc, (ValueError, RuntimeError))
+        message = str(exc) if known else f"{type(exc).__name__}: {exc}"
         log.error("backend cannot start: %s", message)
         outputs.put(Fatal(message))
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -105,6 +106,20 @@ def _note(sample: Sample, batch: list[Output]) -> list[Output]:
     if batch[-1].finish_reason is not None:
         sample.finish_reason, sample.error = batch[-1].finish_reason, batch[-1].error
     return batch
+
+
+def text_batches(frontend: Frontend, samples: list[Sample], environ: dict
+                 ) -> Iterator[tuple[int, str, str | None, str | None]]:
+    """(sample index, new text, finish reason, error) per batch, for streamed answers.
+
+    Ends quietly when the client has left; the caller ends its stream after an error.
+    """
+    with closing(merged_outputs(frontend, samples, environ)) as outputs:
+        for index, batch in outputs:
+            last = batch[-1]
+            if last.finish_reason == FINISH_CANCELLED:
+                return
+            yield index, "".join(o.text for o in batch), last.finish_reason, last.error
 
 
 def run_to_end(frontend: Frontend, samples: list[Sample], environ: dict) -> list[Sample]:
