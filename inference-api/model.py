@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .attention import KV_BUCKET, DecodeAttention, attend, kv_extent, position_mask
+
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                 "qwen2": "Qwen2ForCausalLM"}
@@ -56,49 +58,12 @@ class _Layer:
 
 
 @dataclass
-class _DecodeGroup:
-    """Decoding rows of similar length, attended together over cache positions [:kv_len]."""
-
-    index: torch.Tensor  # [g] where these rows sit among the step's decode tokens
-    rows: torch.Tensor  # [g] their cache rows
-    kv_len: int
-    masks: dict  # sliding window -> additive mask [g, 1, 1, kv_len]
-
-
-@dataclass
 class _DecodePlan:
     """The decoding rows of a step, split into groups of similar length once per step."""
 
     rows: torch.Tensor  # [D]
     positions: torch.Tensor  # [D]
-    groups: list = field(default_factory=list)  # of _DecodeGroup
-
-
-# A group costs a fixed number of kernel launches per layer; in cache reads that is about as
-# much as this many (row, position) pairs, measured on CPU. Splitting rows into groups pays off
-# when it saves more padded reads than that.
-GROUP_OVERHEAD = 256
-
-
-def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD) -> list[list[int]]:
-    """Split indices into groups of similar length, minimising padded reads plus group overhead.
-
-    Each group reads every one of its rows up to its longest, so one long prompt would otherwise
-    make every row pay for its length. Exact dynamic programming over the sorted lengths.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    ordered = [lengths[i] for i in order]
-    best, cut = [0] + [float("inf")] * len(order), [0] * (len(order) + 1)
-    for end in range(1, len(order) + 1):
-        for start in range(end):
-            cost = best[start] + (end - start) * ordered[end - 1] + overhead
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    groups, end = [], len(order)
-    while end:
-        groups.append(order[cut[end]:end])
-        end = cut[end]
-    return groups[::-1]
+    groups: list = field(default_factory=list)  # of attention.DecodeGroup
 
 
 @dataclass
@@ -109,7 +74,8 @@ class _ChunkPlan:
     start: int
     offset: int
     n: int
-    masks: dict | None = None  # sliding window -> additive mask [groups * n, start + n]
+    kv_len: int = 0  # cache positions read: start + n rounded up to KV_BUCKET
+    masks: dict | None = None  # sliding window -> additive mask [groups * n, kv_len]
 
 
 def _linear_params(module) -> tuple:
@@ -149,33 +115,10 @@ def rope_tables(inv_freq: torch.Tensor, scaling: float, max_seq_len: int, dtype)
     return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
 
 
-def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None) -> torch.Tensor:
-    """Additive float32 mask [*q_pos.shape, kv_len]: 0 where a query may see the key, else -inf."""
-    kv_pos = torch.arange(kv_len, device=q_pos.device)
-    visible = kv_pos <= q_pos[..., None]  # causal, and hides stale cache beyond the position
-    if window is not None:
-        visible &= kv_pos > q_pos[..., None] - window
-    zero = torch.zeros((), dtype=torch.float32, device=q_pos.device)
-    return torch.where(visible, zero, float("-inf"))
-
-
-def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of grouped queries q [b, kv_heads, n, dim] over k_t [b, kv_heads, dim, L] and
-    v [b, kv_heads, L, dim] with an additive float32 mask broadcastable to [b, kv_heads, n, L].
-
-    Several query heads share one kv head, so q stacks the group's queries along n and K/V are
-    never repeated. Softmax in float32 (the mask promotes the scores), probabilities cast back.
-    """
-    b, kv, n, _ = q.shape
-    scores = torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1) + mask  # float32
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return torch.bmm(probs.flatten(0, 1), v.flatten(0, 1)).view(b, kv, n, -1)  # [b, kv, n, dim]
-
-
 class DecoderModel:
     """Our own forward pass over the weights of a loaded transformers Llama/Mistral/Qwen2 model."""
 
-    def __init__(self, hf_model, max_rows: int, max_seq_len: int):
+    def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET):
         config = hf_model.config
         check_architecture(config)
         inner = hf_model.model
@@ -219,6 +162,8 @@ class DecoderModel:
                                    device=self.device)
         self.v_cache = torch.zeros((layers, max_rows, kv, max_seq_len, dim), dtype=self.dtype,
                                    device=self.device)
+        self.kv_bucket = kv_bucket
+        self.attention = DecodeAttention(layers, max_seq_len, kv, dim, kv_bucket)
 
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
@@ -239,10 +184,14 @@ class DecoderModel:
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [T, 1, dim]
-        self._build_masks(decode, chunks)
-        x = self.embed[tokens]  # [T, hidden]
-        for index, layer in enumerate(self.layers):
-            x = self._layer(index, layer, x, cos, sin, decode, chunks)
+        try:
+            self._build_masks(decode, chunks)
+            x = self.embed[tokens]  # [T, hidden]
+            for index, layer in enumerate(self.layers):
+                x = self._layer(index, layer, x, cos, sin, decode, chunks)
+        except BaseException:
+            self.attention.reset()  # some layers' buffers may hold this step's token, some not
+            raise
         last = list(range(decode_rows.numel())) + [c.offset + c.n - 1 for c in chunks]
         h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
         return F.linear(h, self.lm_head).float()  # lm_head only where logits are returned
@@ -263,16 +212,11 @@ class DecoderModel:
         """Masks of this step, one per distinct sliding window, shared by all layers."""
         windows = {layer.window for layer in self.layers}
         if decode is not None:
-            lengths = [p + 1 for p in decode.positions.tolist()]
-            for members in length_groups(lengths, GROUP_OVERHEAD):
-                index = torch.tensor(members, device=self.device)
-                positions = decode.positions[index]
-                kv_len = max(lengths[i] for i in members)  # read only cache[:kv_len]
-                masks = {w: position_mask(positions, kv_len, w)[:, None, None] for w in windows}
-                decode.groups.append(_DecodeGroup(index, decode.rows[index], kv_len, masks))
+            decode.groups = self.attention.plan(decode.rows, decode.positions, windows)
         for c in chunks:
             q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
-            c.masks = {w: position_mask(q_pos, c.start + c.n, w).repeat(self.groups, 1)
+            c.kv_len = kv_extent(c.start + c.n, self.max_seq_len, self.kv_bucket)
+            c.masks = {w: position_mask(q_pos, c.kv_len, w).repeat(self.groups, 1)
                        for w in windows}  # [groups * c, L], queries ordered as in _prefill
 
     def _layer(self, index, layer, x, cos, sin, decode, chunks) -> torch.Tensor:
@@ -288,7 +232,8 @@ class DecoderModel:
         out = torch.empty_like(q)  # [T, heads, dim]
         if decode is not None:
             d = decode.rows.numel()
-            out[:d] = self._decode(q[:d], k[:d], v[:d], k_cache, v_cache, decode, layer.window)
+            out[:d] = self._decode(index, q[:d], k[:d], v[:d], k_cache, v_cache, decode,
+                                   layer.window)
         for c in chunks:
             span = slice(c.offset, c.offset + c.n)
             out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
@@ -298,22 +243,13 @@ class DecoderModel:
         gate, up = F.linear(h, *layer.gate_up).split(self.ffn_size, -1)
         return x + F.linear(layer.act(gate) * up, *layer.down)
 
-    def _decode(self, q, k, v, k_cache, v_cache, plan, window) -> torch.Tensor:
+    def _decode(self, index, q, k, v, k_cache, v_cache, plan, window) -> torch.Tensor:
         """Attention of one new token per row: q [D, heads, dim], k/v [D, kv, dim] -> like q."""
         d = q.shape[0]
         k_cache.permute(0, 3, 1, 2).index_put_((plan.rows, plan.positions), k)  # [rows, seq, kv, dim]
         v_cache.transpose(1, 2).index_put_((plan.rows, plan.positions), v)
         q = q.view(d, self.kv_heads, self.groups, self.head_dim)
-        out = torch.empty_like(q)  # [D, kv, groups, dim]
-        for group in plan.groups:
-            g, L = group.rows.numel(), group.kv_len
-            # Gather [:L] of the group's rows into contiguous tensors: the CPU bfloat16 batched
-            # matmul would copy the strided cache slice anyway, so this costs nothing extra and
-            # serves any subset and order of rows. (index_select is much faster on K as 3-d.)
-            k_t = k_cache.flatten(1, 2)[..., :L].index_select(0, group.rows)  # [g, kv * dim, L]
-            k_t = k_t.view(g, self.kv_heads, self.head_dim, L)
-            v_rows = v_cache[:, :, :L].index_select(0, group.rows)  # [g, kv, L, dim]
-            out[group.index] = attend(q[group.index], k_t, v_rows, group.masks[window])
+        out = self.attention.run(index, q, k, v, k_cache, v_cache, plan.groups, window)
         return out.view(d, self.heads, self.head_dim)
 
     def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
@@ -324,6 +260,7 @@ class DecoderModel:
         # [c, heads, dim] -> [1, kv, groups * c, dim]: a group's queries share their kv head
         qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
         qc = qc.reshape(1, self.kv_heads, self.groups * n, self.head_dim)
-        o = attend(qc, k_cache[c.row:c.row + 1, ..., :end], v_cache[c.row:c.row + 1, :, :end], mask)
+        rows = slice(c.row, c.row + 1)
+        o = attend(qc, k_cache[rows, ..., :c.kv_len], v_cache[rows, :, :c.kv_len], mask)
         o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
         return o.reshape(n, self.heads, self.head_dim)

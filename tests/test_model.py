@@ -4,9 +4,9 @@ import torch
 from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-import inference_api.model as model_module
+from inference_api.attention import length_groups
 from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
-                                 UnsupportedArchitecture, check_architecture, length_groups)
+                                 UnsupportedArchitecture, check_architecture)
 
 VOCAB = 128
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -33,9 +33,11 @@ def reference_logits(hf_model, sequence: list[int]) -> torch.Tensor:
 class Driver:
     """Drives DecoderModel like a scheduler would; checks every logit row against transformers."""
 
-    def __init__(self, hf_model, max_rows: int, max_seq_len: int, tol: float = 1e-4):
+    def __init__(self, hf_model, max_rows: int, max_seq_len: int, tol: float = 1e-4,
+                 kv_bucket: int = 32):
         self.hf, self.tol = hf_model, tol
-        self.model = DecoderModel(hf_model, max_rows=max_rows, max_seq_len=max_seq_len)
+        self.model = DecoderModel(hf_model, max_rows=max_rows, max_seq_len=max_seq_len,
+                                  kv_bucket=kv_bucket)
         self.seqs: dict[int, list[int]] = {}  # row -> tokens in the cache so far
         self.prompts: dict[int, list[int]] = {}  # row -> prompt tokens not yet prefilled
         self.gen = torch.Generator().manual_seed(0)
@@ -70,11 +72,14 @@ class Driver:
             self.checked += 1
 
 
+# Bucket 1: every step's lengths are new, so each group is gathered afresh; 32: groups keep their
+# buffers and add one position a step; 4: both, as lengths cross bucket edges.
+@pytest.mark.parametrize("kv_bucket", [1, 4, 32])
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_schedule_matches_transformers(name):
+def test_schedule_matches_transformers(name, kv_bucket):
     torch.manual_seed(0)
     hf_model = TINY_MODELS[name]().eval()
-    d = Driver(hf_model, max_rows=4, max_seq_len=64)
+    d = Driver(hf_model, max_rows=4, max_seq_len=64, kv_bucket=kv_bucket)
     d.admit(0, 11)
     d.admit(2, 5)
     d.step([], {0: 4, 2: 5})  # two prompts start in the same step; row 2 fits in one chunk
@@ -101,17 +106,37 @@ def test_length_groups_split_long_from_short_and_cover_every_row():
     assert length_groups(lengths, overhead=10**9) == [[2, 5, 0, 3, 4, 1]]  # one group
 
 
-def test_rows_attended_in_several_length_groups_match_transformers(monkeypatch):
+def test_rows_attended_in_several_length_groups_match_transformers():
     # No overhead per group: every distinct length gets its own group, in scattered rows.
-    monkeypatch.setattr(model_module, "GROUP_OVERHEAD", 0)
     torch.manual_seed(0)
-    d = Driver(TINY_MODELS["mistral-window"]().eval(), max_rows=5, max_seq_len=64)
+    d = Driver(TINY_MODELS["mistral-window"]().eval(), max_rows=5, max_seq_len=64, kv_bucket=1)
+    d.model.attention.overhead = 0
     for row, length in [(0, 3), (1, 17), (2, 5), (3, 29), (4, 2)]:
         d.admit(row, length)
     d.step([], {row: len(d.prompts[row]) for row in range(5)})
     for _ in range(4):
         d.step([4, 1, 3, 0, 2], {})
     assert d.checked == 25
+
+
+def test_group_buffers_stay_exact_as_rows_leave_return_and_take_new_prompts():
+    torch.manual_seed(0)
+    d = Driver(TINY_MODELS["llama-tied"]().eval(), max_rows=3, max_seq_len=64, kv_bucket=16)
+    for row, length in [(0, 4), (1, 6), (2, 5)]:
+        d.admit(row, length)
+    d.step([], {0: 4, 1: 6, 2: 5})
+    d.step([0, 1, 2], {})
+    (buffer,) = d.model.attention.buffers.values()
+    d.step([2, 0, 1], {})  # same rows in another order: the buffer is kept and extended
+    assert list(d.model.attention.buffers.values()) == [buffer]
+    d.step([0, 2], {})  # row 1 sits out a step; its next position is unchanged
+    d.step([0, 1, 2], {})
+    # Row 2 takes a new prompt exactly as long as its old sequence: same next position, new cache.
+    d.admit(2, len(d.seqs[2]))
+    d.step([0, 1], {2: len(d.prompts[2])})
+    for _ in range(3):
+        d.step([0, 1, 2], {})
+    assert d.checked == 26
 
 
 def test_bfloat16_matches_transformers():
@@ -129,9 +154,9 @@ def test_bfloat16_matches_transformers():
 
 def test_reused_row_does_not_see_stale_cache():
     """Sanity check that the schedule test can fail: corrupting the stale tail changes nothing,
-    corrupting a live position does."""
+    corrupting a live position does (bucket 1: each step gathers the cache afresh)."""
     hf_model = LlamaForCausalLM(LlamaConfig(**COMMON)).eval()
-    d = Driver(hf_model, max_rows=2, max_seq_len=32)
+    d = Driver(hf_model, max_rows=2, max_seq_len=32, kv_bucket=1)
     d.admit(0, 10)
     d.step([], {0: 10})
     d.model.k_cache[:, 0, ..., 5:] = 1e4  # garbage beyond the next prompt's positions

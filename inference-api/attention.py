@@ -1,0 +1,160 @@
+"""Decode attention: one new query per row against its cached keys and values.
+
+Rows are split into groups of similar length, and each group's keys and values are kept in a
+contiguous buffer that grows by one position a step. A CPU batched matmul only streams
+contiguous batches (a slice of the cache is copied first), so gathering the rows anew every
+step would cost as much as the attention itself; the buffer is gathered only when its group
+changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+# Rows are read up to a length rounded up to this many positions (the mask hides the rest).
+# Every new matrix shape makes the CPU matmul library generate a kernel first (~0.5 ms each,
+# measured, plus page faults for its code), and a group's buffer is gathered again whenever its
+# length changes: without rounding, both would happen at every step.
+KV_BUCKET = 32
+
+# A group costs a fixed number of kernel launches per layer; in cache reads that is about as
+# much as this many (row, position) pairs, measured on CPU. Splitting rows into groups pays off
+# when it saves more padded reads than that.
+GROUP_OVERHEAD = 256
+
+
+def kv_extent(length: int, limit: int, bucket: int = KV_BUCKET) -> int:
+    """Cache positions read for a query that sees `length` positions: rounded up to `bucket`."""
+    return min(-(-length // bucket) * bucket, limit)
+
+
+def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD) -> list[list[int]]:
+    """Split indices into groups of similar length, minimising padded reads plus group overhead.
+
+    Each group reads every one of its rows up to its longest, so one long prompt would otherwise
+    make every row pay for its length. Exact dynamic programming over the sorted lengths.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ordered = [lengths[i] for i in order]
+    best, cut = [0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):
+            cost = best[start] + (end - start) * ordered[end - 1] + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
+def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None) -> torch.Tensor:
+    """Additive float32 mask [*q_pos.shape, kv_len]: 0 where a query may see the key, else -inf."""
+    kv_pos = torch.arange(kv_len, device=q_pos.device)
+    visible = kv_pos <= q_pos[..., None]  # causal, and hides stale cache beyond the position
+    if window is not None:
+        visible &= kv_pos > q_pos[..., None] - window
+    zero = torch.zeros((), dtype=torch.float32, device=q_pos.device)
+    return torch.where(visible, zero, float("-inf"))
+
+
+def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of grouped queries q [b, kv_heads, n, dim] over k_t [b, kv_heads, dim, L] and
+    v [b, kv_heads, L, dim] with an additive float32 mask broadcastable to [b, kv_heads, n, L].
+
+    Several query heads share one kv head, so q stacks the group's queries along n and K/V are
+    never repeated. Softmax in float32 (the mask promotes the scores), probabilities cast back.
+    """
+    b, kv, n, _ = q.shape
+    scores = torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1) + mask  # float32
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    return torch.bmm(probs.flatten(0, 1), v.flatten(0, 1)).view(b, kv, n, -1)  # [b, kv, n, dim]
+
+
+@dataclass
+class GroupBuffer:
+    """A group's cache rows [:kv_len], contiguous, one tensor pair per layer."""
+
+    rows: list[int]  # cache rows, in buffer order
+    kv_len: int
+    next_positions: list[int]  # where each row's next token goes if the group stays as it is
+    k: list = field(default_factory=list)  # per layer [g, kv, dim, kv_len], None until gathered
+    v: list = field(default_factory=list)  # per layer [g, kv, kv_len, dim]
+
+
+@dataclass
+class DecodeGroup:
+    """The part of one step's decode rows attended together."""
+
+    index: torch.Tensor  # [g] where the buffer's rows sit among the step's decode tokens
+    rows: torch.Tensor  # [g] their cache rows, in buffer order
+    positions: torch.Tensor  # [g] position of each row's new token
+    buffer: GroupBuffer
+    masks: dict  # sliding window -> additive mask [g, 1, 1, kv_len]
+
+
+class DecodeAttention:
+    """Groups a step's decoding rows and runs their attention; owns the group buffers."""
+
+    def __init__(self, layers: int, max_seq_len: int, kv_heads: int,
+                 head_dim: int, bucket: int = KV_BUCKET, overhead: int = GROUP_OVERHEAD):
+        self.layers, self.max_seq_len = layers, max_seq_len
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+        self.bucket, self.overhead = bucket, overhead
+        # A buffer lives only while all its rows decode at every step: a row that takes a new
+        # prompt prefills first, in steps where it is not decoding, which drops its buffers.
+        self.buffers: dict[frozenset, GroupBuffer] = {}
+
+    def reset(self) -> None:
+        """Forget every buffer (after a failed step left them half updated)."""
+        self.buffers.clear()
+
+    def plan(self, rows: torch.Tensor, positions: torch.Tensor, windows: set) -> list[DecodeGroup]:
+        """Group the step's decoding rows [D] at positions [D]; reuse buffers still up to date."""
+        row_list, pos_list = rows.tolist(), positions.tolist()
+        slot = {row: i for i, row in enumerate(row_list)}
+        lengths = [kv_extent(p + 1, self.max_seq_len, self.bucket) for p in pos_list]
+        groups, kept = [], {}
+        for members in length_groups(lengths, self.overhead):
+            key = frozenset(row_list[i] for i in members)
+            kv_len = max(lengths[i] for i in members)
+            buffer = self.buffers.get(key)
+            if buffer is None or buffer.kv_len != kv_len or not self._current(buffer, slot, pos_list):
+                group_rows = sorted(key)
+                buffer = GroupBuffer(group_rows, kv_len, [], [None] * self.layers,
+                                     [None] * self.layers)
+            buffer.next_positions = [pos_list[slot[r]] + 1 for r in buffer.rows]
+            kept[key] = buffer
+            index = torch.tensor([slot[r] for r in buffer.rows], device=rows.device)
+            group_positions = positions[index]
+            masks = {w: position_mask(group_positions, kv_len, w)[:, None, None] for w in windows}
+            groups.append(DecodeGroup(index, rows[index], group_positions, buffer, masks))
+        self.buffers = kept  # buffers of groups that no longer exist are dropped
+        return groups
+
+    def _current(self, buffer: GroupBuffer, slot: dict, pos_list: list[int]) -> bool:
+        """True when the buffer holds every position before each row's new token, and no more."""
+        return all(pos_list[slot[r]] == p for r, p in zip(buffer.rows, buffer.next_positions))
+
+    def run(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            k_cache: torch.Tensor, v_cache: torch.Tensor, groups: list[DecodeGroup],
+            window: int | None) -> torch.Tensor:
+        """Attention of q [D, kv, groups, dim] for one layer whose new k/v [D, kv, dim] are
+        already in k_cache [rows, kv, dim, seq] and v_cache [rows, kv, seq, dim] -> like q."""
+        out = torch.empty_like(q)
+        for group in groups:
+            buffer, g = group.buffer, group.rows.numel()
+            if buffer.k[layer] is None:  # a new or changed group: gather its rows once
+                L = buffer.kv_len
+                k_rows = k_cache.flatten(1, 2)[..., :L].index_select(0, group.rows)
+                buffer.k[layer] = k_rows.view(g, self.kv_heads, self.head_dim, L)
+                buffer.v[layer] = v_cache[:, :, :L].index_select(0, group.rows)
+            else:  # the same group as last step: add the new position only
+                at = (torch.arange(g, device=q.device), group.positions)
+                buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[group.index])
+                buffer.v[layer].transpose(1, 2).index_put_(at, v[group.index])
+            out[group.index] = attend(q[group.index], buffer.k[layer], buffer.v[layer],
+                                      group.masks[window])
+        return out
