@@ -148,10 +148,14 @@ class RowSampler:
         return params is not None and not params.ignore_eos and token in self.eos_sets[row]
 
     def sample(self, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Next token of each row: rows [n] int64, logits [n, vocab] -> tokens [n] int64."""
+        """Next token of each row: rows [n] int64, logits [n, vocab] -> tokens [n] int64.
+
+        The logits are consumed: the sampler may write into them (a copy of a [rows, vocab]
+        tensor every step would cost more than the sampling).
+        """
         rows = rows.to(self.device)
         params = [self.params[r] for r in rows.tolist()]
-        x = logits.to(self.device, torch.float32)  # [n, vocab]; never written in place
+        x = logits.to(self.device, torch.float32)  # [n, vocab]
         pen = [i for i, p in enumerate(params) if p.penalised]
         if pen:
             base = x.clone() if len(pen) < len(params) else x
@@ -181,10 +185,10 @@ class RowSampler:
         return x.index_put((r, c), v)
 
     def _ban_eos(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Set EOS logits to -inf for rows under min_tokens or with ignore_eos."""
+        """Set EOS logits to -inf, in place, for rows under min_tokens or with ignore_eos."""
         banned = (self.step[rows] < self.min_tokens[rows]) | self.ignore_eos[rows]  # [n]
         cols = self.eos_cols[rows]  # [n, width]
-        return x.scatter(1, cols, x.gather(1, cols).masked_fill_(banned[:, None], -math.inf))
+        return x.scatter_(1, cols, x.gather(1, cols).masked_fill_(banned[:, None], -math.inf))
 
     def _draw(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Sample rows with temperature > 0 from their filtered distributions ([m, vocab] -> [m])."""

@@ -37,7 +37,7 @@ def test_greedy_takes_the_argmax_of_each_row():
     for r in range(4):
         sampler.add(r, SamplingParams(temperature=0), [])
     logits = torch.randn(4, V)
-    tokens = sampler.sample(torch.tensor([3, 0, 2, 1]), logits)
+    tokens = sampler.sample(torch.tensor([3, 0, 2, 1]), logits.clone())
     assert tokens.tolist() == logits.argmax(-1).tolist()
 
 
@@ -122,7 +122,7 @@ def _one_step_greedy(params: SamplingParams, logits: torch.Tensor, prompt, histo
         forced = torch.full((1, logits.shape[0]), -10.0)
         forced[0, t] = 10.0
         assert sampler.sample(torch.tensor([1]), forced).item() == t
-    return sampler.sample(torch.tensor([1]), logits[None]).item()
+    return sampler.sample(torch.tensor([1]), logits[None].clone()).item()
 
 
 def test_repetition_penalty_discourages_prompt_tokens():
