@@ -96,12 +96,18 @@ class Scheduler:
         return admitted
 
     def plan(self) -> Plan:
-        """Decode every row past its prompt; share the prefill budget among prompts, oldest first."""
+        """Decode every row past its prompt; share the prefill budget among prompts, oldest first.
+
+        A step costs about the same per token whether the token decodes or prefills, so prompt
+        tokens also take the place of rows that are not decoding: the step never holds more than
+        max_rows + prefill_budget tokens, and the running streams never wait for more than
+        prefill_budget prompt tokens, yet prompts go in faster while few rows decode.
+        """
         plan = Plan()
-        budget = self.prefill_budget
         prefilling = []
         for seq in self.running.values():
             (prefilling if seq.prefilling else plan.decode).append(seq)
+        budget = self.prefill_budget + self.max_rows - len(plan.decode)
         for seq in sorted(prefilling, key=lambda s: s.admitted_at):
             if budget <= 0:
                 break

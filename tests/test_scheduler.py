@@ -1,0 +1,61 @@
+"""The scheduler alone: admission order, row reuse and the per-step prefill budget."""
+from inference_api.params import SamplingParams
+from inference_api.scheduler import Scheduler
+from inference_api.sequence import Sequence
+
+
+def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:
+    """Plan one step and apply it as the engine would; returns (decoded ids, prefilled tokens)."""
+    scheduler.admit()
+    plan = scheduler.plan()
+    for seq in plan.decode:
+        seq.generated.append(1)
+        seq.num_cached += 1
+    for chunk in plan.prefill:
+        chunk.seq.num_cached += chunk.length
+        if chunk.completes_prompt:
+            chunk.seq.generated.append(1)
+    return [s.session_id for s in plan.decode], {c.seq.session_id: c.length for c in plan.prefill}
+
+
+def add(scheduler: Scheduler, name: str, prompt_len: int) -> Sequence:
+    seq = Sequence(name, list(range(prompt_len)), SamplingParams(max_tokens=8))
+    scheduler.add(seq)
+    return seq
+
+
+def test_prompt_tokens_fill_the_places_of_rows_not_decoding():
+    scheduler = Scheduler(max_rows=4, prefill_budget=8)
+    add(scheduler, "a", 30)
+    # No row decodes: 8 + 4 idle rows = 12 prompt tokens a step.
+    assert run_step(scheduler) == ([], {"a": 12})
+    assert run_step(scheduler) == ([], {"a": 12})
+    assert run_step(scheduler) == ([], {"a": 6})  # the prompt's end; its first token comes out
+    add(scheduler, "b", 30)
+    # One row decodes: 8 + 3 idle rows.
+    assert run_step(scheduler) == (["a"], {"b": 11})
+
+
+def test_running_streams_never_wait_for_more_than_the_budget():
+    scheduler = Scheduler(max_rows=4, prefill_budget=8)
+    for name in "abc":
+        add(scheduler, name, 2)
+    run_step(scheduler)  # all three short prompts fit in one step
+    add(scheduler, "long", 100)
+    for _ in range(5):
+        decoded, prefilled = run_step(scheduler)
+        assert decoded == ["a", "b", "c"]
+        assert sum(prefilled.values()) == 8 + 1  # one idle place besides the budget
+        assert len(decoded) + sum(prefilled.values()) <= 4 + 8
+
+
+def test_prompts_share_the_budget_oldest_first_and_wait_for_free_rows():
+    scheduler = Scheduler(max_rows=2, prefill_budget=4)
+    first, second, third = add(scheduler, "first", 5), add(scheduler, "second", 5), \
+        add(scheduler, "third", 1)
+    assert run_step(scheduler) == ([], {"first": 5, "second": 1})
+    assert third.row is None and list(scheduler.waiting) == [third]  # both rows are taken
+    assert run_step(scheduler) == (["first"], {"second": 4})
+    scheduler.release(first)
+    assert run_step(scheduler) == (["second"], {"third": 1})
+    assert third.row == first.row  # the freed row is reused at the next step
