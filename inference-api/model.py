@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .attention import KV_BUCKET, DecodeAttention, attend, kv_extent, position_mask
+from .attention import KV_BUCKET, DecodeAttention, attend_row, kv_extent, position_mask
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
@@ -163,7 +163,7 @@ class DecoderModel:
         self.v_cache = torch.zeros((layers, max_rows, kv, max_seq_len, dim), dtype=self.dtype,
                                    device=self.device)
         self.kv_bucket = kv_bucket
-        self.attention = DecodeAttention(layers, max_seq_len, kv, dim, kv_bucket)
+        self.attention = DecodeAttention(layers, max_seq_len, kv, dim, self.dtype, kv_bucket)
 
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
@@ -216,7 +216,7 @@ class DecoderModel:
         for c in chunks:
             q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
             c.kv_len = kv_extent(c.start + c.n, self.max_seq_len, self.kv_bucket)
-            c.masks = {w: position_mask(q_pos, c.kv_len, w).repeat(self.groups, 1)
+            c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype).repeat(self.groups, 1)
                        for w in windows}  # [groups * c, L], queries ordered as in _prefill
 
     def _layer(self, index, layer, x, cos, sin, decode, chunks) -> torch.Tensor:
@@ -257,10 +257,9 @@ class DecoderModel:
         n, end = c.n, c.start + c.n
         k_cache[c.row, :, :, c.start:end] = k.permute(1, 2, 0)  # [kv, dim, c]
         v_cache[c.row, :, c.start:end] = v.transpose(0, 1)  # [kv, c, dim]
-        # [c, heads, dim] -> [1, kv, groups * c, dim]: a group's queries share their kv head
+        # [c, heads, dim] -> [kv, groups * c, dim]: a group's queries share their kv head
         qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
-        qc = qc.reshape(1, self.kv_heads, self.groups * n, self.head_dim)
-        rows = slice(c.row, c.row + 1)
-        o = attend(qc, k_cache[rows, ..., :c.kv_len], v_cache[rows, :, :c.kv_len], mask)
+        qc = qc.reshape(self.kv_heads, self.groups * n, self.head_dim)
+        o = attend_row(qc, k_cache[c.row, ..., :c.kv_len], v_cache[c.row, :, :c.kv_len], mask)
         o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
         return o.reshape(n, self.heads, self.head_dim)
