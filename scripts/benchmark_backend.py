@@ -2,9 +2,10 @@
 """Benchmark the backend engine in one process against transformers generate(), side by side.
 
 32 concurrent requests from the fixed prompt set, staggered arrivals, 128 new tokens each.
-Prints aggregate output tokens/s, time to first token and inter-token latency percentiles,
-then (with --http) the same load over HTTP through a real server, then transformers generate()
-one request at a time and as one padded static batch, and the ratios.
+The engine and transformers generate() on one padded static batch run alternately, --repeats
+times, and the medians are compared; then (with --http) the same load over HTTP through a real
+server, and generate() one request at a time. Prints aggregate output tokens/s, time to first
+token, inter-token latency and step time percentiles, and the ratios.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import argparse
 import gc
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -124,11 +126,21 @@ def hf_generate_static_batch(model, prompt_ids, new_tokens):
     return len(prompt_ids) * new_tokens / (time.perf_counter() - start)
 
 
+def print_latencies(result) -> None:
+    """TTFT, inter-token and step time percentiles of engine runs (pooled over repeats)."""
+    for name in ("ttft", "itl", "steps"):
+        values = result[name]
+        print(f"  {name:5s} p50 {percentile(values, 50) * 1000:7.1f} ms   "
+              f"p99 {percentile(values, 99) * 1000:7.1f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--stagger-ms", type=float, default=100.0, help="gap between arrivals")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="engine and static-batch runs, alternated; medians are reported")
     parser.add_argument("--single-requests", type=int, default=8,
                         help="how many prompts to time for generate() one at a time")
     parser.add_argument("--skip-transformers", action="store_true")
@@ -148,16 +160,33 @@ def main() -> int:
     print(f"{len(prompt_ids)} requests, prompt tokens min/median/max "
           f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, {args.new_tokens} new tokens "
           f"each, one arrival every {args.stagger_ms:.0f} ms")
+    hf_model = None
+    if not args.skip_transformers:
+        from transformers import AutoModelForCausalLM
+
+        from inference_api.model_store import prepare_model_folder, resolve_dtype
+
+        folder = prepare_model_folder(config.model_path, config.model_cache_dir)
+        dtype = resolve_dtype(config.dtype, "cpu")
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
     run_engine(runner, config, prompt_ids[:2], 4, 0.0)  # warm-up
-    result = run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
-    print(f"\nengine: {result['tokens_per_s']:.1f} output tokens/s "
-          f"({result['elapsed']:.1f} s for all)")
-    for name in ("ttft", "itl"):
-        values = result[name]
-        print(f"  {name:5s} p50 {percentile(values, 50) * 1000:7.1f} ms   "
-              f"p99 {percentile(values, 99) * 1000:7.1f} ms")
-    print(f"  step  p50 {percentile(result['steps'], 50) * 1000:7.1f} ms   "
-          f"p99 {percentile(result['steps'], 99) * 1000:7.1f} ms")
+    # The machine's speed drifts (shared cores): engine and static batch alternate, each pair
+    # measured back to back, and the medians are compared.
+    pooled, engine_rates, static_rates = {"ttft": [], "itl": [], "steps": []}, [], []
+    for repeat in range(args.repeats):
+        result = run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
+        engine_rates.append(result["tokens_per_s"])
+        for name in pooled:
+            pooled[name] += result[name]
+        line = f"run {repeat + 1}: engine {result['tokens_per_s']:6.1f} output tokens/s"
+        if hf_model is not None:
+            static_rates.append(hf_generate_static_batch(hf_model, prompt_ids, args.new_tokens))
+            line += (f", transformers static batch {static_rates[-1]:5.1f} "
+                     f"(ratio {engine_rates[-1] / static_rates[-1]:.2f}x)")
+        print(line, flush=True)
+    engine_rate = statistics.median(engine_rates)
+    print(f"\nengine: {engine_rate:.1f} output tokens/s (median of {args.repeats} runs)")
+    print_latencies(pooled)
     del runner
     gc.collect()
     if args.http:
@@ -166,24 +195,18 @@ def main() -> int:
               f"{http['tokens_per_s']:.1f} output tokens/s, {len(http['errors'])} errors")
         print(f"  ttft  p50 {http['ttft_p50'] * 1000:7.1f} ms   p99 {http['ttft_p99'] * 1000:7.1f} ms")
         print(f"  itl   p50 {http['itl_p50'] * 1000:7.1f} ms   p99 {http['itl_p99'] * 1000:7.1f} ms")
-        print(f"ratio HTTP / in-process: {http['tokens_per_s'] / result['tokens_per_s']:.2f}")
-    if args.skip_transformers:
+        print(f"ratio HTTP / in-process median: {http['tokens_per_s'] / engine_rate:.2f}")
+    if hf_model is None:
         return 0
-    from transformers import AutoModelForCausalLM
-
-    from inference_api.model_store import prepare_model_folder, resolve_dtype
-
-    folder = prepare_model_folder(config.model_path, config.model_cache_dir)
-    dtype = resolve_dtype(config.dtype, "cpu")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
-    single = hf_generate_one_at_a_time(model, prompt_ids[:args.single_requests], args.new_tokens)
+    single = hf_generate_one_at_a_time(hf_model, prompt_ids[:args.single_requests],
+                                       args.new_tokens)
+    static = statistics.median(static_rates)
     print(f"\ntransformers generate(), one request at a time ({args.single_requests} requests): "
           f"{single:.1f} output tokens/s")
-    static = hf_generate_static_batch(model, prompt_ids, args.new_tokens)
     print(f"transformers generate(), one padded static batch of {len(prompt_ids)}: "
-          f"{static:.1f} output tokens/s")
-    print(f"\nratio engine / one-at-a-time: {result['tokens_per_s'] / single:.2f}x")
-    print(f"ratio engine / static batch:  {result['tokens_per_s'] / static:.2f}x")
+          f"{static:.1f} output tokens/s (median of {args.repeats} runs)")
+    print(f"\nratio engine / one-at-a-time: {engine_rate / single:.2f}x")
+    print(f"ratio engine / static batch:  {engine_rate / static:.2f}x (medians)")
     return 0
 
 
