@@ -10,6 +10,7 @@ token, inter-token latency and step time percentiles, and the ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import socket
@@ -134,6 +135,27 @@ def print_latencies(result) -> None:
               f"p99 {percentile(values, 99) * 1000:7.1f} ms")
 
 
+def compare_prefill_chunks(runner, config, prompt_ids, args) -> None:
+    """Engine runs with each PREFILL_CHUNK value, alternated --repeats times; medians and pooled
+    percentiles per value."""
+    chunks = [int(c) for c in args.prefill_chunks.split(",")]
+    results = {c: {"tokens_per_s": [], "ttft": [], "itl": []} for c in chunks}
+    for repeat in range(args.repeats):
+        for chunk in chunks:
+            result = run_engine(runner, dataclasses.replace(config, prefill_chunk=chunk),
+                                prompt_ids, args.new_tokens, args.stagger_ms / 1000)
+            for name, values in results[chunk].items():
+                values += [result[name]] if name == "tokens_per_s" else result[name]
+            print(f"run {repeat + 1}: PREFILL_CHUNK {chunk}: {result['tokens_per_s']:6.1f} "
+                  f"output tokens/s", flush=True)
+    print("\n| PREFILL_CHUNK | tokens/s (median) | TTFT p50 | inter-token p50 | inter-token p99 |")
+    print("|---|---|---|---|---|")
+    for chunk, r in results.items():
+        print(f"| {chunk} | {statistics.median(r['tokens_per_s']):.1f} | "
+              f"{percentile(r['ttft'], 50) * 1000:.0f} ms | {percentile(r['itl'], 50) * 1000:.1f} ms"
+              f" | {percentile(r['itl'], 99) * 1000:.1f} ms |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=32)
@@ -144,6 +166,8 @@ def main() -> int:
     parser.add_argument("--single-requests", type=int, default=8,
                         help="how many prompts to time for generate() one at a time")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--prefill-chunks", metavar="N,N,...",
+                        help="only compare the engine at these PREFILL_CHUNK values")
     parser.add_argument("--http", action="store_true",
                         help="also run the same load over HTTP through a real server")
     args = parser.parse_args()
@@ -160,6 +184,10 @@ def main() -> int:
     print(f"{len(prompt_ids)} requests, prompt tokens min/median/max "
           f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, {args.new_tokens} new tokens "
           f"each, one arrival every {args.stagger_ms:.0f} ms")
+    if args.prefill_chunks:
+        run_engine(runner, config, prompt_ids[:2], 4, 0.0)  # warm-up
+        compare_prefill_chunks(runner, config, prompt_ids, args)
+        return 0
     hf_model = None
     if not args.skip_transformers:
         from transformers import AutoModelForCausalLM
