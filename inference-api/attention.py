@@ -65,9 +65,11 @@ def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None,
 # dtype); softmax computes in float32 internally for bfloat16/float16 inputs and rounds once,
 # which gives the same probabilities as transformers' softmax(dtype=float32).to(dtype).
 
-def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of grouped queries q [b, kv_heads, n, dim] over k_t [b, kv_heads, dim, L] and
-    v [b, kv_heads, L, dim] with an additive mask broadcastable to [b, kv_heads, n, L].
+    v [b, kv_heads, L, dim] with an additive mask broadcastable to [b, kv_heads, n, L], written
+    into `out` (contiguous, like q) when given.
 
     Several query heads share one kv head, so q stacks the group's queries along n and K/V are
     never repeated. K and V must be contiguous: a batched matmul copies strided operands.
@@ -76,7 +78,10 @@ def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tens
     scores = torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1)
     scores += mask
     probs = torch.softmax(scores, dim=-1)
-    return torch.bmm(probs.flatten(0, 1), v.flatten(0, 1)).view(b, kv, n, -1)  # [b, kv, n, dim]
+    if out is None:
+        out = torch.empty_like(q)
+    torch.bmm(probs.flatten(0, 1), v.flatten(0, 1), out=out.view(b * kv, n, -1))
+    return out  # [b, kv, n, dim]
 
 
 def attend_row(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -109,7 +114,8 @@ class GroupBuffer:
 class DecodeGroup:
     """The part of one step's decode rows attended together."""
 
-    index: torch.Tensor  # [g] where the buffer's rows sit among the step's decode tokens
+    index: torch.Tensor  # [g] where the buffer's rows sit in the step's decode rows as given
+    span: slice  # where they sit once the step's decode tokens are put in group order
     rows: torch.Tensor  # [g] their cache rows, in buffer order
     positions: torch.Tensor  # [g] position of each row's new token
     buffer: GroupBuffer
@@ -133,11 +139,15 @@ class DecodeAttention:
         self.buffers.clear()
 
     def plan(self, rows: torch.Tensor, positions: torch.Tensor, windows: set) -> list[DecodeGroup]:
-        """Group the step's decoding rows [D] at positions [D]; reuse buffers still up to date."""
+        """Group the step's decoding rows [D] at positions [D]; reuse buffers still up to date.
+
+        The caller puts the step's decode tokens in group order (the groups' `index` lists one
+        after the other), so that each group's queries, keys and outputs are the slice `span`.
+        """
         row_list, pos_list = rows.tolist(), positions.tolist()
         slot = {row: i for i, row in enumerate(row_list)}
         lengths = [kv_extent(p + 1, self.max_seq_len, self.bucket) for p in pos_list]
-        groups, kept = [], {}
+        groups, kept, start = [], {}, 0
         for members in length_groups(lengths, self.overhead):
             key = frozenset(row_list[i] for i in members)
             kv_len = max(lengths[i] for i in members)
@@ -152,7 +162,9 @@ class DecodeAttention:
             group_positions = positions[index]
             masks = {w: position_mask(group_positions, kv_len, w, self.dtype)[:, None, None]
                      for w in windows}
-            groups.append(DecodeGroup(index, rows[index], group_positions, buffer, masks))
+            span = slice(start, start + len(members))
+            start = span.stop
+            groups.append(DecodeGroup(index, span, rows[index], group_positions, buffer, masks))
         self.buffers = kept  # buffers of groups that no longer exist are dropped
         return groups
 
@@ -163,11 +175,12 @@ class DecodeAttention:
     def run(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             k_cache: torch.Tensor, v_cache: torch.Tensor, groups: list[DecodeGroup],
             window: int | None) -> torch.Tensor:
-        """Attention of q [D, kv, groups, dim] for one layer whose new k/v [D, kv, dim] are
-        already in k_cache [rows, kv, dim, seq] and v_cache [rows, kv, seq, dim] -> like q."""
+        """Attention of q [D, kv, groups, dim], in group order, for one layer whose new k/v
+        [D, kv, dim] are already in k_cache [rows, kv, dim, seq] and v_cache [rows, kv, seq, dim]
+        -> like q."""
         out = torch.empty_like(q)
         for group in groups:
-            buffer, g = group.buffer, group.rows.numel()
+            buffer, g, span = group.buffer, group.rows.numel(), group.span
             if buffer.k[layer] is None:  # a new or changed group: gather its rows once
                 L = buffer.kv_len
                 k_rows = k_cache.flatten(1, 2)[..., :L].index_select(0, group.rows)
@@ -175,8 +188,7 @@ class DecodeAttention:
                 buffer.v[layer] = v_cache[:, :, :L].index_select(0, group.rows)
             else:  # the same group as last step: add the new position only
                 at = (torch.arange(g, device=q.device), group.positions)
-                buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[group.index])
-                buffer.v[layer].transpose(1, 2).index_put_(at, v[group.index])
-            out[group.index] = attend(q[group.index], buffer.k[layer], buffer.v[layer],
-                                      group.masks[window])
+                buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[span])
+                buffer.v[layer].transpose(1, 2).index_put_(at, v[span])
+            attend(q[span], buffer.k[layer], buffer.v[layer], group.masks[window], out=out[span])
         return out

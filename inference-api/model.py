@@ -61,8 +61,8 @@ class _Layer:
 class _DecodePlan:
     """The decoding rows of a step, split into groups of similar length once per step."""
 
-    rows: torch.Tensor  # [D]
-    positions: torch.Tensor  # [D]
+    rows: torch.Tensor  # [D], in group order
+    positions: torch.Tensor  # [D], in group order
     groups: list = field(default_factory=list)  # of attention.DecodeGroup
 
 
@@ -163,6 +163,7 @@ class DecoderModel:
         self.v_cache = torch.zeros((layers, max_rows, kv, max_seq_len, dim), dtype=self.dtype,
                                    device=self.device)
         self.kv_bucket = kv_bucket
+        self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
         self.attention = DecodeAttention(layers, max_seq_len, kv, dim, self.dtype, kv_bucket)
 
     @torch.inference_mode()
@@ -174,8 +175,14 @@ class DecoderModel:
         """
         dev = self.device
         self._check_bounds(decode_rows, decode_positions, prefills)
-        decode = _DecodePlan(decode_rows.to(dev), decode_positions.to(dev)) \
-            if decode_rows.numel() else None
+        decode, restore = None, []
+        if decode_rows.numel():  # decode tokens in group order: each group is one slice
+            rows, decode_positions = decode_rows.to(dev), decode_positions.to(dev)
+            groups = self.attention.plan(rows, decode_positions, self.windows)
+            order = torch.cat([g.index for g in groups])
+            decode_tokens, decode_positions = decode_tokens.to(dev)[order], decode_positions[order]
+            decode = _DecodePlan(rows[order], decode_positions, groups)
+            restore = order.argsort().tolist()  # logits come back in the caller's order
         chunks, offset = [], decode_rows.numel()
         for c in prefills:
             chunks.append(_ChunkPlan(c.row, c.start, offset, c.tokens.numel()))
@@ -185,14 +192,14 @@ class DecoderModel:
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [T, 1, dim]
         try:
-            self._build_masks(decode, chunks)
+            self._chunk_masks(chunks)
             x = self.embed[tokens]  # [T, hidden]
             for index, layer in enumerate(self.layers):
                 x = self._layer(index, layer, x, cos, sin, decode, chunks)
         except BaseException:
             self.attention.reset()  # some layers' buffers may hold this step's token, some not
             raise
-        last = list(range(decode_rows.numel())) + [c.offset + c.n - 1 for c in chunks]
+        last = restore + [c.offset + c.n - 1 for c in chunks]
         h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
         return F.linear(h, self.lm_head).float()  # lm_head only where logits are returned
 
@@ -208,16 +215,13 @@ class DecoderModel:
                     or c.start + c.tokens.numel() > self.max_seq_len:
                 raise IndexError(f"prefill chunk (row {c.row}, start {c.start}) outside the cache")
 
-    def _build_masks(self, decode, chunks) -> None:
-        """Masks of this step, one per distinct sliding window, shared by all layers."""
-        windows = {layer.window for layer in self.layers}
-        if decode is not None:
-            decode.groups = self.attention.plan(decode.rows, decode.positions, windows)
+    def _chunk_masks(self, chunks) -> None:
+        """Prompt chunks' masks, one per distinct sliding window, shared by all layers."""
         for c in chunks:
             q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
             c.kv_len = kv_extent(c.start + c.n, self.max_seq_len, self.kv_bucket)
             c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype).repeat(self.groups, 1)
-                       for w in windows}  # [groups * c, L], queries ordered as in _prefill
+                       for w in self.windows}  # [groups * c, L], queries ordered as in _prefill
 
     def _layer(self, index, layer, x, cos, sin, decode, chunks) -> torch.Tensor:
         """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
