@@ -38,9 +38,41 @@ def inverse_cdf(weights: torch.Tensor, u: torch.Tensor, scratch: torch.Tensor) -
     return torch.minimum(pick, torch.searchsorted(cum, total))[:, 0]
 
 
+# The top-p nucleus is looked for among each row's this many heaviest tokens first; sorting those
+# alone is several times cheaper than sorting the whole vocabulary. Rows whose nucleus reaches
+# past them (a very flat distribution) fall back to the full sort.
+NUCLEUS_CANDIDATES = 1024
+
+
 def nucleus_floor(w: torch.Tensor, top_p: torch.Tensor, scratch: torch.Tensor,
                   scratch2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The smallest weight in each row's top-p nucleus ([n, vocab] -> [n, 1])."""
+    vocab = w.shape[1]
+    k = min(vocab, NUCLEUS_CANDIDATES)
+    if w.device.type != "cpu" or k == vocab:
+        return _nucleus_floor_sorted(w, top_p, scratch, scratch2, mask)
+    # numpy's partition puts each row's k heaviest weights last, in place; only those get sorted.
+    part = scratch.copy_(w)
+    part.numpy().partition(vocab - k, axis=-1)
+    top = part[:, vocab - k:]
+    top.numpy().sort(axis=-1)  # ascending
+    rest = part[:, :vocab - k].sum(-1, keepdim=True)  # every lighter token, in any order
+    cum = torch.cumsum(top, -1).add_(rest)  # mass up to and including each candidate, from below
+    # A token is kept while the mass above it is short of top_p: the mass up to and including
+    # it exceeds 1 - top_p (see _nucleus_floor_sorted).
+    kept = torch.gt(cum, (1 - top_p[:, None]) * cum[:, -1:]).sum(-1, keepdim=True)  # [n, 1]
+    floor = top.gather(1, (k - kept).clamp_(max=k - 1))
+    spill = (kept == k)[:, 0]  # the nucleus may reach below the candidates
+    if spill.any():
+        i = spill.nonzero()[:, 0]
+        n = i.numel()
+        floor[i] = _nucleus_floor_sorted(w[i], top_p[i], scratch[:n], scratch2[:n], mask[:n])
+    return floor
+
+
+def _nucleus_floor_sorted(w: torch.Tensor, top_p: torch.Tensor, scratch: torch.Tensor,
+                          scratch2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """nucleus_floor by sorting every weight of each row."""
     asc = scratch.copy_(w)
     if asc.device.type == "cpu":  # numpy sorts values in place, far faster than torch.sort on CPU
         asc.numpy().sort(axis=-1)

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import inference_api.sampling as sampling
 from inference_api.sampling import RowSampler, SamplingParams
 
 V = 64
@@ -58,8 +59,12 @@ def test_top_k_never_leaves_the_k_best(k):
         assert all(out[r][step] in best for r in out)
 
 
+# The nucleus is looked for among a few candidates first: all fit (64), most rows' nucleus fits
+# (16), most rows spill past them to the full sort (2).
+@pytest.mark.parametrize("candidates", [64, 16, 2])
 @pytest.mark.parametrize("top_k", [0, 20])
-def test_top_p_keeps_the_smallest_set_reaching_p(top_k):
+def test_top_p_keeps_the_smallest_set_reaching_p(top_k, candidates, monkeypatch):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
     seeds = {r: SamplingParams(top_p=0.6, top_k=top_k, temperature=1.0, seed=r) for r in range(32)}
     out = run(seeds, 20)
     for step in range(20):
@@ -185,12 +190,15 @@ def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(((counts[mask] - expected[mask]) ** 2 / expected[mask]).sum())
 
 
-@pytest.mark.parametrize("params,keep", [
-    (dict(temperature=0.7), None),
-    (dict(temperature=1.3, top_k=4), 4),
-    (dict(temperature=1.0, top_p=0.75), "p"),
+@pytest.mark.parametrize("params,keep,candidates", [
+    (dict(temperature=0.7), None, 1024),
+    (dict(temperature=1.3, top_k=4), 4, 1024),
+    (dict(temperature=1.0, top_p=0.75), "p", 1024),
+    (dict(temperature=1.0, top_p=0.75), "p", 3),  # the nucleus found among 3 candidates
+    (dict(temperature=1.0, top_p=0.75), "p", 2),  # past 2 candidates: the full sort
 ])
-def test_draws_follow_the_softmax(params, keep):
+def test_draws_follow_the_softmax(params, keep, candidates, monkeypatch):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
     vocab = 8
     logits = torch.tensor([2.0, 1.5, 1.0, 0.6, 0.3, 0.0, -0.5, -1.0])
     probs = torch.softmax(logits / params["temperature"], -1)
@@ -227,3 +235,19 @@ def test_invalid_params_name_the_field(field, value):
 def test_eos_ids_beyond_the_vocabulary_are_rejected():
     with pytest.raises(ValueError, match="eos_token_ids"):
         RowSampler(2, V, "cpu", (EOS,)).add(0, SamplingParams(eos_token_ids=(V,)), [])
+
+
+@pytest.mark.parametrize("candidates", [1, 7, 100, 4096])
+def test_nucleus_among_candidates_equals_the_full_sort(candidates, monkeypatch):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
+    g = torch.Generator().manual_seed(0)
+    vocab = 2048
+    # Peaked rows and flat rows: some nuclei fit in the candidates, some do not.
+    w = torch.cat([(torch.randn(6, vocab, generator=g) * 4).exp(),
+                   torch.rand(6, vocab, generator=g)])
+    w = w / w.amax(-1, keepdim=True)
+    top_p = torch.tensor([0.1, 0.5, 0.9, 0.95, 0.99, 1e-6] * 2)
+    scratch = [torch.empty(12, vocab) for _ in range(2)] + [torch.empty(12, vocab, dtype=torch.bool)]
+    got = sampling.nucleus_floor(w, top_p, *scratch)
+    want = sampling._nucleus_floor_sorted(w, top_p, *scratch)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
