@@ -118,6 +118,7 @@ class DecodeGroup:
     span: slice  # where they sit once the step's decode tokens are put in group order
     rows: torch.Tensor  # [g] their cache rows, in buffer order
     positions: torch.Tensor  # [g] position of each row's new token
+    slots: torch.Tensor  # [g] 0..g-1: each row's place in the buffer
     buffer: GroupBuffer
     masks: dict  # sliding window -> additive mask [g, 1, 1, kv_len]
 
@@ -164,7 +165,9 @@ class DecodeAttention:
                      for w in windows}
             span = slice(start, start + len(members))
             start = span.stop
-            groups.append(DecodeGroup(index, span, rows[index], group_positions, buffer, masks))
+            slots = torch.arange(len(members), device=rows.device)
+            groups.append(DecodeGroup(index, span, rows[index], group_positions, slots, buffer,
+                                      masks))
         self.buffers = kept  # buffers of groups that no longer exist are dropped
         return groups
 
@@ -174,11 +177,10 @@ class DecodeAttention:
 
     def run(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             k_cache: torch.Tensor, v_cache: torch.Tensor, groups: list[DecodeGroup],
-            window: int | None) -> torch.Tensor:
-        """Attention of q [D, kv, groups, dim], in group order, for one layer whose new k/v
-        [D, kv, dim] are already in k_cache [rows, kv, dim, seq] and v_cache [rows, kv, seq, dim]
-        -> like q."""
-        out = torch.empty_like(q)
+            window: int | None, out: torch.Tensor) -> None:
+        """Attention of q [D, kv, groups, dim], in group order, into out (contiguous, like q),
+        for one layer whose new k/v [D, kv, dim] are already in k_cache [rows, kv, dim, seq] and
+        v_cache [rows, kv, seq, dim]."""
         for group in groups:
             buffer, g, span = group.buffer, group.rows.numel(), group.span
             if buffer.k[layer] is None:  # a new or changed group: gather its rows once
@@ -187,8 +189,7 @@ class DecodeAttention:
                 buffer.k[layer] = k_rows.view(g, self.kv_heads, self.head_dim, L)
                 buffer.v[layer] = v_cache[:, :, :L].index_select(0, group.rows)
             else:  # the same group as last step: add the new position only
-                at = (torch.arange(g, device=q.device), group.positions)
+                at = (group.slots, group.positions)
                 buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[span])
                 buffer.v[layer].transpose(1, 2).index_put_(at, v[span])
             attend(q[span], buffer.k[layer], buffer.v[layer], group.masks[window], out=out[span])
-        return out

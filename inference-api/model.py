@@ -227,17 +227,18 @@ class DecoderModel:
         """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
         t = x.shape[0]
         h = rms_norm(x, layer.attn_norm, self.eps)
-        q, k, v = F.linear(h, *layer.qkv).split((self.q_size, self.kv_size, self.kv_size), -1)
-        q = rotate(q.view(t, self.heads, self.head_dim), cos, sin)
-        k = rotate(k.view(t, self.kv_heads, self.head_dim), cos, sin)
-        v = v.reshape(t, self.kv_heads, self.head_dim)
-        q = q * self.scale  # scaling q is cheaper than scaling the scores
+        qkv = F.linear(h, *layer.qkv)  # [T, q_size + 2 * kv_size]
+        qk = qkv[:, :self.q_size + self.kv_size].view(t, self.heads + self.kv_heads, self.head_dim)
+        qk = rotate(qk, cos, sin)  # queries and keys rotated together: fewer small kernels
+        q = qk[:, :self.heads] * self.scale  # scaling q is cheaper than scaling the scores
+        k = qk[:, self.heads:]  # [T, kv, dim]
+        v = qkv[:, self.q_size + self.kv_size:].view(t, self.kv_heads, self.head_dim)
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # [rows, kv, dim|seq, seq|dim]
         out = torch.empty_like(q)  # [T, heads, dim]
         if decode is not None:
             d = decode.rows.numel()
-            out[:d] = self._decode(index, q[:d], k[:d], v[:d], k_cache, v_cache, decode,
-                                   layer.window)
+            self._decode(index, q[:d], k[:d], v[:d], k_cache, v_cache, decode, layer.window,
+                         out[:d])
         for c in chunks:
             span = slice(c.offset, c.offset + c.n)
             out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
@@ -247,14 +248,15 @@ class DecoderModel:
         gate, up = F.linear(h, *layer.gate_up).split(self.ffn_size, -1)
         return x + F.linear(layer.act(gate) * up, *layer.down)
 
-    def _decode(self, index, q, k, v, k_cache, v_cache, plan, window) -> torch.Tensor:
-        """Attention of one new token per row: q [D, heads, dim], k/v [D, kv, dim] -> like q."""
+    def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
+        """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out
+        [D, heads, dim]."""
         d = q.shape[0]
         k_cache.permute(0, 3, 1, 2).index_put_((plan.rows, plan.positions), k)  # [rows, seq, kv, dim]
         v_cache.transpose(1, 2).index_put_((plan.rows, plan.positions), v)
-        q = q.view(d, self.kv_heads, self.groups, self.head_dim)
-        out = self.attention.run(index, q, k, v, k_cache, v_cache, plan.groups, window)
-        return out.view(d, self.heads, self.head_dim)
+        shape = (d, self.kv_heads, self.groups, self.head_dim)
+        self.attention.run(index, q.view(shape), k, v, k_cache, v_cache, plan.groups, window,
+                           out.view(shape))
 
     def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
         """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""
