@@ -127,10 +127,15 @@ class DecodeAttention:
     """Groups a step's decoding rows and runs their attention; owns the group buffers."""
 
     def __init__(self, layers: int, max_seq_len: int, kv_heads: int, head_dim: int, dtype,
-                 bucket: int = KV_BUCKET, overhead: int = GROUP_OVERHEAD):
+                 bucket: int = KV_BUCKET, overhead: int = GROUP_OVERHEAD,
+                 keep_buffers: bool = True):
         self.layers, self.max_seq_len, self.dtype = layers, max_seq_len, dtype
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.bucket, self.overhead = bucket, overhead
+        # Kept buffers hold a second copy of the cache positions being read, for all layers.
+        # Without them each layer gathers its groups afresh and frees them at once, so only one
+        # layer's copy exists at a time: the choice for accelerators, whose memory is scarce.
+        self.keep_buffers = keep_buffers
         # A buffer lives only while all its rows decode at every step: a row that takes a new
         # prompt prefills first, in steps where it is not decoding, which drops its buffers.
         self.buffers: dict[frozenset, GroupBuffer] = {}
@@ -168,7 +173,7 @@ class DecodeAttention:
             slots = torch.arange(len(members), device=rows.device)
             groups.append(DecodeGroup(index, span, rows[index], group_positions, slots, buffer,
                                       masks))
-        self.buffers = kept  # buffers of groups that no longer exist are dropped
+        self.buffers = kept if self.keep_buffers else {}  # groups gone: their buffers go
         return groups
 
     def _current(self, buffer: GroupBuffer, slot: dict, pos_list: list[int]) -> bool:
@@ -193,3 +198,5 @@ class DecodeAttention:
                 buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[span])
                 buffer.v[layer].transpose(1, 2).index_put_(at, v[span])
             attend(q[span], buffer.k[layer], buffer.v[layer], group.masks[window], out=out[span])
+            if not self.keep_buffers:
+                buffer.k[layer] = buffer.v[layer] = None

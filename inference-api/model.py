@@ -164,7 +164,8 @@ class DecoderModel:
                                    device=self.device)
         self.kv_bucket = kv_bucket
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
-        self.attention = DecodeAttention(layers, max_seq_len, kv, dim, self.dtype, kv_bucket)
+        self.attention = DecodeAttention(layers, max_seq_len, kv, dim, self.dtype, kv_bucket,
+                                         keep_buffers=self.device.type == "cpu")
 
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,

@@ -34,10 +34,11 @@ class Driver:
     """Drives DecoderModel like a scheduler would; checks every logit row against transformers."""
 
     def __init__(self, hf_model, max_rows: int, max_seq_len: int, tol: float = 1e-4,
-                 kv_bucket: int = 32):
+                 kv_bucket: int = 32, keep_buffers: bool = True):
         self.hf, self.tol = hf_model, tol
         self.model = DecoderModel(hf_model, max_rows=max_rows, max_seq_len=max_seq_len,
                                   kv_bucket=kv_bucket)
+        self.model.attention.keep_buffers = keep_buffers
         self.seqs: dict[int, list[int]] = {}  # row -> tokens in the cache so far
         self.prompts: dict[int, list[int]] = {}  # row -> prompt tokens not yet prefilled
         self.gen = torch.Generator().manual_seed(0)
@@ -74,12 +75,14 @@ class Driver:
 
 # Bucket 1: every step's lengths are new, so each group is gathered afresh; 32: groups keep their
 # buffers and add one position a step; 4: both, as lengths cross bucket edges.
-@pytest.mark.parametrize("kv_bucket", [1, 4, 32])
+# Without kept buffers (as on accelerators) every layer gathers its groups afresh each step.
+@pytest.mark.parametrize("kv_bucket,keep_buffers", [(1, True), (4, True), (32, True), (4, False)])
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_schedule_matches_transformers(name, kv_bucket):
+def test_schedule_matches_transformers(name, kv_bucket, keep_buffers):
     torch.manual_seed(0)
     hf_model = TINY_MODELS[name]().eval()
-    d = Driver(hf_model, max_rows=4, max_seq_len=64, kv_bucket=kv_bucket)
+    d = Driver(hf_model, max_rows=4, max_seq_len=64, kv_bucket=kv_bucket,
+               keep_buffers=keep_buffers)
     d.admit(0, 11)
     d.admit(2, 5)
     d.step([], {0: 4, 2: 5})  # two prompts start in the same step; row 2 fits in one chunk
@@ -96,6 +99,7 @@ def test_schedule_matches_transformers(name, kv_bucket):
     d.step([0, 1, 2, 3], {})
     d.step([0], {})
     assert d.checked == 52
+    assert bool(d.model.attention.buffers) == keep_buffers
 
 
 def test_length_groups_split_long_from_short_and_cover_every_row():
