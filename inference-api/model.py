@@ -174,8 +174,16 @@ class DecoderModel:
 
         A row appears at most once per step, either decoding or in one prefill chunk.
         """
-        dev = self.device
         self._check_bounds(decode_rows, decode_positions, prefills)
+        try:
+            return self._forward(decode_rows, decode_tokens, decode_positions, prefills)
+        except BaseException:
+            self.attention.reset()  # some layers' buffers may hold this step's token, some not
+            raise
+
+    def _forward(self, decode_rows, decode_tokens, decode_positions, prefills) -> torch.Tensor:
+        """The step itself, once its rows and positions are known to fit the cache."""
+        dev = self.device
         decode, restore = None, []
         if decode_rows.numel():  # decode tokens in group order: each group is one slice
             rows, decode_positions = decode_rows.to(dev), decode_positions.to(dev)
@@ -192,14 +200,10 @@ class DecoderModel:
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [T, 1, dim]
-        try:
-            self._chunk_masks(chunks)
-            x = self.embed[tokens]  # [T, hidden]
-            for index, layer in enumerate(self.layers):
-                x = self._layer(index, layer, x, cos, sin, decode, chunks)
-        except BaseException:
-            self.attention.reset()  # some layers' buffers may hold this step's token, some not
-            raise
+        self._chunk_masks(chunks)
+        x = self.embed[tokens]  # [T, hidden]
+        for index, layer in enumerate(self.layers):
+            x = self._layer(index, layer, x, cos, sin, decode, chunks)
         last = restore + [c.offset + c.n - 1 for c in chunks]
         h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
         return F.linear(h, self.lm_head).float()  # lm_head only where logits are returned
