@@ -66,10 +66,10 @@ def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None,
 # which gives the same probabilities as transformers' softmax(dtype=float32).to(dtype).
 
 def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+           out: torch.Tensor) -> None:
     """Attention of grouped queries q [b, kv_heads, n, dim] over k_t [b, kv_heads, dim, L] and
     v [b, kv_heads, L, dim] with an additive mask broadcastable to [b, kv_heads, n, L], written
-    into `out` (contiguous, like q) when given.
+    into `out` (contiguous, like q).
 
     Several query heads share one kv head, so q stacks the group's queries along n and K/V are
     never repeated. K and V must be contiguous: a batched matmul copies strided operands.
@@ -78,10 +78,7 @@ def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tens
     scores = torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1)
     scores += mask
     probs = torch.softmax(scores, dim=-1)
-    if out is None:
-        out = torch.empty_like(q)
     torch.bmm(probs.flatten(0, 1), v.flatten(0, 1), out=out.view(b * kv, n, -1))
-    return out  # [b, kv, n, dim]
 
 
 def attend_row(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -105,9 +102,9 @@ class GroupBuffer:
 
     rows: list[int]  # cache rows, in buffer order
     kv_len: int
-    next_positions: list[int]  # where each row's next token goes if the group stays as it is
-    k: list = field(default_factory=list)  # per layer [g, kv, dim, kv_len], None until gathered
-    v: list = field(default_factory=list)  # per layer [g, kv, kv_len, dim]
+    k: list  # per layer [g, kv, dim, kv_len], None until gathered
+    v: list  # per layer [g, kv, kv_len, dim]
+    next_positions: list[int] = field(default_factory=list)  # each row's next token, if unchanged
 
 
 @dataclass
@@ -160,7 +157,7 @@ class DecodeAttention:
             buffer = self.buffers.get(key)
             if buffer is None or buffer.kv_len != kv_len or not self._current(buffer, slot, pos_list):
                 group_rows = sorted(key)
-                buffer = GroupBuffer(group_rows, kv_len, [], [None] * self.layers,
+                buffer = GroupBuffer(group_rows, kv_len, [None] * self.layers,
                                      [None] * self.layers)
             buffer.next_positions = [pos_list[slot[r]] + 1 for r in buffer.rows]
             kept[key] = buffer
