@@ -3,8 +3,10 @@
 
 32 concurrent requests from the fixed prompt set, staggered arrivals, 128 new tokens each.
 The engine and transformers generate() on one padded static batch run alternately, --repeats
-times, and the medians are compared; then (with --http) the same load over HTTP through a real
-server, and generate() one request at a time. Prints aggregate output tokens/s, time to first
+times, and the medians are compared, after --warmup untimed runs of each (the first run after
+start builds matrix kernels for shapes not seen before and grows the heap, as a server does in
+its first minutes); then (with --http) the same load over HTTP through a real server, and
+generate() one request at a time. Prints aggregate output tokens/s, time to first
 token, inter-token latency and step time percentiles, and the ratios.
 """
 from __future__ import annotations
@@ -72,7 +74,7 @@ def run_engine(runner, config, prompt_ids, new_tokens, stagger_s):
             "ttft": ttft, "itl": gaps, "steps": step_times}
 
 
-def run_http(config, prompts, new_tokens, stagger_ms):
+def run_http(config, prompts, new_tokens, stagger_ms, warmup):
     """The same load through a real gunicorn server on a free port; the load client's figures."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -95,7 +97,9 @@ def run_http(config, prompts, new_tokens, stagger_ms):
         args = load_client.parse_args(["--url", url, "--model", config.model_id,
                                        "--max-tokens", str(new_tokens),
                                        "--stagger-ms", str(stagger_ms), "--quiet"])
-        load_client.run_load(args, prompts[:2])  # warm-up
+        load_client.run_load(args, prompts[:2])
+        for _ in range(warmup):
+            load_client.run_load(args, prompts)
         return load_client.summary(*load_client.run_load(args, prompts))
     finally:
         server.terminate()
@@ -163,6 +167,8 @@ def main() -> int:
     parser.add_argument("--stagger-ms", type=float, default=100.0, help="gap between arrivals")
     parser.add_argument("--repeats", type=int, default=3,
                         help="engine and static-batch runs, alternated; medians are reported")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed runs of the whole load before the timed ones (0: cold start)")
     parser.add_argument("--single-requests", type=int, default=8,
                         help="how many prompts to time for generate() one at a time")
     parser.add_argument("--skip-transformers", action="store_true")
@@ -185,7 +191,9 @@ def main() -> int:
           f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, {args.new_tokens} new tokens "
           f"each, one arrival every {args.stagger_ms:.0f} ms")
     if args.prefill_chunks:
-        run_engine(runner, config, prompt_ids[:2], 4, 0.0)  # warm-up
+        run_engine(runner, config, prompt_ids[:2], 4, 0.0)
+        for _ in range(args.warmup):
+            run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
         compare_prefill_chunks(runner, config, prompt_ids, args)
         return 0
     hf_model = None
@@ -197,7 +205,15 @@ def main() -> int:
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
         dtype = resolve_dtype(config.dtype, "cpu")
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
-    run_engine(runner, config, prompt_ids[:2], 4, 0.0)  # warm-up
+    run_engine(runner, config, prompt_ids[:2], 4, 0.0)
+    for _ in range(args.warmup):
+        cold = run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
+        line = (f"warm-up (untimed): engine {cold['tokens_per_s']:6.1f} output tokens/s, "
+                f"inter-token p99 {percentile(cold['itl'], 99) * 1000:.1f} ms")
+        if hf_model is not None:
+            line += (f", transformers static batch "
+                     f"{hf_generate_static_batch(hf_model, prompt_ids, args.new_tokens):5.1f}")
+        print(line, flush=True)
     # The machine's speed drifts (shared cores): engine and static batch alternate, each pair
     # measured back to back, and the medians are compared.
     pooled, engine_rates, static_rates = {"ttft": [], "itl": [], "steps": []}, [], []
@@ -218,7 +234,7 @@ def main() -> int:
     del runner
     gc.collect()
     if args.http:
-        http = run_http(config, prompts, args.new_tokens, args.stagger_ms)
+        http = run_http(config, prompts, args.new_tokens, args.stagger_ms, args.warmup)
         print(f"\nHTTP (gunicorn server, load client, 32 concurrent streams): "
               f"{http['tokens_per_s']:.1f} output tokens/s, {len(http['errors'])} errors")
         print(f"  ttft  p50 {http['ttft_p50'] * 1000:7.1f} ms   p99 {http['ttft_p99'] * 1000:7.1f} ms")
