@@ -3,11 +3,13 @@
 
 32 concurrent requests from the fixed prompt set, staggered arrivals, 128 new tokens each.
 The engine and transformers generate() on one padded static batch run alternately, --repeats
-times, and the medians are compared, after --warmup untimed runs of each (the first run after
-start builds matrix kernels for shapes not seen before and grows the heap, as a server does in
-its first minutes); then (with --http) the same load over HTTP through a real server, and
-generate() one request at a time. Prints aggregate output tokens/s, time to first
-token, inter-token latency and step time percentiles, and the ratios.
+times, and the medians are compared. Before them, --warmup untimed runs of each: the first run
+after start builds matrix kernels for shapes not seen before and grows the heap, as a server
+does in its first minutes. Each timed run follows a pause of --settle-s: a run that frees
+gigabytes, as the static batch does, slows whatever runs in the next seconds on this kind of
+virtual machine. Then (with --http) the same load over HTTP through a real server, and
+generate() one request at a time. Prints aggregate output tokens/s, time to first token,
+inter-token latency and step time percentiles, and the ratios.
 """
 from __future__ import annotations
 
@@ -146,6 +148,7 @@ def compare_prefill_chunks(runner, config, prompt_ids, args) -> None:
     results = {c: {"tokens_per_s": [], "ttft": [], "itl": []} for c in chunks}
     for repeat in range(args.repeats):
         for chunk in chunks:
+            time.sleep(args.settle_s)
             result = run_engine(runner, dataclasses.replace(config, prefill_chunk=chunk),
                                 prompt_ids, args.new_tokens, args.stagger_ms / 1000)
             for name, values in results[chunk].items():
@@ -169,6 +172,8 @@ def main() -> int:
                         help="engine and static-batch runs, alternated; medians are reported")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of the whole load before the timed ones (0: cold start)")
+    parser.add_argument("--settle-s", type=float, default=10.0,
+                        help="pause before each timed run, for the machine to settle")
     parser.add_argument("--single-requests", type=int, default=8,
                         help="how many prompts to time for generate() one at a time")
     parser.add_argument("--skip-transformers", action="store_true")
@@ -218,12 +223,14 @@ def main() -> int:
     # measured back to back, and the medians are compared.
     pooled, engine_rates, static_rates = {"ttft": [], "itl": [], "steps": []}, [], []
     for repeat in range(args.repeats):
+        time.sleep(args.settle_s)
         result = run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
         engine_rates.append(result["tokens_per_s"])
         for name in pooled:
             pooled[name] += result[name]
         line = f"run {repeat + 1}: engine {result['tokens_per_s']:6.1f} output tokens/s"
         if hf_model is not None:
+            time.sleep(args.settle_s)
             static_rates.append(hf_generate_static_batch(hf_model, prompt_ids, args.new_tokens))
             line += (f", transformers static batch {static_rates[-1]:5.1f} "
                      f"(ratio {engine_rates[-1] / static_rates[-1]:.2f}x)")
