@@ -23,6 +23,13 @@ KV_BUCKET = 32
 # when it saves more padded reads than that.
 GROUP_OVERHEAD = 256
 
+# Forming a group copies its rows into a new buffer, a burst that lands on one step. A better
+# grouping saves reads at every step until its groups next change (at the latest when their
+# length crosses a bucket edge), so the last step's groups are kept, and only the other rows
+# grouped anew, unless the best grouping saves in this many steps' reads more than the extra
+# positions it copies now.
+REGROUP_HORIZON = 8
+
 
 def kv_extent(length: int, limit: int, bucket: int = KV_BUCKET) -> int:
     """Cache positions read for a query that sees `length` positions: rounded up to `bucket`."""
@@ -150,32 +157,60 @@ class DecodeAttention:
         row_list, pos_list = rows.tolist(), positions.tolist()
         slot = {row: i for i, row in enumerate(row_list)}
         lengths = [kv_extent(p + 1, self.max_seq_len, self.bucket) for p in pos_list]
+        reusable = {key: buffer for key, buffer in self.buffers.items()
+                    if self._current(buffer, slot, pos_list)
+                    and max(lengths[slot[r]] for r in buffer.rows) == buffer.kv_len}
+        members = self._choose_groups(row_list, lengths, slot, reusable)
         groups, kept, start = [], {}, 0
-        for members in length_groups(lengths, self.overhead):
-            key = frozenset(row_list[i] for i in members)
-            kv_len = max(lengths[i] for i in members)
-            buffer = self.buffers.get(key)
-            if buffer is None or buffer.kv_len != kv_len or not self._current(buffer, slot, pos_list):
-                group_rows = sorted(key)
-                buffer = GroupBuffer(group_rows, kv_len, [None] * self.layers,
+        for indices in members:
+            key = frozenset(row_list[i] for i in indices)
+            buffer = reusable.get(key)
+            if buffer is None:
+                kv_len = max(lengths[i] for i in indices)
+                buffer = GroupBuffer(sorted(key), kv_len, [None] * self.layers,
                                      [None] * self.layers)
             buffer.next_positions = [pos_list[slot[r]] + 1 for r in buffer.rows]
             kept[key] = buffer
             index = torch.tensor([slot[r] for r in buffer.rows], device=rows.device)
             group_positions = positions[index]
-            masks = {w: position_mask(group_positions, kv_len, w, self.dtype)[:, None, None]
+            masks = {w: position_mask(group_positions, buffer.kv_len, w, self.dtype)[:, None, None]
                      for w in windows}
-            span = slice(start, start + len(members))
+            span = slice(start, start + len(indices))
             start = span.stop
-            slots = torch.arange(len(members), device=rows.device)
+            slots = torch.arange(len(indices), device=rows.device)
             groups.append(DecodeGroup(index, span, rows[index], group_positions, slots, buffer,
                                       masks))
         self.buffers = kept if self.keep_buffers else {}  # groups gone: their buffers go
         return groups
 
+    def _choose_groups(self, row_list, lengths, slot, reusable) -> list[list[int]]:
+        """The best grouping of the step's rows, unless keeping the reusable groups and grouping
+        only the other rows reads so little more that the gathers it spares outweigh it."""
+        best = length_groups(lengths, self.overhead)
+        if not reusable:
+            return best
+        kept = [[slot[r] for r in buffer.rows] for buffer in reusable.values()]
+        taken = {i for indices in kept for i in indices}
+        loose = [i for i in range(len(row_list)) if i not in taken]
+        sticky = kept + [[loose[j] for j in g] for g in length_groups([lengths[i] for i in loose],
+                                                                      self.overhead)]
+
+        def reads(groups):  # cache positions read a step, plus the cost of each group
+            return sum(len(g) * max(lengths[i] for i in g) + self.overhead for g in groups)
+
+        def gathered(groups):  # positions copied to form the groups not kept from last step
+            return sum(len(g) * max(lengths[i] for i in g) for g in groups
+                       if frozenset(row_list[i] for i in g) not in reusable)
+
+        extra_reads = reads(sticky) - reads(best)
+        return sticky if extra_reads * REGROUP_HORIZON <= gathered(best) - gathered(sticky) \
+            else best
+
     def _current(self, buffer: GroupBuffer, slot: dict, pos_list: list[int]) -> bool:
-        """True when the buffer holds every position before each row's new token, and no more."""
-        return all(pos_list[slot[r]] == p for r, p in zip(buffer.rows, buffer.next_positions))
+        """True when every row of the buffer decodes in this step and the buffer holds every
+        position before each row's new token, and no more."""
+        return all(r in slot and pos_list[slot[r]] == p
+                   for r, p in zip(buffer.rows, buffer.next_positions))
 
     def run(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             k_cache: torch.Tensor, v_cache: torch.Tensor, groups: list[DecodeGroup],

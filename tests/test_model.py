@@ -4,7 +4,7 @@ import torch
 from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-from inference_api.attention import length_groups
+from inference_api.attention import DecodeAttention, length_groups
 from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
                                  UnsupportedArchitecture, check_architecture)
 
@@ -141,6 +141,26 @@ def test_group_buffers_stay_exact_as_rows_leave_return_and_take_new_prompts():
     for _ in range(3):
         d.step([0, 1, 2], {})
     assert d.checked == 26
+
+
+def test_a_row_joining_keeps_large_groups_and_merges_into_small_ones():
+    """Forming a group copies its rows: a row that finishes its prompt beside a big group gets a
+    group of its own rather than re-copying the big one; beside a small one, they merge."""
+    attention = DecodeAttention(layers=1, max_seq_len=1024, kv_heads=1, head_dim=4,
+                                dtype=torch.float32)
+
+    def plan(positions):
+        groups = attention.plan(torch.arange(len(positions)), torch.tensor(positions), {None})
+        return {tuple(g.buffer.rows): g.buffer for g in groups}
+
+    big = plan([500] * 10)
+    after = plan([501] * 10 + [505])
+    assert sorted(after) == [tuple(range(10)), (10,)]
+    assert after[tuple(range(10))] is big[tuple(range(10))]  # kept, not gathered again
+
+    attention.reset()
+    plan([500] * 2)
+    assert sorted(plan([501] * 2 + [505])) == [(0, 1, 2)]  # copying 2 rows is cheaper
 
 
 def test_bfloat16_matches_transformers():
