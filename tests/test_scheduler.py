@@ -1,6 +1,6 @@
 """The scheduler alone: admission order, row reuse and the per-step prefill budget."""
 from inference_api.params import SamplingParams
-from inference_api.scheduler import Scheduler
+from inference_api.scheduler import DECODE_ROW_COST, Scheduler
 from inference_api.sequence import Sequence
 
 
@@ -25,15 +25,16 @@ def add(scheduler: Scheduler, name: str, prompt_len: int) -> Sequence:
 
 
 def test_prompt_tokens_fill_the_places_of_rows_not_decoding():
+    assert DECODE_ROW_COST == 2
     scheduler = Scheduler(max_rows=4, prefill_budget=8)
-    add(scheduler, "a", 30)
-    # No row decodes: 8 + 4 idle rows = 12 prompt tokens a step.
-    assert run_step(scheduler) == ([], {"a": 12})
-    assert run_step(scheduler) == ([], {"a": 12})
-    assert run_step(scheduler) == ([], {"a": 6})  # the prompt's end; its first token comes out
-    add(scheduler, "b", 30)
-    # One row decodes: 8 + 3 idle rows.
-    assert run_step(scheduler) == (["a"], {"b": 11})
+    add(scheduler, "a", 40)
+    # No row decodes: 8 + 2 prompt tokens for each of 4 idle rows = 16 a step.
+    assert run_step(scheduler) == ([], {"a": 16})
+    assert run_step(scheduler) == ([], {"a": 16})
+    assert run_step(scheduler) == ([], {"a": 8})  # the prompt's end; its first token comes out
+    add(scheduler, "b", 40)
+    # One row decodes: 8 + 2 for each of 3 idle rows.
+    assert run_step(scheduler) == (["a"], {"b": 14})
 
 
 def test_running_streams_never_wait_for_more_than_the_budget():
@@ -45,17 +46,18 @@ def test_running_streams_never_wait_for_more_than_the_budget():
     for _ in range(5):
         decoded, prefilled = run_step(scheduler)
         assert decoded == ["a", "b", "c"]
-        assert sum(prefilled.values()) == 8 + 1  # one idle place besides the budget
-        assert len(decoded) + sum(prefilled.values()) <= 4 + 8
+        assert sum(prefilled.values()) == 8 + 2  # one idle row's place besides the budget
+        cost = DECODE_ROW_COST * len(decoded) + sum(prefilled.values())
+        assert cost <= DECODE_ROW_COST * 4 + 8
 
 
 def test_prompts_share_the_budget_oldest_first_and_wait_for_free_rows():
     scheduler = Scheduler(max_rows=2, prefill_budget=4)
     first, second, third = add(scheduler, "first", 5), add(scheduler, "second", 5), \
         add(scheduler, "third", 1)
-    assert run_step(scheduler) == ([], {"first": 5, "second": 1})
+    assert run_step(scheduler) == ([], {"first": 5, "second": 3})
     assert third.row is None and list(scheduler.waiting) == [third]  # both rows are taken
-    assert run_step(scheduler) == (["first"], {"second": 4})
+    assert run_step(scheduler) == (["first"], {"second": 2})
     scheduler.release(first)
     assert run_step(scheduler) == (["second"], {"third": 1})
     assert third.row == first.row  # the freed row is reused at the next step
