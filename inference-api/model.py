@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .attention import KV_BUCKET, DecodeAttention, attend_row, kv_extent, position_mask
+from .linear import Linear, can_pack, linear_of, stacked
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
@@ -48,11 +48,11 @@ class _Layer:
     """One decoder layer's weights (biases may be None)."""
 
     attn_norm: torch.Tensor
-    qkv: tuple  # q, k and v projections stacked: one matrix product instead of three
-    o: tuple
+    qkv: Linear  # q, k and v projections stacked: one matrix product instead of three
+    o: Linear
     mlp_norm: torch.Tensor
-    gate_up: tuple  # gate and up projections stacked
-    down: tuple
+    gate_up: Linear  # gate and up projections stacked
+    down: Linear
     act: object
     window: int | None  # sliding-window size, None for full attention
 
@@ -76,21 +76,6 @@ class _ChunkPlan:
     n: int
     kv_len: int = 0  # cache positions read: start + n rounded up to KV_BUCKET
     masks: dict | None = None  # sliding window -> additive mask [groups * n, kv_len]
-
-
-def _linear_params(module) -> tuple:
-    """(weight, bias) of an nn.Linear, shared with the module rather than copied."""
-    return module.weight, module.bias
-
-
-def _stacked(*modules) -> tuple:
-    """(weight, bias) of several nn.Linear stacked along their outputs, for one matrix product."""
-    weight = torch.cat([m.weight for m in modules])
-    biases = [m.bias for m in modules]
-    if all(b is None for b in biases):
-        return weight, None
-    return weight, torch.cat([b if b is not None else weight.new_zeros(m.weight.shape[0])
-                              for b, m in zip(biases, modules)])
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -118,16 +103,18 @@ def rope_tables(inv_freq: torch.Tensor, scaling: float, max_seq_len: int, dtype)
 class DecoderModel:
     """Our own forward pass over the weights of a loaded transformers Llama/Mistral/Qwen2 model."""
 
-    def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET):
+    def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
+                 pack_weights: bool | None = None):
         config = hf_model.config
         check_architecture(config)
         inner = hf_model.model
         self.embed = inner.embed_tokens.weight  # [vocab, hidden]
-        self.lm_head = hf_model.lm_head.weight  # [vocab, hidden]; same tensor when tied
+        self.device, self.dtype = self.embed.device, self.embed.dtype
+        pack = can_pack(self.device, self.dtype) if pack_weights is None else pack_weights
+        self.lm_head = linear_of(hf_model.lm_head, pack)  # same tensor as embed when tied, unpacked
         self.final_norm = inner.norm.weight
         self.eps = config.rms_norm_eps
-        self.vocab_size = self.lm_head.shape[0]
-        self.device, self.dtype = self.embed.device, self.embed.dtype
+        self.vocab_size = self.lm_head.out_features
         self.max_rows, self.max_seq_len = max_rows, max_seq_len
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
@@ -142,10 +129,10 @@ class DecoderModel:
             window = getattr(config, "sliding_window", None) if sliding else None
             self.layers.append(_Layer(
                 layer.input_layernorm.weight,
-                _stacked(attn.q_proj, attn.k_proj, attn.v_proj),
-                _linear_params(attn.o_proj), layer.post_attention_layernorm.weight,
-                _stacked(mlp.gate_proj, mlp.up_proj),
-                _linear_params(mlp.down_proj), mlp.act_fn,
+                stacked(attn.q_proj, attn.k_proj, attn.v_proj, pack=pack),
+                linear_of(attn.o_proj, pack), layer.post_attention_layernorm.weight,
+                stacked(mlp.gate_proj, mlp.up_proj, pack=pack),
+                linear_of(mlp.down_proj, pack), mlp.act_fn,
                 window if window is not None and window < max_seq_len else None))
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
@@ -206,7 +193,7 @@ class DecoderModel:
             x = self._layer(index, layer, x, cos, sin, decode, chunks)
         last = restore + [c.offset + c.n - 1 for c in chunks]
         h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
-        return F.linear(h, self.lm_head).float()  # lm_head only where logits are returned
+        return self.lm_head(h).float()  # lm_head only where logits are returned
 
     def _check_bounds(self, decode_rows, decode_positions, prefills) -> None:
         """Reject rows/positions outside the cache instead of writing out of bounds."""
@@ -232,7 +219,7 @@ class DecoderModel:
         """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
         t = x.shape[0]
         h = rms_norm(x, layer.attn_norm, self.eps)
-        qkv = F.linear(h, *layer.qkv)  # [T, q_size + 2 * kv_size]
+        qkv = layer.qkv(h)  # [T, q_size + 2 * kv_size]
         qk = qkv[:, :self.q_size + self.kv_size].view(t, self.heads + self.kv_heads, self.head_dim)
         qk = rotate(qk, cos, sin)  # queries and keys rotated together: fewer small kernels
         q = qk[:, :self.heads] * self.scale  # scaling q is cheaper than scaling the scores
@@ -248,10 +235,10 @@ class DecoderModel:
             span = slice(c.offset, c.offset + c.n)
             out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
                                       c.masks[layer.window])
-        x = x + F.linear(out.view(t, -1), *layer.o)
+        x = x + layer.o(out.view(t, -1))
         h = rms_norm(x, layer.mlp_norm, self.eps)
-        gate, up = F.linear(h, *layer.gate_up).split(self.ffn_size, -1)
-        return x + F.linear(layer.act(gate) * up, *layer.down)
+        gate, up = layer.gate_up(h).split(self.ffn_size, -1)
+        return x + layer.down(layer.act(gate) * up)
 
     def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
         """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out

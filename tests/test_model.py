@@ -5,6 +5,7 @@ from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConf
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 from inference_api.attention import DecodeAttention, length_groups
+from inference_api.linear import can_pack
 from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
                                  UnsupportedArchitecture, check_architecture)
 
@@ -208,9 +209,28 @@ def test_logits_only_for_requested_positions():
 def test_weights_are_shared_not_copied():
     hf_model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))
     model = DecoderModel(hf_model, max_rows=1, max_seq_len=8)
-    assert model.lm_head.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
+    assert not model.layers[0].o.packed  # float32 weights are used as they are
+    assert model.lm_head.weight.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
     o_proj = hf_model.model.layers[0].self_attn.o_proj
-    assert model.layers[0].o[0].data_ptr() == o_proj.weight.data_ptr()
+    assert model.layers[0].o.weight.data_ptr() == o_proj.weight.data_ptr()
+
+
+def test_reordered_bfloat16_weights_give_the_same_logits():
+    """Where the CPU does bf16 matrix math, bfloat16 weights are reordered once for the matmul
+    library; every step's logits stay those of the plain weights."""
+    hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).to(torch.bfloat16).eval()
+    auto = DecoderModel(hf_model, max_rows=2, max_seq_len=32)
+    plain = DecoderModel(hf_model, max_rows=2, max_seq_len=32, pack_weights=False)
+    assert auto.layers[0].qkv.packed == can_pack(torch.device("cpu"), torch.bfloat16)
+    assert not plain.layers[0].qkv.packed
+    empty = torch.empty(0, dtype=torch.long)
+    prompts = [PrefillChunk(0, torch.arange(3, 12), 0), PrefillChunk(1, torch.arange(40, 45), 0)]
+    steps = [(empty, empty, empty, prompts)] + [
+        (torch.tensor([0, 1]), torch.tensor([7 + i, 90 - i]), torch.tensor([9 + i, 5 + i]), [])
+        for i in range(4)]
+    for rows, tokens, positions, chunks in steps:
+        expected = plain.step(rows, tokens, positions, chunks)
+        assert torch.equal(auto.step(rows, tokens, positions, chunks), expected)
 
 
 def test_unsupported_architecture():
