@@ -13,9 +13,10 @@ PACK_BATCH_HINT = 32
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     """True where reordered weights are used: bfloat16 on a CPU that does bf16 matrix math.
 
-    F.linear in bfloat16 on the CPU gives the library plain row-major weights at every call;
-    reordered once, the same products give identical results and take less time (measured with
-    the default model's 30 layers: 6.2 against 13.6 ms for one token, 21 against 33 ms for 32).
+    F.linear in bfloat16 on the CPU hands the library plain row-major weights at every call;
+    reordered once, the same products give identical results in less time (the default model's
+    projections and lm_head, alternated, medians: 8.3 against 12.1 ms for one token, 17.7
+    against 24.9 ms for 32, 47.4 against 54.1 ms for 100).
     """
     return (device.type == "cpu" and dtype == torch.bfloat16
             and torch.backends.mkldnn.is_available()
