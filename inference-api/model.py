@@ -111,7 +111,7 @@ class DecoderModel:
         self.embed = inner.embed_tokens.weight  # [vocab, hidden]
         self.device, self.dtype = self.embed.device, self.embed.dtype
         pack = can_pack(self.device, self.dtype) if pack_weights is None else pack_weights
-        self.lm_head = linear_of(hf_model.lm_head, pack)  # same tensor as embed when tied, unpacked
+        self.lm_head = linear_of(hf_model.lm_head, pack)  # embed's tensor when tied and unpacked
         self.final_norm = inner.norm.weight
         self.eps = config.rms_norm_eps
         self.vocab_size = self.lm_head.out_features
