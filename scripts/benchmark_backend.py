@@ -154,7 +154,8 @@ def compare_prefill_chunks(runner, config, prompt_ids, args) -> None:
             for name, values in results[chunk].items():
                 values += [result[name]] if name == "tokens_per_s" else result[name]
             print(f"run {repeat + 1}: PREFILL_CHUNK {chunk}: {result['tokens_per_s']:6.1f} "
-                  f"output tokens/s", flush=True)
+                  f"output tokens/s, inter-token p99 {percentile(result['itl'], 99) * 1000:5.1f} ms",
+                  flush=True)
     print("\n| PREFILL_CHUNK | tokens/s (median) | TTFT p50 | inter-token p50 | inter-token p99 |")
     print("|---|---|---|---|---|")
     for chunk, r in results.items():
