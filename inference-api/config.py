@@ -32,7 +32,7 @@ class Config:
     max_users: int = 32
     max_seq_len: int = 2048
     max_queue: int = 64
-    prefill_chunk: int = 64  # prompt tokens per step while every row decodes (more when rows idle)
+    prefill_chunk: int = 48  # prompt tokens per step while every row decodes (more when rows idle)
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_port: int = 7000
