@@ -153,9 +153,9 @@ def compare_prefill_chunks(runner, config, prompt_ids, args) -> None:
                                 prompt_ids, args.new_tokens, args.stagger_ms / 1000)
             for name, values in results[chunk].items():
                 values += [result[name]] if name == "tokens_per_s" else result[name]
+            p99_ms = percentile(result["itl"], 99) * 1000
             print(f"run {repeat + 1}: PREFILL_CHUNK {chunk}: {result['tokens_per_s']:6.1f} "
-                  f"output tokens/s, inter-token p99 {percentile(result['itl'], 99) * 1000:5.1f} ms",
-                  flush=True)
+                  f"output tokens/s, inter-token p99 {p99_ms:5.1f} ms", flush=True)
     print("\n| PREFILL_CHUNK | tokens/s (median) | TTFT p50 | inter-token p50 | inter-token p99 |")
     print("|---|---|---|---|---|")
     for chunk, r in results.items():
