@@ -213,11 +213,14 @@ class DecodeAttention:
                    for r, p in zip(buffer.rows, buffer.next_positions))
 
     def run(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            k_cache: torch.Tensor, v_cache: torch.Tensor, groups: list[DecodeGroup],
-            window: int | None, out: torch.Tensor) -> None:
-        """Attention of q [D, kv, groups, dim], in group order, into out (contiguous, like q),
-        for one layer whose new k/v [D, kv, dim] are already in k_cache [rows, kv, dim, seq] and
-        v_cache [rows, kv, seq, dim]."""
+            k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor,
+            positions: torch.Tensor, groups: list[DecodeGroup], window: int | None,
+            out: torch.Tensor) -> None:
+        """Write the new k/v [D, kv, dim] at each row's position of k_cache [rows, kv, dim, seq]
+        and v_cache [rows, kv, seq, dim], then attend q [D, kv, groups, dim] into out
+        (contiguous, like q); rows, positions, q, k and v all in group order."""
+        k_cache.permute(0, 3, 1, 2).index_put_((rows, positions), k)  # [rows, seq, kv, dim]
+        v_cache.transpose(1, 2).index_put_((rows, positions), v)
         for group in groups:
             buffer, g, span = group.buffer, group.rows.numel(), group.span
             if buffer.k[layer] is None:  # a new or changed group: gather its rows once

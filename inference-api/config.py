@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+DECODE_ATTENTIONS = ("auto", "native", "torch")
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,7 @@ class Config:
     max_seq_len: int = 2048
     max_queue: int = 64
     prefill_chunk: int = 48  # prompt tokens per step while every row decodes (more when rows idle)
+    decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_port: int = 7000
@@ -46,6 +48,8 @@ class Config:
             object.__setattr__(self, "model_cache_dir", default_cache_dir())
         _check(self.device in DEVICES, "DEVICE", self.device, "one of " + "|".join(DEVICES))
         _check(self.dtype in DTYPES, "DTYPE", self.dtype, "one of " + "|".join(DTYPES))
+        _check(self.decode_attention in DECODE_ATTENTIONS, "DECODE_ATTENTION",
+               self.decode_attention, "one of " + "|".join(DECODE_ATTENTIONS))
         _check(bool(self.model_id.strip()) and "/" not in self.model_id,
                "MODEL_ID", self.model_id, "a non-empty name without '/'")
         _check(1 <= self.max_users <= 1024, "MAX_USERS", self.max_users, "1..1024")

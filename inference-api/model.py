@@ -11,6 +11,7 @@ import torch
 
 from .attention import KV_BUCKET, DecodeAttention, attend_row, kv_extent, position_mask
 from .linear import Linear, can_pack, linear_of, stacked
+from .native_attention import choose_decode_attention
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
@@ -104,7 +105,7 @@ class DecoderModel:
     """Our own forward pass over the weights of a loaded transformers Llama/Mistral/Qwen2 model."""
 
     def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
-                 pack_weights: bool | None = None):
+                 pack_weights: bool | None = None, attention: str = "auto"):
         config = hf_model.config
         check_architecture(config)
         inner = hf_model.model
@@ -151,8 +152,15 @@ class DecoderModel:
                                    device=self.device)
         self.kv_bucket = kv_bucket
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
-        self.attention = DecodeAttention(layers, max_seq_len, kv, dim, self.dtype, kv_bucket,
-                                         keep_buffers=self.device.type == "cpu")
+        self.use_decode_attention(attention)
+
+    def use_decode_attention(self, choice: str) -> None:
+        """Decode attention by DECODE_ATTENTION: our CPU kernel ("native"), torch ops, or "auto"."""
+        self.attention = choose_decode_attention(
+            choice, self.device, self.dtype, self.heads, self.kv_heads, self.head_dim,
+            lambda: DecodeAttention(len(self.layers), self.max_seq_len, self.kv_heads,
+                                    self.head_dim, self.dtype, self.kv_bucket,
+                                    keep_buffers=self.device.type == "cpu"))
 
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
@@ -175,10 +183,13 @@ class DecoderModel:
         if decode_rows.numel():  # decode tokens in group order: each group is one slice
             rows, decode_positions = decode_rows.to(dev), decode_positions.to(dev)
             groups = self.attention.plan(rows, decode_positions, self.windows)
-            order = torch.cat([g.index for g in groups])
-            decode_tokens, decode_positions = decode_tokens.to(dev)[order], decode_positions[order]
-            decode = _DecodePlan(rows[order], decode_positions, groups)
-            restore = order.argsort().tolist()  # logits come back in the caller's order
+            decode_tokens = decode_tokens.to(dev)
+            restore = list(range(rows.numel()))
+            if groups:  # grouped attention: rows in group order, logits back in the caller's
+                order = torch.cat([g.index for g in groups])
+                decode_tokens, decode_positions = decode_tokens[order], decode_positions[order]
+                rows, restore = rows[order], order.argsort().tolist()
+            decode = _DecodePlan(rows, decode_positions, groups)
         chunks, offset = [], decode_rows.numel()
         for c in prefills:
             chunks.append(_ChunkPlan(c.row, c.start, offset, c.tokens.numel()))
@@ -243,12 +254,9 @@ class DecoderModel:
     def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
         """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out
         [D, heads, dim]."""
-        d = q.shape[0]
-        k_cache.permute(0, 3, 1, 2).index_put_((plan.rows, plan.positions), k)  # [rows, seq, kv, dim]
-        v_cache.transpose(1, 2).index_put_((plan.rows, plan.positions), v)
-        shape = (d, self.kv_heads, self.groups, self.head_dim)
-        self.attention.run(index, q.view(shape), k, v, k_cache, v_cache, plan.groups, window,
-                           out.view(shape))
+        shape = (q.shape[0], self.kv_heads, self.groups, self.head_dim)
+        self.attention.run(index, q.view(shape), k, v, k_cache, v_cache, plan.rows,
+                           plan.positions, plan.groups, window, out.view(shape))
 
     def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
         """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""

@@ -8,6 +8,7 @@ from inference_api.attention import DecodeAttention, length_groups
 from inference_api.linear import can_pack
 from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
                                  UnsupportedArchitecture, check_architecture)
+from inference_api.native_attention import NativeDecodeAttention
 
 VOCAB = 128
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -35,11 +36,14 @@ class Driver:
     """Drives DecoderModel like a scheduler would; checks every logit row against transformers."""
 
     def __init__(self, hf_model, max_rows: int, max_seq_len: int, tol: float = 1e-4,
-                 kv_bucket: int = 32, keep_buffers: bool = True):
+                 kv_bucket: int = 32, keep_buffers: bool = True, attention: str = "torch"):
         self.hf, self.tol = hf_model, tol
         self.model = DecoderModel(hf_model, max_rows=max_rows, max_seq_len=max_seq_len,
-                                  kv_bucket=kv_bucket)
-        self.model.attention.keep_buffers = keep_buffers
+                                  kv_bucket=kv_bucket, attention=attention)
+        expected = NativeDecodeAttention if attention == "native" else DecodeAttention
+        assert isinstance(self.model.attention, expected)
+        if attention == "torch":
+            self.model.attention.keep_buffers = keep_buffers
         self.seqs: dict[int, list[int]] = {}  # row -> tokens in the cache so far
         self.prompts: dict[int, list[int]] = {}  # row -> prompt tokens not yet prefilled
         self.gen = torch.Generator().manual_seed(0)
@@ -74,16 +78,19 @@ class Driver:
             self.checked += 1
 
 
-# Bucket 1: every step's lengths are new, so each group is gathered afresh; 32: groups keep their
-# buffers and add one position a step; 4: both, as lengths cross bucket edges.
-# Without kept buffers (as on accelerators) every layer gathers its groups afresh each step.
-@pytest.mark.parametrize("kv_bucket,keep_buffers", [(1, True), (4, True), (32, True), (4, False)])
+# The CPU kernel reads the cache in place. Torch ops: with bucket 1, every step's lengths are
+# new, so each group is gathered afresh; 32: groups keep their buffers and add one position a
+# step; 4: both, as lengths cross bucket edges. Without kept buffers (as on accelerators) every
+# layer gathers its groups afresh each step.
+@pytest.mark.parametrize("attention,kv_bucket,keep_buffers", [
+    ("native", 32, False), ("torch", 1, True), ("torch", 4, True), ("torch", 32, True),
+    ("torch", 4, False)])
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_schedule_matches_transformers(name, kv_bucket, keep_buffers):
+def test_schedule_matches_transformers(name, attention, kv_bucket, keep_buffers):
     torch.manual_seed(0)
     hf_model = TINY_MODELS[name]().eval()
     d = Driver(hf_model, max_rows=4, max_seq_len=64, kv_bucket=kv_bucket,
-               keep_buffers=keep_buffers)
+               keep_buffers=keep_buffers, attention=attention)
     d.admit(0, 11)
     d.admit(2, 5)
     d.step([], {0: 4, 2: 5})  # two prompts start in the same step; row 2 fits in one chunk
@@ -100,7 +107,8 @@ def test_schedule_matches_transformers(name, kv_bucket, keep_buffers):
     d.step([0, 1, 2, 3], {})
     d.step([0], {})
     assert d.checked == 52
-    assert bool(d.model.attention.buffers) == keep_buffers
+    if attention == "torch":
+        assert bool(d.model.attention.buffers) == keep_buffers
 
 
 def test_length_groups_split_long_from_short_and_cover_every_row():
@@ -164,10 +172,11 @@ def test_a_row_joining_keeps_large_groups_and_merges_into_small_ones():
     assert sorted(plan([501] * 2 + [505])) == [(0, 1, 2)]  # copying 2 rows is cheaper
 
 
-def test_bfloat16_matches_transformers():
+@pytest.mark.parametrize("attention", ["native", "torch"])
+def test_bfloat16_matches_transformers(attention):
     """The production dtype: same schedule shape, tolerance of a couple of bfloat16 ulps."""
     hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).to(torch.bfloat16).eval()
-    d = Driver(hf_model, max_rows=3, max_seq_len=32, tol=1.5e-2)
+    d = Driver(hf_model, max_rows=3, max_seq_len=32, tol=1.5e-2, attention=attention)
     d.admit(0, 9)
     d.admit(1, 4)
     d.step([], {0: 5, 1: 4})
@@ -177,11 +186,12 @@ def test_bfloat16_matches_transformers():
     assert d.model.dtype == torch.bfloat16 and d.checked == 10
 
 
-def test_reused_row_does_not_see_stale_cache():
+@pytest.mark.parametrize("attention", ["native", "torch"])
+def test_reused_row_does_not_see_stale_cache(attention):
     """Sanity check that the schedule test can fail: corrupting the stale tail changes nothing,
     corrupting a live position does (bucket 1: each step gathers the cache afresh)."""
     hf_model = LlamaForCausalLM(LlamaConfig(**COMMON)).eval()
-    d = Driver(hf_model, max_rows=2, max_seq_len=32, kv_bucket=1)
+    d = Driver(hf_model, max_rows=2, max_seq_len=32, kv_bucket=1, attention=attention)
     d.admit(0, 10)
     d.step([], {0: 10})
     d.model.k_cache[:, 0, ..., 5:] = 1e4  # garbage beyond the next prompt's positions

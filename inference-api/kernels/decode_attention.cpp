@@ -1,0 +1,214 @@
+// Decode attention on the CPU: one new token per row against that row's cached keys and values,
+// read in place from the KV cache. Built at first use by inference_api/native.py for the
+// machine it runs on (-march=native) and called through ctypes, once per layer.
+//
+// Why a kernel of our own: with torch ops, a decode step's attention is a batched matmul over
+// a copy of the rows (a CPU bmm streams only contiguous batches), a mask, a softmax and a
+// second bmm, per group of rows of similar length, each op a fork and join of the thread pool.
+// Here one parallel region per layer streams each row's keys and values once, in float32
+// arithmetic, and writes the new key and value into the cache on the way.
+//
+// Threads come from `#pragma omp parallel`: linked against libgomp.so.1, the library resolves
+// to the one torch has already loaded, so the kernel shares torch's threads, never adds its own.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+// GCC/Clang vector extensions: the compiler maps them to whatever the CPU has (AVX-512: one
+// register; AVX2: two), so one source serves every x86 and Arm machine.
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+constexpr int W = 16;        // floats per vector
+constexpr int POS_VECS = 4;  // positions per q.k block: 4 vectors; with 4 heads, 16 accumulators
+constexpr int HEADS = 4;     // query heads sharing a kv head, handled together
+constexpr int DIM_VECS = 4;  // head dims per p.v block: 4 vectors
+constexpr int MAX_GROUP = 64;
+
+typedef uint16_t bf16;
+
+inline f32x16 splat(float x) { return f32x16{} + x; }
+
+inline f32x16 load16(const float *p) { f32x16 v; std::memcpy(&v, p, sizeof v); return v; }
+
+inline f32x16 load16(const bf16 *p) {  // bfloat16 is the top half of a float32
+    u16x16 h;
+    std::memcpy(&h, p, sizeof h);
+    u32x16 u = __builtin_convertvector(h, u32x16) << 16;
+    f32x16 f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+inline float to_float(float x) { return x; }
+inline float to_float(bf16 x) { uint32_t u = uint32_t(x) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+
+inline void store(float *p, float x) { *p = x; }
+inline void store(bf16 *p, float x) {  // round to nearest even, as torch does
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u += 0x7FFF + ((u >> 16) & 1);
+    *p = bf16(u >> 16);
+}
+
+// e^x for x <= 0 (scores minus their maximum), relative error about 2e-7: 2^(x log2 e) split
+// into an integer power of two and a degree-5 polynomial on [-0.5, 0.5].
+inline f32x16 exp_nonpositive(f32x16 x) {
+    x = x < splat(-87.0f) ? splat(-87.0f) : x;
+    f32x16 t = x * 1.44269504f;
+    f32x16 r = (t + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23
+    f32x16 f = t - r;
+    f32x16 p = splat(1.3333558e-3f);
+    p = p * f + 9.6181291e-3f;
+    p = p * f + 5.5504109e-2f;
+    p = p * f + 2.4022651e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    i32x16 bits;
+    std::memcpy(&bits, &p, sizeof bits);
+    bits += __builtin_convertvector(r, i32x16) << 23;
+    std::memcpy(&p, &bits, sizeof p);
+    return p;
+}
+
+// scores[g][p] = q[g] . k[:, p] for p < n, with k [dim, row_stride] (the cache keeps keys
+// transposed); scores rows are padded to whole vectors, the padding left unset.
+template <typename T>
+void query_key(const float *q, int group, int dim, const T *k, int64_t row_stride, int64_t n,
+               float *scores, int64_t scores_stride) {
+    const int64_t whole = n / W * W;
+    for (int64_t p0 = 0; p0 < n; p0 += POS_VECS * W) {
+        const int vecs = int(std::min<int64_t>(POS_VECS, (n - p0 + W - 1) / W));
+        for (int g0 = 0; g0 < group; g0 += HEADS) {
+            const int heads = std::min(HEADS, group - g0);
+            f32x16 acc[HEADS][POS_VECS] = {};
+            for (int d = 0; d < dim; d++) {
+                const T *row = k + d * row_stride + p0;
+                f32x16 keys[POS_VECS];
+                for (int j = 0; j < POS_VECS; j++) {
+                    if (j >= vecs) break;
+                    if (p0 + (j + 1) * W <= whole) {
+                        keys[j] = load16(row + j * W);
+                    } else {  // the last, partial vector: never read past position n
+                        T tail[W] = {};
+                        std::memcpy(tail, row + j * W, (n - p0 - j * W) * sizeof(T));
+                        keys[j] = load16(tail);
+                    }
+                }
+                for (int g = 0; g < heads; g++) {
+                    const f32x16 qd = splat(q[(g0 + g) * dim + d]);
+                    for (int j = 0; j < vecs; j++) acc[g][j] += qd * keys[j];
+                }
+            }
+            for (int g = 0; g < heads; g++)
+                for (int j = 0; j < vecs; j++)
+                    std::memcpy(scores + (g0 + g) * scores_stride + p0 + j * W, &acc[g][j], 64);
+        }
+    }
+}
+
+// s[p] = e^(s[p] - max s) for p < n, zero in the padding; returns 1 / sum.
+float softmax_numerators(float *s, int64_t n) {
+    const int64_t vecs = (n + W - 1) / W;
+    for (int64_t p = n; p < vecs * W; p++) s[p] = -1e30f;
+    f32x16 m = load16(s);
+    for (int64_t j = 1; j < vecs; j++) { f32x16 x = load16(s + j * W); m = x > m ? x : m; }
+    float top = m[0];
+    for (int i = 1; i < W; i++) top = std::max(top, m[i]);
+    f32x16 sum = {};
+    for (int64_t j = 0; j < vecs; j++) {
+        f32x16 e = exp_nonpositive(load16(s + j * W) - top);
+        sum += e;
+        std::memcpy(s + j * W, &e, 64);
+    }
+    float total = 0;
+    for (int i = 0; i < W; i++) total += sum[i];
+    return 1.0f / total;
+}
+
+// out[g] = sum_p weights[g][p] * v[p] for p < n, with v [n, dim] contiguous.
+template <typename T>
+void weights_values(const float *weights, int group, int dim, const T *v, int64_t n,
+                    int64_t weights_stride, float *out) {
+    for (int d0 = 0; d0 < dim; d0 += DIM_VECS * W) {
+        const int vecs = std::min(DIM_VECS, (dim - d0) / W);
+        for (int g0 = 0; g0 < group; g0 += HEADS) {
+            const int heads = std::min(HEADS, group - g0);
+            f32x16 acc[HEADS][DIM_VECS] = {};
+            for (int64_t p = 0; p < n; p++) {
+                const T *row = v + p * dim + d0;
+                f32x16 values[DIM_VECS];
+                for (int j = 0; j < vecs; j++) values[j] = load16(row + j * W);
+                for (int g = 0; g < heads; g++) {
+                    const f32x16 w = splat(weights[(g0 + g) * weights_stride + p]);
+                    for (int j = 0; j < vecs; j++) acc[g][j] += w * values[j];
+                }
+            }
+            for (int g = 0; g < heads; g++)
+                for (int j = 0; j < vecs; j++)
+                    std::memcpy(out + (g0 + g) * dim + d0 + j * W, &acc[g][j], 64);
+        }
+    }
+}
+
+template <typename T>
+void decode_attention(const T *q, const T *k_new, const T *v_new, T *k_cache, T *v_cache,
+                      const int64_t *rows, const int64_t *positions, int64_t n_rows,
+                      int64_t kv_heads, int64_t group, int64_t dim, int64_t max_seq,
+                      int64_t window, T *out) {
+    const int64_t scores_stride = max_seq + POS_VECS * W;
+    #pragma omp parallel
+    {
+        float *scores = static_cast<float *>(std::malloc(sizeof(float) * group * scores_stride));
+        float *qf = static_cast<float *>(std::malloc(sizeof(float) * group * dim));
+        float *of = static_cast<float *>(std::malloc(sizeof(float) * group * dim));
+        // Rows differ in length by up to 100x: hand out (row, kv head) tasks one at a time.
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < n_rows * kv_heads; task++) {
+            const int64_t i = task / kv_heads, h = task % kv_heads;
+            const int64_t pos = positions[i], length = pos + 1;
+            const int64_t first = (window > 0 && length > window) ? length - window : 0;
+            T *k = k_cache + (rows[i] * kv_heads + h) * dim * max_seq;  // [dim, max_seq]
+            T *v = v_cache + (rows[i] * kv_heads + h) * max_seq * dim;  // [max_seq, dim]
+            const T *kn = k_new + task * dim, *vn = v_new + task * dim;
+            for (int64_t d = 0; d < dim; d++) k[d * max_seq + pos] = kn[d];
+            std::memcpy(v + pos * dim, vn, dim * sizeof(T));
+            const T *qi = q + task * group * dim;
+            for (int64_t x = 0; x < group * dim; x++) qf[x] = to_float(qi[x]);
+            const int64_t n = length - first;
+            query_key(qf, int(group), int(dim), k + first, max_seq, n, scores, scores_stride);
+            float inverse_sum[MAX_GROUP];
+            for (int g = 0; g < group; g++)
+                inverse_sum[g] = softmax_numerators(scores + g * scores_stride, n);
+            weights_values(scores, int(group), int(dim), v + first * dim, n, scores_stride, of);
+            T *o = out + task * group * dim;
+            for (int g = 0; g < group; g++)
+                for (int64_t d = 0; d < dim; d++) store(o + g * dim + d, of[g * dim + d] * inverse_sum[g]);
+        }
+        std::free(scores);
+        std::free(qf);
+        std::free(of);
+    }
+}
+
+}  // namespace
+
+// q [rows, kv_heads, group, dim] (already scaled), k_new/v_new [rows, kv_heads, dim], one
+// layer's k_cache [cache_rows, kv_heads, dim, max_seq] and v_cache [cache_rows, kv_heads,
+// max_seq, dim], rows/positions [rows] int64 (cache row and position of each new token),
+// window 0 for full attention; out like q. All contiguous. dim % 16 == 0, group <= 64.
+#define EXPORT(name, T)                                                                       \
+    extern "C" void name(const T *q, const T *k_new, const T *v_new, T *k_cache, T *v_cache,    \
+                         const int64_t *rows, const int64_t *positions, int64_t n_rows,       \
+                         int64_t kv_heads, int64_t group, int64_t dim, int64_t max_seq,       \
+                         int64_t window, T *out) {                                            \
+        decode_attention(q, k_new, v_new, k_cache, v_cache, rows, positions, n_rows, kv_heads, \
+                         group, dim, max_seq, window, out);                                   \
+    }
+EXPORT(decode_attention_bf16, bf16)
+EXPORT(decode_attention_f32, float)

@@ -1,0 +1,153 @@
+"""The CPU decode-attention kernel against float64 attention, and how it is built and chosen."""
+import logging
+import re
+
+import pytest
+import torch
+
+from inference_api import native_attention
+from inference_api.attention import DecodeAttention
+from inference_api.config import Config, ConfigError
+from inference_api.native_attention import (KernelUnavailable, NativeDecodeAttention,
+                                            choose_decode_attention)
+
+CPU = torch.device("cpu")
+MAX_SEQ = 83  # not a multiple of the kernel's vector: the last row ends mid-vector
+
+
+def reference(q, k_cache, v_cache, rows, positions, window):
+    """Float64 attention of q [D, kv, groups, dim] over each row's visible positions."""
+    out = torch.empty(q.shape, dtype=torch.float64)
+    for i, (row, pos) in enumerate(zip(rows.tolist(), positions.tolist())):
+        first = max(0, pos + 1 - window) if window else 0
+        k = k_cache[row, :, :, first:pos + 1].double()  # [kv, dim, n]
+        v = v_cache[row, :, first:pos + 1].double()  # [kv, n, dim]
+        scores = torch.einsum("hgd,hdn->hgn", q[i].double(), k)
+        out[i] = torch.einsum("hgn,hnd->hgd", scores.softmax(-1), v)
+    return out
+
+
+@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize("group,dim", [(1, 16), (3, 64), (5, 128)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_kernel_matches_float64_attention_and_writes_only_the_new_positions(
+        dtype, tol, group, dim, window):
+    torch.manual_seed(0)
+    kv_heads, cache_rows = 2, 4
+    rows = torch.tensor([3, 0, 2, 1])  # the last cache row reads up to the allocation's end
+    positions = torch.tensor([MAX_SEQ - 1, 0, 16, 40])
+    # NaN wherever a row holds no token: a read of a stale or masked position poisons the output.
+    k_cache = torch.full((cache_rows, kv_heads, dim, MAX_SEQ), float("nan"), dtype=dtype)
+    v_cache = torch.full((cache_rows, kv_heads, MAX_SEQ, dim), float("nan"), dtype=dtype)
+    for row, pos in zip(rows.tolist(), positions.tolist()):
+        first = max(0, pos + 1 - window) if window else 0
+        k_cache[row, ..., first:pos] = torch.randn(kv_heads, dim, pos - first).to(dtype)
+        v_cache[row, :, first:pos] = torch.randn(kv_heads, pos - first, dim).to(dtype)
+    q = (torch.randn(len(rows), kv_heads, group, dim) * dim ** -0.5).to(dtype)
+    k_new = torch.randn(len(rows), kv_heads, dim).to(dtype)
+    v_new = torch.randn(len(rows), kv_heads, dim).to(dtype)
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    expected_k[rows, :, :, positions] = k_new
+    expected_v[rows, :, positions] = v_new
+
+    out = torch.empty_like(q)
+    attention = NativeDecodeAttention(CPU, dtype, kv_heads * group, kv_heads, dim)
+    attention.run(0, q, k_new, v_new, k_cache, v_cache, rows, positions,
+                  attention.plan(rows, positions, {window}), window, out)
+
+    assert torch.equal(k_cache.nan_to_num(7.0), expected_k.nan_to_num(7.0))
+    assert torch.equal(v_cache.nan_to_num(7.0), expected_v.nan_to_num(7.0))
+    want = reference(q, k_cache, v_cache, rows, positions, window)
+    torch.testing.assert_close(out.double(), want, atol=tol, rtol=tol)
+
+
+def test_kernel_agrees_with_the_torch_ops_it_replaces():
+    torch.manual_seed(1)
+    layers, kv_heads, group, dim, max_seq = 1, 3, 3, 64, 256
+    k_cache = torch.randn(6, kv_heads, dim, max_seq)
+    v_cache = torch.randn(6, kv_heads, max_seq, dim)
+    rows, positions = torch.tensor([5, 1, 2]), torch.tensor([200, 3, 64])
+    q = torch.randn(3, kv_heads, group, dim) / 8
+    k_new, v_new = torch.randn(3, kv_heads, dim), torch.randn(3, kv_heads, dim)
+    results = []
+    for attention in (NativeDecodeAttention(CPU, torch.float32, kv_heads * group, kv_heads, dim),
+                      DecodeAttention(layers, max_seq, kv_heads, dim, torch.float32)):
+        k, v, out = k_cache.clone(), v_cache.clone(), torch.empty_like(q)
+        groups = attention.plan(rows, positions, {None})
+        order = torch.cat([g.index for g in groups]) if groups else torch.arange(3)
+        attention.run(0, q[order].contiguous(), k_new[order], v_new[order], k, v, rows[order],
+                      positions[order], groups, None, out)
+        results.append((out[order.argsort()], k, v))
+    (out_native, k_native, v_native), (out_torch, k_torch, v_torch) = results
+    assert torch.equal(k_native, k_torch) and torch.equal(v_native, v_torch)
+    torch.testing.assert_close(out_native, out_torch, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """Builds in an empty cache folder; later tests get the usual build back."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native_attention.build.cache_clear()
+    yield tmp_path / "inference-api" / "kernels"
+    native_attention.build.cache_clear()
+
+
+def test_the_kernel_is_built_once_into_the_cache_folder(fresh_build):
+    native_attention.build()
+    built = list(fresh_build.iterdir())
+    assert len(built) == 1 and built[0].name.startswith("decode_attention-")
+    stamp = built[0].stat().st_mtime_ns
+    native_attention.build.cache_clear()
+    native_attention.build()  # as a new process would: the cached library is loaded, not rebuilt
+    assert list(fresh_build.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
+
+
+def torch_ops():
+    return DecodeAttention(1, 64, 2, 16, torch.float32)
+
+
+@pytest.mark.parametrize("compiler,reason", [("no-such-compiler", "no C++ compiler"),
+                                             ("false", "failed to build")])
+def test_without_a_working_compiler_auto_falls_back_and_native_refuses(
+        fresh_build, monkeypatch, caplog, compiler, reason):
+    monkeypatch.setenv("CXX", compiler)
+    with caplog.at_level(logging.WARNING):
+        chosen = choose_decode_attention("auto", CPU, torch.float32, 4, 2, 16, torch_ops)
+    assert isinstance(chosen, DecodeAttention) and reason in caplog.text
+    with pytest.raises(KernelUnavailable, match=re.escape(reason)):
+        choose_decode_attention("native", CPU, torch.float32, 4, 2, 16, torch_ops)
+    assert not list(fresh_build.glob("*.so"))  # nothing half-built left behind
+
+
+def test_an_unwritable_cache_folder_means_torch_ops_not_a_failed_start(fresh_build, monkeypatch):
+    blocker = fresh_build.parent.parent / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert isinstance(choose_decode_attention("auto", CPU, torch.float32, 4, 2, 16, torch_ops),
+                      DecodeAttention)
+    with pytest.raises(KernelUnavailable, match="cannot build or load"):
+        choose_decode_attention("native", CPU, torch.float32, 4, 2, 16, torch_ops)
+
+
+def test_choice_of_decode_attention():
+    native = choose_decode_attention("auto", CPU, torch.bfloat16, 4, 2, 16, torch_ops)
+    assert isinstance(native, NativeDecodeAttention)
+    assert isinstance(choose_decode_attention("torch", CPU, torch.bfloat16, 4, 2, 16, torch_ops),
+                      DecodeAttention)
+    # Outside what the kernel covers, auto uses torch ops and native says why it cannot run.
+    for dtype, heads, dim, reason in [(torch.float16, 4, 16, "float16"),
+                                      (torch.float32, 4, 24, "head_dim 24")]:
+        assert isinstance(choose_decode_attention("auto", CPU, dtype, heads, 2, dim, torch_ops),
+                          DecodeAttention)
+        with pytest.raises(KernelUnavailable, match=reason):
+            choose_decode_attention("native", CPU, dtype, heads, 2, dim, torch_ops)
+    with pytest.raises(KernelUnavailable, match="cuda"):
+        choose_decode_attention("native", torch.device("cuda"), torch.bfloat16, 4, 2, 16,
+                                torch_ops)
+
+
+def test_decode_attention_setting_is_validated():
+    assert Config.from_env({}).decode_attention == "auto"
+    assert Config.from_env({"DECODE_ATTENTION": "torch"}).decode_attention == "torch"
+    with pytest.raises(ConfigError, match="DECODE_ATTENTION='fast' is not valid"):
+        Config.from_env({"DECODE_ATTENTION": "fast"})
