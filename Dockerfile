@@ -29,6 +29,13 @@ ENV PYTHONUNBUFFERED=1 \
 # The server runs as an unprivileged user; the code stays owned by root and read-only to it.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app
 
+# The backend builds its CPU decode-attention kernel (inference-api/kernels/) for the host's own
+# CPU at first start, into the app user's cache; without a compiler it runs torch ops instead,
+# about twice as slow in attention.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 
 # Dependencies before the code, so editing the code does not reinstall torch.

@@ -141,25 +141,24 @@ def print_latencies(result) -> None:
               f"p99 {percentile(values, 99) * 1000:7.1f} ms")
 
 
-def compare_prefill_chunks(runner, config, prompt_ids, args) -> None:
-    """Engine runs with each PREFILL_CHUNK value, alternated --repeats times; medians and pooled
-    percentiles per value."""
-    chunks = [int(c) for c in args.prefill_chunks.split(",")]
-    results = {c: {"tokens_per_s": [], "ttft": [], "itl": []} for c in chunks}
+def compare_variants(runner, variants, prompt_ids, args) -> None:
+    """Engine runs of each variant (label -> (config, decode attention choice)), alternated
+    --repeats times; medians and pooled percentiles per variant."""
+    results = {label: {"tokens_per_s": [], "ttft": [], "itl": []} for label in variants}
     for repeat in range(args.repeats):
-        for chunk in chunks:
+        for label, (config, attention) in variants.items():
+            runner.model.use_decode_attention(attention)
             time.sleep(args.settle_s)
-            result = run_engine(runner, dataclasses.replace(config, prefill_chunk=chunk),
-                                prompt_ids, args.new_tokens, args.stagger_ms / 1000)
-            for name, values in results[chunk].items():
+            result = run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
+            for name, values in results[label].items():
                 values += [result[name]] if name == "tokens_per_s" else result[name]
             p99_ms = percentile(result["itl"], 99) * 1000
-            print(f"run {repeat + 1}: PREFILL_CHUNK {chunk}: {result['tokens_per_s']:6.1f} "
+            print(f"run {repeat + 1}: {label}: {result['tokens_per_s']:6.1f} "
                   f"output tokens/s, inter-token p99 {p99_ms:5.1f} ms", flush=True)
-    print("\n| PREFILL_CHUNK | tokens/s (median) | TTFT p50 | inter-token p50 | inter-token p99 |")
+    print("\n| variant | tokens/s (median) | TTFT p50 | inter-token p50 | inter-token p99 |")
     print("|---|---|---|---|---|")
-    for chunk, r in results.items():
-        print(f"| {chunk} | {statistics.median(r['tokens_per_s']):.1f} | "
+    for label, r in results.items():
+        print(f"| {label} | {statistics.median(r['tokens_per_s']):.1f} | "
               f"{percentile(r['ttft'], 50) * 1000:.0f} ms | {percentile(r['itl'], 50) * 1000:.1f} ms"
               f" | {percentile(r['itl'], 99) * 1000:.1f} ms |")
 
@@ -180,6 +179,8 @@ def main() -> int:
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--prefill-chunks", metavar="N,N,...",
                         help="only compare the engine at these PREFILL_CHUNK values")
+    parser.add_argument("--decode-attentions", metavar="NAME,NAME",
+                        help="only compare the engine with these DECODE_ATTENTION values")
     parser.add_argument("--http", action="store_true",
                         help="also run the same load over HTTP through a real server")
     args = parser.parse_args()
@@ -192,15 +193,25 @@ def main() -> int:
     lengths = sorted(len(ids) for ids in prompt_ids)
     print(f"model {runner.info['folder']}\ndevice {runner.info['device']} dtype "
           f"{runner.info['dtype']} threads {torch.get_num_threads()} rows {config.max_users} "
-          f"prefill chunk {config.prefill_chunk}")
+          f"prefill chunk {config.prefill_chunk} decode attention "
+          f"{type(runner.model.attention).__name__}")
     print(f"{len(prompt_ids)} requests, prompt tokens min/median/max "
           f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}, {args.new_tokens} new tokens "
           f"each, one arrival every {args.stagger_ms:.0f} ms")
-    if args.prefill_chunks:
-        run_engine(runner, config, prompt_ids[:2], 4, 0.0)
-        for _ in range(args.warmup):
-            run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
-        compare_prefill_chunks(runner, config, prompt_ids, args)
+    if args.prefill_chunks or args.decode_attentions:
+        if args.prefill_chunks:
+            variants = {f"PREFILL_CHUNK {c}": (dataclasses.replace(config, prefill_chunk=int(c)),
+                                               config.decode_attention)
+                        for c in args.prefill_chunks.split(",")}
+        else:
+            variants = {f"DECODE_ATTENTION {a}": (config, a)
+                        for a in args.decode_attentions.split(",")}
+        for _, attention in variants.values():
+            runner.model.use_decode_attention(attention)
+            run_engine(runner, config, prompt_ids[:2], 4, 0.0)
+            for _ in range(args.warmup):
+                run_engine(runner, config, prompt_ids, args.new_tokens, args.stagger_ms / 1000)
+        compare_variants(runner, variants, prompt_ids, args)
         return 0
     hf_model = None
     if not args.skip_transformers:
