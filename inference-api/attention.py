@@ -148,6 +148,26 @@ class DecodeAttention:
         """Forget every buffer (after a failed step left them half updated)."""
         self.buffers.clear()
 
+    def allocate_cache(self, layers: int, rows: int, seq: int, device) -> tuple:
+        """Zeroed K [layers, rows, kv, dim, seq] and V [layers, rows, kv, seq, dim].
+
+        Keys are transposed so that q @ K multiplies by a plain row-major [dim, L] matrix:
+        measured ~1.5x faster on CPU in bfloat16 than the transposed [L, dim] one. Zero-filled so
+        that never-written positions are finite (masked, but 0 * NaN = NaN).
+        """
+        kv, dim = self.kv_heads, self.head_dim
+        return (torch.zeros((layers, rows, kv, dim, seq), dtype=self.dtype, device=device),
+                torch.zeros((layers, rows, kv, seq, dim), dtype=self.dtype, device=device))
+
+    def write_prompt_keys(self, k_cache: torch.Tensor, row: int, start: int,
+                          k: torch.Tensor) -> None:
+        """Store a prompt chunk's keys k [c, kv, dim] at positions start.. of one layer's row."""
+        k_cache[row, :, :, start:start + k.shape[0]] = k.permute(1, 2, 0)
+
+    def prompt_keys(self, k_cache: torch.Tensor, row: int, length: int) -> torch.Tensor:
+        """One layer's keys of a row, positions [:length], as [kv, dim, length] (a view)."""
+        return k_cache[row, ..., :length]
+
     def plan(self, rows: torch.Tensor, positions: torch.Tensor, windows: set) -> list[DecodeGroup]:
         """Group the step's decoding rows [D] at positions [D]; reuse buffers still up to date.
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels") / "decode_attention.cpp"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
 _SYMBOLS = {torch.bfloat16: "decode_attention_bf16", torch.float32: "decode_attention_f32"}
-VECTOR = 16  # head_dim must be a multiple of the kernel's vector width
+TILE = 16  # positions per key tile; head_dim must be a multiple of it too (the vector width)
 MAX_GROUP = 64  # query heads per kv head
 
 
@@ -107,13 +107,38 @@ class NativeDecodeAttention:
             raise KernelUnavailable(f"the kernel runs on the CPU, not {device.type}")
         if dtype not in _SYMBOLS:
             raise KernelUnavailable(f"the kernel does not cover {dtype}")
-        if head_dim % VECTOR or heads // kv_heads > MAX_GROUP:
+        if head_dim % TILE or heads // kv_heads > MAX_GROUP:
             raise KernelUnavailable(f"the kernel does not cover head_dim {head_dim} with "
                                     f"{heads // kv_heads} query heads per kv head")
         self.kernel = getattr(build(), _SYMBOLS[dtype])
+        self.dtype, self.kv_heads, self.head_dim = dtype, kv_heads, head_dim
 
     def reset(self) -> None:
         """Nothing is kept between steps."""
+
+    def allocate_cache(self, layers: int, rows: int, seq: int, device) -> tuple:
+        """Zeroed K [layers, rows, kv, tiles, dim/2, 16, 2] and V [layers, rows, kv, tiles * 16,
+        dim], seq rounded up to whole tiles of 16 positions (the kernel's key layout)."""
+        kv, dim, tiles = self.kv_heads, self.head_dim, -(-seq // TILE)
+        return (torch.zeros((layers, rows, kv, tiles, dim // 2, TILE, 2), dtype=self.dtype,
+                            device=device),
+                torch.zeros((layers, rows, kv, tiles * TILE, dim), dtype=self.dtype,
+                            device=device))
+
+    def write_prompt_keys(self, k_cache: torch.Tensor, row: int, start: int,
+                          k: torch.Tensor) -> None:
+        """Store a prompt chunk's keys k [c, kv, dim] at positions start.. of one layer's row."""
+        n = k.shape[0]
+        positions = torch.arange(start, start + n, device=k.device)
+        by_position = k_cache[row].permute(1, 3, 0, 2, 4)  # [tiles, 16, kv, dim/2, 2], a view
+        by_position.index_put_((positions // TILE, positions % TILE),
+                               k.reshape(n, self.kv_heads, self.head_dim // 2, 2))
+
+    def prompt_keys(self, k_cache: torch.Tensor, row: int, length: int) -> torch.Tensor:
+        """One layer's keys of a row, positions [:length], as [kv, dim, length] (a copy)."""
+        tiles = -(-length // TILE)
+        keys = k_cache[row, :, :tiles].permute(0, 2, 4, 1, 3)  # [kv, dim/2, 2, tiles, 16]
+        return keys.reshape(self.kv_heads, self.head_dim, tiles * TILE)[..., :length]
 
     def plan(self, rows: torch.Tensor, positions: torch.Tensor, windows: set) -> list:
         """No groups: the rows stay in the caller's order."""
@@ -122,15 +147,16 @@ class NativeDecodeAttention:
     def run(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor,
             positions: torch.Tensor, groups: list, window: int | None, out: torch.Tensor) -> None:
-        """Write k/v [D, kv, dim] at each row's position of k_cache [rows, kv, dim, seq] and
-        v_cache [rows, kv, seq, dim], then attend q [D, kv, groups, dim] into out (like q)."""
+        """Write k/v [D, kv, dim] at each row's position of one layer's k_cache [rows, kv,
+        tiles, dim/2, 16, 2] and v_cache [rows, kv, seq, dim], then attend q [D, kv, groups, dim]
+        into out (like q)."""
         d, kv_heads, group, dim = q.shape
         assert out.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous()
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         rows, positions = rows.contiguous(), positions.contiguous()  # int64, as the kernel reads
         self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
                     v_cache.data_ptr(), rows.data_ptr(), positions.data_ptr(), d, kv_heads, group,
-                    dim, k_cache.shape[-1], window or 0, out.data_ptr())
+                    dim, v_cache.shape[-2], window or 0, out.data_ptr())
 
 
 def choose_decode_attention(choice: str, device: torch.device, dtype: torch.dtype, heads: int,

@@ -194,20 +194,30 @@ def test_reused_row_does_not_see_stale_cache(attention):
     d = Driver(hf_model, max_rows=2, max_seq_len=32, kv_bucket=1, attention=attention)
     d.admit(0, 10)
     d.step([], {0: 10})
-    d.model.k_cache[:, 0, ..., 5:] = 1e4  # garbage beyond the next prompt's positions
+    for position in range(5, 32):  # garbage beyond the next prompt's positions
+        cached_keys(d.model, 0, position).fill_(1e4)
     d.admit(0, 3)
     d.step([], {0: 3})
     d.step([0], {})  # positions 0..3 live; 5.. still garbage and must be masked
-    d.model.k_cache[:, 0, ..., 1] += 3.0  # corrupt a live position
+    cached_keys(d.model, 0, 1).add_(3.0)  # corrupt a live position
     with pytest.raises(AssertionError):
         d.step([0], {})
 
 
-def test_logits_only_for_requested_positions():
+def cached_keys(model, row: int, position: int) -> torch.Tensor:
+    """A writable view of one row's cached keys at one position, every layer and kv head."""
+    if isinstance(model.attention, NativeDecodeAttention):  # [.., tiles, head_dim / 2, 16, 2]
+        return model.k_cache[:, row, :, position // 16, :, position % 16]
+    return model.k_cache[:, row, ..., position]  # [layers, rows, kv_heads, head_dim, seq]
+
+
+@pytest.mark.parametrize("attention,k_shape,v_shape", [
+    ("torch", (2, 3, 2, 16, 24), (2, 3, 2, 24, 16)),  # keys [.., head_dim, seq], values [.., seq, dim]
+    ("native", (2, 3, 2, 2, 8, 16, 2), (2, 3, 2, 32, 16))])  # 24 positions in 2 tiles of 16
+def test_logits_only_for_requested_positions(attention, k_shape, v_shape):
     hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).eval()
-    model = DecoderModel(hf_model, max_rows=3, max_seq_len=24)
-    assert model.k_cache.shape == (2, 3, 2, 16, 24)  # [layers, rows, kv_heads, head_dim, seq]
-    assert model.v_cache.shape == (2, 3, 2, 24, 16)  # [layers, rows, kv_heads, seq, head_dim]
+    model = DecoderModel(hf_model, max_rows=3, max_seq_len=24, attention=attention)
+    assert model.k_cache.shape == k_shape and model.v_cache.shape == v_shape
     assert model.vocab_size == VOCAB and model.dtype == torch.float32
     empty = torch.empty(0, dtype=torch.long)
     out = model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 0)])

@@ -12,16 +12,23 @@ from inference_api.native_attention import (KernelUnavailable, NativeDecodeAtten
                                             choose_decode_attention)
 
 CPU = torch.device("cpu")
-MAX_SEQ = 83  # not a multiple of the kernel's vector: the last row ends mid-vector
+MAX_SEQ = 83  # not a multiple of the 16-position key tile: the last tile is part stale
 
 
-def reference(q, k_cache, v_cache, rows, positions, window):
-    """Float64 attention of q [D, kv, groups, dim] over each row's visible positions."""
+def tiled(keys: torch.Tensor) -> torch.Tensor:
+    """Keys [rows, kv, dim, seq] in the kernel's layout [rows, kv, seq / 16, dim / 2, 16, 2]."""
+    rows, kv, dim, seq = keys.shape
+    return keys.view(rows, kv, dim // 2, 2, seq // 16, 16).permute(0, 1, 4, 2, 5, 3).contiguous()
+
+
+def reference(q, keys, values, rows, positions, window):
+    """Float64 attention of q [D, kv, groups, dim] over keys [rows, kv, dim, seq] and values
+    [rows, kv, seq, dim], each row's visible positions only."""
     out = torch.empty(q.shape, dtype=torch.float64)
     for i, (row, pos) in enumerate(zip(rows.tolist(), positions.tolist())):
         first = max(0, pos + 1 - window) if window else 0
-        k = k_cache[row, :, :, first:pos + 1].double()  # [kv, dim, n]
-        v = v_cache[row, :, first:pos + 1].double()  # [kv, n, dim]
+        k = keys[row, :, :, first:pos + 1].double()  # [kv, dim, n]
+        v = values[row, :, first:pos + 1].double()  # [kv, n, dim]
         scores = torch.einsum("hgd,hdn->hgn", q[i].double(), k)
         out[i] = torch.einsum("hgn,hnd->hgd", scores.softmax(-1), v)
     return out
@@ -34,50 +41,74 @@ def test_kernel_matches_float64_attention_and_writes_only_the_new_positions(
         dtype, tol, group, dim, window):
     torch.manual_seed(0)
     kv_heads, cache_rows = 2, 4
+    attention = NativeDecodeAttention(CPU, dtype, kv_heads * group, kv_heads, dim)
+    k_cache, v_cache = (c[0] for c in attention.allocate_cache(1, cache_rows, MAX_SEQ, CPU))
+    seq = v_cache.shape[2]
+    assert seq == 96 and k_cache.shape == (cache_rows, kv_heads, 6, dim // 2, 16, 2)
     rows = torch.tensor([3, 0, 2, 1])  # the last cache row reads up to the allocation's end
     positions = torch.tensor([MAX_SEQ - 1, 0, 16, 40])
     # NaN wherever a row holds no token: a read of a stale or masked position poisons the output.
-    k_cache = torch.full((cache_rows, kv_heads, dim, MAX_SEQ), float("nan"), dtype=dtype)
-    v_cache = torch.full((cache_rows, kv_heads, MAX_SEQ, dim), float("nan"), dtype=dtype)
+    keys = torch.full((cache_rows, kv_heads, dim, seq), float("nan"), dtype=dtype)
+    v_cache.fill_(float("nan"))
     for row, pos in zip(rows.tolist(), positions.tolist()):
         first = max(0, pos + 1 - window) if window else 0
-        k_cache[row, ..., first:pos] = torch.randn(kv_heads, dim, pos - first).to(dtype)
+        keys[row, ..., first:pos] = torch.randn(kv_heads, dim, pos - first).to(dtype)
         v_cache[row, :, first:pos] = torch.randn(kv_heads, pos - first, dim).to(dtype)
+    k_cache.copy_(tiled(keys))
     q = (torch.randn(len(rows), kv_heads, group, dim) * dim ** -0.5).to(dtype)
     k_new = torch.randn(len(rows), kv_heads, dim).to(dtype)
     v_new = torch.randn(len(rows), kv_heads, dim).to(dtype)
-    expected_k, expected_v = k_cache.clone(), v_cache.clone()
-    expected_k[rows, :, :, positions] = k_new
-    expected_v[rows, :, positions] = v_new
+    keys[rows, :, :, positions] = k_new
+    values = v_cache.clone()
+    values[rows, :, positions] = v_new
 
     out = torch.empty_like(q)
-    attention = NativeDecodeAttention(CPU, dtype, kv_heads * group, kv_heads, dim)
     attention.run(0, q, k_new, v_new, k_cache, v_cache, rows, positions,
                   attention.plan(rows, positions, {window}), window, out)
 
-    assert torch.equal(k_cache.nan_to_num(7.0), expected_k.nan_to_num(7.0))
-    assert torch.equal(v_cache.nan_to_num(7.0), expected_v.nan_to_num(7.0))
-    want = reference(q, k_cache, v_cache, rows, positions, window)
+    assert torch.equal(k_cache.nan_to_num(7.0), tiled(keys).nan_to_num(7.0))
+    assert torch.equal(v_cache.nan_to_num(7.0), values.nan_to_num(7.0))
+    want = reference(q, keys, values, rows, positions, window)
     torch.testing.assert_close(out.double(), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prompt_keys_go_into_tiles_and_come_back_in_order(dtype):
+    torch.manual_seed(2)
+    attention = NativeDecodeAttention(CPU, dtype, 6, 3, 32)
+    k_cache = attention.allocate_cache(1, 2, 50, CPU)[0][0]  # [rows, kv, 4 tiles, 16, 16, 2]
+    chunks = [torch.randn(n, 3, 32).to(dtype) for n in (5, 20, 1, 14)]  # crossing tile edges
+    start = 0
+    for chunk in chunks:
+        attention.write_prompt_keys(k_cache, 1, start, chunk)
+        start += chunk.shape[0]
+    keys = torch.cat(chunks).permute(1, 2, 0)  # [kv, dim, 40]
+    assert torch.equal(attention.prompt_keys(k_cache, 1, 40), keys)
+    assert torch.equal(attention.prompt_keys(k_cache, 1, 33), keys[..., :33])
+    logical = torch.zeros(2, 3, 32, 64, dtype=dtype)
+    logical[1, ..., :40] = keys
+    assert torch.equal(k_cache, tiled(logical))  # row 0 and positions 40.. untouched
 
 
 def test_kernel_agrees_with_the_torch_ops_it_replaces():
     torch.manual_seed(1)
-    layers, kv_heads, group, dim, max_seq = 1, 3, 3, 64, 256
-    k_cache = torch.randn(6, kv_heads, dim, max_seq)
-    v_cache = torch.randn(6, kv_heads, max_seq, dim)
+    kv_heads, group, dim, max_seq = 3, 3, 64, 256
+    keys, values = torch.randn(6, kv_heads, dim, max_seq), torch.randn(6, kv_heads, max_seq, dim)
     rows, positions = torch.tensor([5, 1, 2]), torch.tensor([200, 3, 64])
     q = torch.randn(3, kv_heads, group, dim) / 8
     k_new, v_new = torch.randn(3, kv_heads, dim), torch.randn(3, kv_heads, dim)
     results = []
     for attention in (NativeDecodeAttention(CPU, torch.float32, kv_heads * group, kv_heads, dim),
-                      DecodeAttention(layers, max_seq, kv_heads, dim, torch.float32)):
-        k, v, out = k_cache.clone(), v_cache.clone(), torch.empty_like(q)
+                      DecodeAttention(1, max_seq, kv_heads, dim, torch.float32)):
+        k, v = (c[0] for c in attention.allocate_cache(1, 6, max_seq, CPU))
+        k.copy_(tiled(keys) if isinstance(attention, NativeDecodeAttention) else keys)
+        v.copy_(values)
+        out = torch.empty_like(q)
         groups = attention.plan(rows, positions, {None})
         order = torch.cat([g.index for g in groups]) if groups else torch.arange(3)
         attention.run(0, q[order].contiguous(), k_new[order], v_new[order], k, v, rows[order],
                       positions[order], groups, None, out)
-        results.append((out[order.argsort()], k, v))
+        results.append((out[order.argsort()], attention.prompt_keys(k, 5, 201), v))
     (out_native, k_native, v_native), (out_torch, k_torch, v_torch) = results
     assert torch.equal(k_native, k_torch) and torch.equal(v_native, v_torch)
     torch.testing.assert_close(out_native, out_torch, atol=1e-5, rtol=1e-5)
