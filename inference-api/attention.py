@@ -1,10 +1,11 @@
-"""Decode attention: one new query per row against its cached keys and values.
+"""Decode attention in torch ops: one new query per row against its cached keys and values.
 
-Rows are split into groups of similar length, and each group's keys and values are kept in a
-contiguous buffer that grows by one position a step. A CPU batched matmul only streams
-contiguous batches (a slice of the cache is copied first), so gathering the rows anew every
-step would cost as much as the attention itself; the buffer is gathered only when its group
-changes.
+The engine uses it where the CPU kernel (native_attention.py) cannot run: on GPUs, in float16,
+without a C++ compiler, or when DECODE_ATTENTION=torch. Rows are split into groups of similar
+length, and each group's keys and values are kept in a contiguous buffer that grows by one
+position a step. A CPU batched matmul only streams contiguous batches (a slice of the cache is
+copied first), so gathering the rows anew every step would cost as much as the attention
+itself; the buffer is gathered only when its group changes.
 """
 from __future__ import annotations
 

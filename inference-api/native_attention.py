@@ -153,7 +153,7 @@ class NativeDecodeAttention:
         d, kv_heads, group, dim = q.shape
         assert out.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous()
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        rows, positions = rows.contiguous(), positions.contiguous()  # int64, as the kernel reads
+        rows, positions = rows.long().contiguous(), positions.long().contiguous()  # as read
         self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
                     v_cache.data_ptr(), rows.data_ptr(), positions.data_ptr(), d, kv_heads, group,
                     dim, v_cache.shape[-2], window or 0, out.data_ptr())

@@ -422,6 +422,16 @@ def test_production_image_installs_torch_by_variant_then_the_pinned_requirements
     assert f"pip install --no-deps {makefile_pin}" in text
 
 
+def test_production_image_has_a_compiler_for_the_attention_kernel():
+    """The backend builds its CPU decode-attention kernel at first start; without g++ the
+    image would serve with the slower torch-op attention."""
+    steps = dockerfile(REPO / "Dockerfile")
+    user_at = max(i for i, (instruction, _) in enumerate(steps) if instruction == "USER")
+    installs = [i for i, (instruction, args) in enumerate(steps)
+                if instruction == "RUN" and re.search(r"apt-get install .*\bg\+\+", args)]
+    assert installs and installs[0] < user_at
+
+
 def test_production_image_converts_the_model_offline_as_its_user():
     steps = dockerfile(REPO / "Dockerfile")
     env = dockerfile_env(REPO / "Dockerfile")
