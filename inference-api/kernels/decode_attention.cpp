@@ -1,5 +1,5 @@
 // Decode attention on the CPU: one new token per row against that row's cached keys and values,
-// read in place from the KV cache. Built at first use by inference_api/native.py for the
+// read in place from the KV cache. Built at first use by native_attention.py for the
 // machine it runs on (-march=native) and called through ctypes, once per layer.
 //
 // Why a kernel of our own: with torch ops, a decode step's attention is a batched matmul over
@@ -63,18 +63,20 @@ inline void store(bf16 *p, float x) {  // round to nearest even, as torch does
     *p = bf16(u >> 16);
 }
 
-// e^x for x <= 0 (scores minus their maximum), relative error about 2e-7: 2^(x log2 e) split
-// into an integer power of two and a degree-5 polynomial on [-0.5, 0.5].
+// e^x for x <= 0 (scores minus their maximum): 2^(x log2 e) split into an integer power of two
+// and Cephes' degree-6 polynomial for 2^f on [-0.5, 0.5]. Relative error measured under 3.3e-7
+// for x >= -20 and under 1.3e-6 down to -87, below which the result is held at e^-87.
 inline f32x16 exp_nonpositive(f32x16 x) {
     x = x < splat(-87.0f) ? splat(-87.0f) : x;
     f32x16 t = x * 1.44269504f;
     f32x16 r = (t + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23
     f32x16 f = t - r;
-    f32x16 p = splat(1.3333558e-3f);
-    p = p * f + 9.6181291e-3f;
-    p = p * f + 5.5504109e-2f;
-    p = p * f + 2.4022651e-1f;
-    p = p * f + 6.9314718e-1f;
+    f32x16 p = splat(1.535336188319500e-4f);
+    p = p * f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
     p = p * f + 1.0f;
     i32x16 bits;
     std::memcpy(&bits, &p, sizeof bits);
@@ -126,7 +128,7 @@ void query_key(const float *q, int group, int dim, const T *k, int64_t tiles, fl
     }
 }
 
-// s[p] = e^(s[p] - max s) for p < n, zero in the padding; returns 1 / sum.
+// s[p] = e^(s[p] - max s) for p < n, about e^-87 in the padding; returns 1 / sum.
 float softmax_numerators(float *s, int64_t n) {
     const int64_t vecs = (n + W - 1) / W;
     for (int64_t p = n; p < vecs * W; p++) s[p] = -1e30f;
