@@ -53,7 +53,12 @@ inline f32x16 load16(const bf16 *p) {  // bfloat16 is the top half of a float32
 }
 
 inline float to_float(float x) { return x; }
-inline float to_float(bf16 x) { uint32_t u = uint32_t(x) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+inline float to_float(bf16 x) {
+    uint32_t u = uint32_t(x) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
 
 inline void store(float *p, float x) { *p = x; }
 inline void store(bf16 *p, float x) {  // round to nearest even, as torch does
@@ -213,7 +218,8 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, T *k_cache, T 
                            of);
             T *o = out + task * group * dim;
             for (int g = 0; g < group; g++)
-                for (int64_t d = 0; d < dim; d++) store(o + g * dim + d, of[g * dim + d] * inverse_sum[g]);
+                for (int64_t d = 0; d < dim; d++)
+                    store(o + g * dim + d, of[g * dim + d] * inverse_sum[g]);
         }
         std::free(scores);
         std::free(qf);
