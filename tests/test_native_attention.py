@@ -3,13 +3,16 @@ import logging
 import re
 
 import pytest
+import requests
 import torch
 
+from conftest import api_server
 from inference_api import native_attention
 from inference_api.attention import DecodeAttention
 from inference_api.config import Config, ConfigError
 from inference_api.native_attention import (KernelUnavailable, NativeDecodeAttention,
                                             choose_decode_attention)
+from test_server_mock import post, wait_for
 
 CPU = torch.device("cpu")
 MAX_SEQ = 83  # not a multiple of the 16-position key tile: the last tile is part stale
@@ -182,3 +185,39 @@ def test_decode_attention_setting_is_validated():
     assert Config.from_env({"DECODE_ATTENTION": "torch"}).decode_attention == "torch"
     with pytest.raises(ConfigError, match="DECODE_ATTENTION='fast' is not valid"):
         Config.from_env({"DECODE_ATTENTION": "fast"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", ["native", "auto"])
+def test_server_without_a_compiler(tmp_path, choice):
+    """DECODE_ATTENTION=native refuses to start and /health says why; auto serves anyway."""
+    server = api_server({"DECODE_ATTENTION": choice, "CXX": "no-such-compiler",
+                         "XDG_CACHE_HOME": str(tmp_path), "MAX_SEQ_LEN": "256",
+                         "MODEL_CACHE_DIR": Config.from_env().model_cache_dir})
+    server.start(wait_ready=False)
+    try:
+        def health_response():
+            try:
+                return requests.get(server.url + "/health", timeout=2)
+            except requests.RequestException:
+                return None
+
+        def settled():
+            response = health_response()
+            return response is not None and (response.status_code == 200
+                                             or "failed to start" in response.text)
+
+        assert wait_for(settled, 180)
+        response = health_response()
+        if choice == "native":
+            assert response.status_code == 503
+            assert "no C++ compiler" in response.json()["message"]
+        else:
+            assert response.status_code == 200
+            answer = post(server, {"text": "The capital of France is", "max_tokens": 4,
+                                   "temperature": 0})
+            assert answer.status_code == 200 and answer.text.strip()
+            assert "decode attention runs as torch ops: no C++ compiler" in server.output()
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
