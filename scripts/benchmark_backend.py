@@ -206,7 +206,7 @@ def main() -> int:
         else:
             variants = {f"DECODE_ATTENTION {a}": (config, a)
                         for a in args.decode_attentions.split(",")}
-        for _, attention in variants.values():
+        for attention in dict.fromkeys(a for _, a in variants.values()):  # each choice once
             runner.model.use_decode_attention(attention)
             run_engine(runner, config, prompt_ids[:2], 4, 0.0)
             for _ in range(args.warmup):

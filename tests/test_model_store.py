@@ -8,14 +8,13 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from conftest import api_server
 from inference_api.config import Config
 from inference_api.model_store import (COMPLETE_MARKER, bundled_gguf_path, cache_folder,
                                        is_complete, prepare_model_folder)
 from processes import REPO
-from test_server_mock import wait_for
+from test_server_mock import health_response, wait_for
 
 
 def run_script(env: dict) -> subprocess.CompletedProcess:
@@ -42,15 +41,9 @@ def test_server_with_an_unreadable_model_says_why_on_health(tmp_path):
     server = api_server({"MODEL_PATH": str(bad), "MODEL_CACHE_DIR": str(tmp_path / "cache")})
     server.start(wait_ready=False)
     try:
-        def health_text():
-            try:
-                return requests.get(server.url + "/health", timeout=2)
-            except requests.RequestException:
-                return None
-
-        assert wait_for(lambda: (r := health_text()) is not None and "failed to start" in r.text,
-                        120)
-        response = health_text()
+        assert wait_for(lambda: (r := health_response(server)) is not None
+                        and "failed to start" in r.text, 120)
+        response = health_response(server)
         assert response.status_code == 503 and str(bad) in response.json()["message"]
         assert "Traceback" not in server.output()
     finally:

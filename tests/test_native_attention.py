@@ -3,7 +3,6 @@ import logging
 import re
 
 import pytest
-import requests
 import torch
 
 from conftest import api_server
@@ -12,7 +11,7 @@ from inference_api.attention import DecodeAttention
 from inference_api.config import Config, ConfigError
 from inference_api.native_attention import (KernelUnavailable, NativeDecodeAttention,
                                             choose_decode_attention)
-from test_server_mock import post, wait_for
+from test_server_mock import health_response, post, wait_for
 
 CPU = torch.device("cpu")
 MAX_SEQ = 83  # not a multiple of the 16-position key tile: the last tile is part stale
@@ -196,19 +195,13 @@ def test_server_without_a_compiler(tmp_path, choice):
                          "MODEL_CACHE_DIR": Config.from_env().model_cache_dir})
     server.start(wait_ready=False)
     try:
-        def health_response():
-            try:
-                return requests.get(server.url + "/health", timeout=2)
-            except requests.RequestException:
-                return None
-
         def settled():
-            response = health_response()
+            response = health_response(server)
             return response is not None and (response.status_code == 200
                                              or "failed to start" in response.text)
 
         assert wait_for(settled, 180)
-        response = health_response()
+        response = health_response(server)
         if choice == "native":
             assert response.status_code == 503
             assert "no C++ compiler" in response.json()["message"]

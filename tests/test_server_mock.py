@@ -41,6 +41,14 @@ def health(server) -> dict:
     return requests.get(server.url + "/health", timeout=5).json()
 
 
+def health_response(server) -> requests.Response | None:
+    """GET /health, or None while the server does not answer yet."""
+    try:
+        return requests.get(server.url + "/health", timeout=2)
+    except requests.RequestException:
+        return None
+
+
 def test_health_reports_ready_and_load(mock_server):
     response = requests.get(mock_server.url + "/health", timeout=5)
     assert response.status_code == 200
