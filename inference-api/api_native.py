@@ -1,13 +1,16 @@
 """POST /inference/<model> (prompt as given) and /predictions/<model> (as one chat turn)."""
 from __future__ import annotations
 
+import errno
 import logging
+from contextlib import closing
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from pydantic import ValidationError
 
-from .frontend import ApiError, Record
+from .frontend import ApiError, Record, StreamCut
 from .prompts import ChatTemplateError
+from .protocol import FINISH_ERROR
 from .schemas import InferenceRequest, describe_validation_error
 
 native = Blueprint("native", __name__)
@@ -54,10 +57,13 @@ def _generate(model_id: str, chat: bool):
 
     def chunks():
         yield b""  # sends the headers now, even while the prompt waits for a row
-        for batch in frontend.outputs(session, record, request.environ):
-            text = "".join(o.text for o in batch)
-            if text:
-                yield text.encode()
+        with closing(frontend.outputs(session, record, request.environ)) as outputs:
+            for batch in outputs:
+                text = "".join(o.text for o in batch)
+                if text:
+                    yield text.encode()
+                if batch[-1].finish_reason == FINISH_ERROR:
+                    raise StreamCut(errno.ECONNRESET, f"generation failed: {batch[-1].error}")
 
     return Response(stream_with_context(chunks()), status=200,
                     content_type="text/plain; charset=utf-8")

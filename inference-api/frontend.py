@@ -27,6 +27,14 @@ class ApiError(Exception):
         self.status, self.message, self.headers, self.code = status, message, headers or {}, code
 
 
+class StreamCut(ConnectionResetError):
+    """Raised mid-stream to drop the connection without the final chunk: the client sees a cut.
+
+    A plain-text stream has no way to say "error" once its headers are sent; ending it with the
+    zero-length chunk would make a truncated answer look complete.
+    """
+
+
 @dataclass
 class Record:
     """What the request log line says about one generation."""
@@ -107,13 +115,20 @@ class Frontend:
         in every case the session is closed (and its generation cancelled if still running).
         """
         try:
+            next_check = time.monotonic() + CLIENT_CHECK_SECONDS
             while True:
                 try:
-                    batch = [session.outputs.get(timeout=CLIENT_CHECK_SECONDS)]
+                    batch = [session.outputs.get(timeout=max(0.0, next_check - time.monotonic()))]
                 except queue.Empty:
+                    batch = None
+                # Checked on a clock, not only when no output comes: an answer sent in one
+                # piece writes nothing while tokens flow, so only this notices its client left.
+                if time.monotonic() >= next_check:
                     if client_gone(environ):
                         record.finish_reason = "cancelled"
                         return
+                    next_check = time.monotonic() + CLIENT_CHECK_SECONDS
+                if batch is None:
                     continue
                 while batch[-1].finish_reason is None:
                     try:
