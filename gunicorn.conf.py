@@ -1,5 +1,4 @@
 """gunicorn settings for the Inference API: one worker (it owns the backend), many stream threads."""
-import signal
 import sys
 
 from inference_api.config import Config, ConfigError
@@ -11,32 +10,21 @@ except ConfigError as exc:
     sys.exit(2)
 
 wsgi_app = "inference_api.server:create_server()"
-bind = f"0.0.0.0:{_config.service_port}"
+bind = f"{_config.service_host}:{_config.service_port}"
 # One worker: the worker process owns the decode backend, which owns the model and its rows.
 workers = 1
-worker_class = "gthread"
+# gthread that keeps answering (503) while it drains on SIGTERM, with JSON error pages.
+worker_class = "inference_api.gunicorn_worker.ApiWorker"
 # A thread per running stream, per waiting prompt, and spare for health checks and refusals.
 threads = _config.max_users + _config.max_queue + 16
 # gthread's timeout watches the worker's own loop, not request length: long streams are safe.
 timeout = 120
-graceful_timeout = int(_config.drain_timeout_s)
+# The master kills the worker after this: the drain, then time to stop the backend.
+graceful_timeout = int(_config.drain_timeout_s) + 15
 keepalive = 5
 accesslog = None
 # Each gunicorn would otherwise claim the same per-user control socket; this server needs none.
 control_socket_disable = True
-
-
-def post_worker_init(worker):
-    """On SIGTERM, refuse new requests with 503 while running streams finish."""
-    frontend = worker.wsgi.extensions["inference"]
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def drain(signum, frame):
-        frontend.draining = True
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, drain)
 
 
 def worker_exit(server, worker):

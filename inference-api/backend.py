@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 import time
 
 from .config import Config
@@ -14,6 +15,7 @@ from .protocol import Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit
 
 log = logging.getLogger("inference_api.backend")
 HEARTBEAT_SECONDS = 0.5
+PARENT_CHECK_SECONDS = 0.5
 
 
 def build_runner(config: Config):
@@ -36,9 +38,24 @@ def warm_up(engine: Engine) -> None:
         engine.step()
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """End this process soon after the server process is gone, however it died.
+
+    A SIGKILLed server runs no clean-up, and an orphaned backend would keep its cores busy.
+    """
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.error("the server process %s is gone; the backend exits", parent_pid)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def backend_main(config: Config, inputs, outputs) -> None:
     """Entry point of the backend process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s backend %(levelname)s %(message)s")
+    exit_with_parent(multiprocessing.parent_process().pid)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     # Ctrl-C reaches the whole process group; the frontend decides when the backend stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -37,6 +37,7 @@ class Config:
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     mock_model: bool = False
     mock_step_ms: float = 10.0
+    service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it
     service_port: int = 7000
     max_body_bytes: int = 1 << 20
     drain_timeout_s: float = 30.0
@@ -57,6 +58,8 @@ class Config:
         _check(0 <= self.max_queue <= 100_000, "MAX_QUEUE", self.max_queue, "0..100000")
         _check(1 <= self.prefill_chunk <= 65536, "PREFILL_CHUNK", self.prefill_chunk, "1..65536")
         _check(0 <= self.mock_step_ms <= 60_000, "MOCK_STEP_MS", self.mock_step_ms, "0..60000")
+        _check(bool(self.service_host.strip()) and " " not in self.service_host.strip(),
+               "SERVICE_HOST", self.service_host, "a host name or address")
         _check(1 <= self.service_port <= 65535, "SERVICE_PORT", self.service_port, "1..65535")
         _check(1024 <= self.max_body_bytes, "MAX_BODY_BYTES", self.max_body_bytes, ">= 1024")
         _check(self.drain_timeout_s >= 0, "DRAIN_TIMEOUT_S", self.drain_timeout_s, ">= 0")

@@ -81,9 +81,10 @@ class BackendLink:
                 self.inputs.put(Cancel(session.id))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the backend process and the reader."""
-        self._stopping.set()
+        """Stop the backend process and the reader (once; later calls do nothing)."""
         with self._lock:
+            if self.state == STOPPED:
+                return
             self.state, self.message = STOPPED, "the server is shutting down"
         try:
             self.inputs.put(Shutdown())
@@ -93,7 +94,9 @@ class BackendLink:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
+        self._stopping.set()  # the reader routed the backend's last outputs until now
         self._reader.join(timeout)
+        self._end_sessions("the server is shutting down")
 
     # -- the reader thread ----------------------------------------------------------------
 
@@ -137,6 +140,14 @@ class BackendLink:
                 self.state, self.message = FAILED, f"the backend failed to start: {item.message}"
             log.error("%s", self.message)
 
+    def _end_sessions(self, error: str) -> None:
+        """End every session still waiting for outputs with an error."""
+        with self._lock:
+            orphans = [s for s in self._sessions.values() if not s.finished]
+        for session in orphans:
+            session.finished = True
+            session.outputs.put(Output(session.id, "", finish_reason=FINISH_ERROR, error=error))
+
     def _check_alive(self, force_dead: bool = False) -> None:
         """Notice a dead or silent backend: end its sessions and start a fresh process."""
         if self.state in (FAILED, STOPPED):
@@ -151,11 +162,7 @@ class BackendLink:
         log.error("backend process %s %s; restarting it", self.process.pid, reason)
         with self._lock:
             self.state, self.message = DEAD, f"the backend {reason}; restarting"
-            orphans = list(self._sessions.values())
-        for session in orphans:
-            session.finished = True
-            session.outputs.put(Output(session.id, "", finish_reason=FINISH_ERROR,
-                                       error=f"the backend {reason}"))
+        self._end_sessions(f"the backend {reason}")
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)

@@ -1,0 +1,57 @@
+"""The API's gunicorn worker: gthread that drains on SIGTERM and answers its own errors in JSON."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+DRAIN_POLL_SECONDS = 0.1
+
+
+class ApiWorker(ThreadWorker):
+    """gthread, except that SIGTERM keeps the worker answering until its streams have ended.
+
+    gthread stops accepting at once on SIGTERM, so new requests and /health would wait in
+    the listen backlog until the worker exits and then fail. While draining, this worker
+    still accepts: /health answers 503 and new generations 503 with Retry-After (the
+    Frontend refuses them), and the running streams finish. It stops when none is left or
+    at DRAIN_TIMEOUT_S, when the backend is stopped and what still runs ends with an error.
+    """
+
+    def handle_exit(self, sig, frame):
+        app = getattr(self, "wsgi", None)
+        if app is None or "inference" not in getattr(app, "extensions", {}):
+            return super().handle_exit(sig, frame)  # still booting: nothing runs yet
+        frontend = app.extensions["inference"]
+        if frontend.draining:
+            return
+        frontend.draining = True
+        self.log.info("draining: refusing new requests while %d run", frontend.link.open_sessions)
+        threading.Thread(target=self._drain, args=(frontend, sig, frame), name="drain",
+                         daemon=True).start()
+
+    def _drain(self, frontend, sig, frame) -> None:
+        deadline = time.monotonic() + frontend.config.drain_timeout_s
+        while frontend.link.open_sessions and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_SECONDS)
+        if frontend.link.open_sessions:
+            self.log.warning("drain timeout: ending %d running requests",
+                             frontend.link.open_sessions)
+        frontend.link.stop()  # ends what still runs with an error, so its connections close
+        super().handle_exit(sig, frame)
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it could not parse, in the API's JSON error shape."""
+    body = json.dumps({"status_code": status_int, "message": mesg or reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn writes an HTML page for requests it refuses before the app sees them (a 64 KB
+# header: 431; a bad request line: 400); every other error of this API is JSON.
+util.write_error = write_json_error
