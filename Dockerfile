@@ -18,13 +18,16 @@ ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl
 
 # Logs reach `docker logs` at once; no .pyc files in a read-only code tree; no pip cache
-# in the layers; nothing is ever downloaded from the Hugging Face hub at run time.
+# in the layers; nothing is ever downloaded from the Hugging Face hub at run time. Inside a
+# container the API listens on every interface, or nothing outside it could reach it:
+# compose keeps its port on the internal network.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 \
-    MODEL_CACHE_DIR=/models
+    MODEL_CACHE_DIR=/models \
+    SERVICE_HOST=0.0.0.0
 
 # The server runs as an unprivileged user; the code stays owned by root and read-only to it.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app
