@@ -16,8 +16,8 @@ from inference_api.mock import mock_answer
 MODEL = "SmolLM2-135M-Instruct"
 
 
-def post(server, body, route="inference", model=MODEL, **kw):
-    return requests.post(f"{server.url}/{route}/{model}", json=body, timeout=30, **kw)
+def post(server, body, route="inference", model=MODEL, timeout=30, **kw):
+    return requests.post(f"{server.url}/{route}/{model}", json=body, timeout=timeout, **kw)
 
 
 def post_body(server, body: dict | bytes) -> requests.Response:

@@ -54,7 +54,7 @@ def test_forty_concurrent_streams_all_complete(real_server):
     def one(i):
         response = post(real_server, {"text": f"Tell me fact number {i} about cats.",
                                       "max_tokens": 12, "temperature": 0}, stream=True,
-                        route="predictions")
+                        route="predictions", timeout=(10, 600))  # queued behind 32 rows
         body = b"".join(response.iter_content(chunk_size=None)).decode()
         return response.status_code, body
 
@@ -62,7 +62,7 @@ def test_forty_concurrent_streams_all_complete(real_server):
         results = list(pool.map(one, range(40)))
     assert [status for status, _ in results] == [200] * 40, results
     assert all(body for _, body in results), results
-    assert wait_for(lambda: health(real_server)["busy_rows"] == 0)
+    assert wait_for(lambda: health(real_server)["busy_rows"] == 0, 60)
 
 
 def test_disconnect_frees_rows(real_server):
