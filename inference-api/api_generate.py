@@ -5,15 +5,17 @@ import time
 from contextlib import closing
 
 from flask import Blueprint, current_app, jsonify, request
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+from pydantic import (AliasChoices, BaseModel, Field, StrictBool, ValidationError, field_validator,
                       model_validator)
 
 from .frontend import ApiError
 from .params import MAX_EXTRA_EOS, MAX_STOPS, MAX_TOP_K
+from .prompts import PromptTooLong
 from .protocol import FINISH_ERROR
 from .samples import (MAX_SAMPLES, open_samples, run_to_end, sample_params, sse_event,
                       sse_response, text_batches)
-from .schemas import MAX_NEW_TOKENS, PromptText, StopText, describe_validation_error
+from .schemas import (MAX_NEW_TOKENS, REQUEST_CONFIG, Float, Int, PromptText, StopText,
+                      describe_validation_error)
 
 generate = Blueprint("generate", __name__)
 
@@ -25,23 +27,23 @@ def _either(*names: str, **field):
 class GenerateRequest(BaseModel):
     """The body of POST /generate; null means "not given" for every field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     text: PromptText = _either("text", "prompt")
-    max_tokens: int | None = _either("max_tokens", "max_new_tokens", default=None, ge=1,
+    max_tokens: Int | None = _either("max_tokens", "max_new_tokens", default=None, ge=1,
                                      le=MAX_NEW_TOKENS)
-    temperature: float = Field(1.0, ge=0, le=5)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0, le=MAX_TOP_K)  # 0: off
-    repetition_penalty: float = Field(1.0, gt=0, le=10)
-    do_sample: bool = True  # false: greedy, whatever the temperature
-    num_samples: int = _either("num_samples", "num_return_sequences", default=1, ge=1,
+    temperature: Float = Field(1.0, ge=0, le=5)
+    top_p: Float = Field(1.0, gt=0, le=1)
+    top_k: Int = Field(0, ge=0, le=MAX_TOP_K)  # 0: off
+    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    do_sample: StrictBool = True  # false: greedy, whatever the temperature
+    num_samples: Int = _either("num_samples", "num_return_sequences", default=1, ge=1,
                                le=MAX_SAMPLES)
     stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
-    eos_token_ids: list[int] = Field(default_factory=list, max_length=MAX_EXTRA_EOS)
-    max_input_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    stream: bool = False
+    eos_token_ids: list[Int] = Field(default_factory=list, max_length=MAX_EXTRA_EOS)
+    max_input_tokens: Int | None = Field(None, ge=1)
+    seed: Int | None = Field(None, ge=0, lt=2**63)
+    stream: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -72,7 +74,11 @@ def generate_text():
     except ValidationError as exc:
         raise ApiError(400, describe_validation_error(exc)) from None
     encoder = frontend.require_ready()
-    prompt_ids = encoder.encode(body.text)
+    try:
+        # With max_input_tokens a long prompt is cut to its end, not refused: tokenize it whole.
+        prompt_ids = encoder.encode(body.text, bounded=body.max_input_tokens is None)
+    except PromptTooLong as exc:
+        raise ApiError(400, str(exc), code="context_length_exceeded") from None
     if body.max_input_tokens is not None:
         prompt_ids = prompt_ids[-body.max_input_tokens:]  # the end of a prompt matters most
     if not prompt_ids:

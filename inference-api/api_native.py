@@ -9,7 +9,8 @@ from flask import Blueprint, Response, current_app, g, request, stream_with_cont
 from pydantic import ValidationError
 
 from .frontend import ApiError, Record, StreamCut
-from .prompts import ChatTemplateError
+from .prompts import ChatTemplateError, PromptTooLong
+from .quote import quote
 from .protocol import FINISH_ERROR
 from .schemas import InferenceRequest, describe_validation_error
 
@@ -35,25 +36,27 @@ def _generate(model_id: str, chat: bool):
     frontend = frontend_of(current_app)
     served = frontend.config.model_id
     if model_id != served:
-        raise ApiError(404, f"model {model_id!r} is not served here; the served model is {served!r}")
+        raise ApiError(404, f"model {quote(model_id)} is not served here; the served model is "
+                            f"{served!r}")
     try:
         body = InferenceRequest.model_validate(read_json_object())
     except ValidationError as exc:
         raise ApiError(400, describe_validation_error(exc)) from None
     encoder = frontend.require_ready()
-    if chat:
-        try:
+    try:
+        if chat:
             prompt_text = encoder.chat_text([{"role": "user", "content": body.text}])
-        except ChatTemplateError as exc:
-            raise ApiError(400, str(exc)) from None
-        prompt_ids = encoder.encode_chat_text(prompt_text)
-    else:
-        prompt_text, prompt_ids = body.text, encoder.encode(body.text)
+            prompt_ids = encoder.encode_chat_text(prompt_text)
+        else:
+            prompt_text, prompt_ids = body.text, encoder.encode(body.text)
+    except (ChatTemplateError, PromptTooLong) as exc:
+        raise ApiError(400, str(exc), code="context_length_exceeded"
+                       if isinstance(exc, PromptTooLong) else None) from None
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
     session = frontend.open(prompt_ids, body.sampling(max_tokens), body.text)
     record = Record(g.request_id, request.path, prompt_tokens=len(prompt_ids))
     if body.session_id is not None:
-        log.info("request %s client session_id=%r", g.request_id, body.session_id)
+        log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
 
     def chunks():
         yield b""  # sends the headers now, even while the prompt waits for a row

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .frontend import ApiError
-from .prompts import ChatTemplateError
+from .prompts import ChatTemplateError, PromptTooLong
 from .protocol import FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
+from .quote import quote
 from .samples import (open_samples, run_to_end, sample_params, sse_event, sse_response,
                       text_batches)
 from .schemas_openai import ChatRequest, CompletionRequest, describe_openai_error
@@ -90,7 +91,10 @@ def completions():
     """Continue each prompt as given."""
     frontend, body = _read(CompletionRequest)
     encoder = frontend.require_ready()
-    prompts = [(text, encoder.encode(text)) for text in body.prompt]
+    try:
+        prompts = [(text, encoder.encode(text)) for text in body.prompt]
+    except PromptTooLong as exc:
+        raise OpenAIError(400, str(exc), param="prompt", code="context_length_exceeded") from None
     return _answer(frontend, body, prompts, chat=False)
 
 
@@ -101,9 +105,12 @@ def chat_completions():
     encoder = frontend.require_ready()
     try:
         text = encoder.chat_text([m.turn() for m in body.messages])
+        ids = encoder.encode_chat_text(text)
     except ChatTemplateError as exc:
         raise OpenAIError(400, str(exc), param="messages") from None
-    return _answer(frontend, body, [(text, encoder.encode_chat_text(text))], chat=True)
+    except PromptTooLong as exc:
+        raise OpenAIError(400, str(exc), param="messages", code="context_length_exceeded") from None
+    return _answer(frontend, body, [(text, ids)], chat=True)
 
 
 def _model_card() -> dict:
@@ -122,7 +129,7 @@ def _check_model(model_id: str) -> None:
 
     served = frontend_of(current_app).config.model_id
     if model_id != served:
-        raise OpenAIError(404, f"The model {model_id!r} does not exist; this server serves "
+        raise OpenAIError(404, f"The model {quote(model_id)} does not exist; this server serves "
                                f"{served!r}", param="model", code="model_not_found")
 
 

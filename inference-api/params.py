@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .quote import quote
+
 MAX_TOP_K = 1000  # beyond this top-k hardly differs from "off", and it bounds the topk cost
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
@@ -12,7 +14,7 @@ MAX_EXTRA_EOS = 16
 
 def _check(ok: bool, name: str, value, allowed: str):
     if not ok:
-        raise ValueError(f"{name}={value!r} is not valid: expected {allowed}")
+        raise ValueError(f"{name}={quote(value)} is not valid: expected {allowed}")
 
 
 def _is_int(x) -> bool:

@@ -1,6 +1,7 @@
 """Prompts: chat templates rendered as transformers does (without it), and tokenization."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from functools import lru_cache
 
@@ -8,8 +9,63 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
+# The mock's tokens are words of any length: it takes them as at most this many characters, so
+# that it refuses huge prompts by the same path as a real tokenizer (its only use is tests).
+MOCK_MAX_TOKEN_CHARS = 64
+# Normalizers that never make text shorter, so that a token still stands for at least the
+# characters of the text it came from. NFC and NFKC compose characters, Strip and the BERT
+# normalizer drop some: with those no bound holds.
+_KEEPING_NORMALIZERS = {"NFD", "NFKD", "Lowercase", "Prepend"}
+_KEEPING_PRE_TOKENIZERS = {"ByteLevel", "Metaspace", "Digits", "Punctuation", "Split"}
+
+
 class ChatTemplateError(ValueError):
     """The messages cannot be rendered with the model's template."""
+
+
+class PromptTooLong(ValueError):
+    """The prompt has more characters than the context could hold as tokens."""
+
+
+def _never_shrinks(normalizer: dict | None) -> bool:
+    if normalizer is None:
+        return True
+    kind = normalizer.get("type")
+    if kind == "Sequence":
+        return all(_never_shrinks(n) for n in normalizer.get("normalizers", []))
+    if kind == "Replace":
+        pattern = normalizer.get("pattern", {})
+        return "String" in pattern and len(normalizer.get("content", "")) >= len(pattern["String"])
+    return kind in _KEEPING_NORMALIZERS
+
+
+def _keeps_every_char(pre_tokenizer: dict | None) -> bool:
+    if pre_tokenizer is None:
+        return True
+    kind = pre_tokenizer.get("type")
+    if kind == "Sequence":
+        return all(_keeps_every_char(p) for p in pre_tokenizer.get("pretokenizers", []))
+    if kind == "Split":
+        return pre_tokenizer.get("behavior") != "Removed"
+    return kind in _KEEPING_PRE_TOKENIZERS
+
+
+def longest_token_chars(tokenizer) -> int | None:
+    """The most characters of text one token can stand for, or None when nothing bounds it.
+
+    A BPE token's string covers at least as many characters as the text it encodes (byte-level
+    tokens spell one character per byte, byte-fallback tokens six per byte), as long as nothing
+    before the model drops or merges characters and unknown characters are not fused into one
+    token. Then a text longer than context x this cannot fit the context, whatever it holds.
+    """
+    spec = json.loads(tokenizer.to_str())
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or (model.get("unk_token") and model.get("fuse_unk")):
+        return None
+    if not (_never_shrinks(spec.get("normalizer"))
+            and _keeps_every_char(spec.get("pre_tokenizer"))):
+        return None
+    return max(len(token) for token in tokenizer.get_vocab(with_added_tokens=True))
 
 
 def _raise(message: str):
@@ -39,30 +95,60 @@ def render_chat(template: str | None, messages: list[dict], bos_token: str | Non
 class PromptEncoder:
     """Turns request text or chat messages into prompt token ids for the served model."""
 
-    def __init__(self, info: dict):
+    def __init__(self, info: dict, tokenizer=None):
         self.info = info
-        if info.get("mock"):
+        self.context = info.get("max_seq_len")
+        if info.get("mock") and tokenizer is None:
             from .mock import MockTokenizer
 
             self._encode = lambda text, special: MockTokenizer().encode(text)
-        else:
+            self.longest_token = MOCK_MAX_TOKEN_CHARS
+            return
+        if tokenizer is None:
             from pathlib import Path
 
             from .model_store import load_tokenizer
 
             tokenizer = load_tokenizer(Path(info["folder"]))
-            self._encode = lambda text, special: tokenizer.encode(
-                text, add_special_tokens=special).ids
+        # encode() holds the GIL for the whole text, stalling the thread that feeds every stream;
+        # the batch calls release it while the Rust code runs.
+        batch = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+        self._encode = lambda text, special: batch([text], add_special_tokens=special)[0].ids
+        self.longest_token = longest_token_chars(tokenizer)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a plain prompt, with the special tokens the model's tokenizer adds."""
+    @property
+    def max_prompt_chars(self) -> int | None:
+        """The longest text that could fit the context as tokens; None when nothing bounds it."""
+        if self.longest_token is None or not self.context:
+            return None
+        return self.context * self.longest_token
+
+    def check_length(self, chars: int) -> None:
+        """PromptTooLong when a text of this many characters cannot fit the context."""
+        limit = self.max_prompt_chars
+        if limit is not None and chars > limit:
+            raise PromptTooLong(f"the prompt has {chars} characters, over the {limit} that the "
+                                f"context of {self.context} tokens can hold (a token stands for "
+                                f"at most {self.longest_token} characters)")
+
+    def encode(self, text: str, bounded: bool = True) -> list[int]:
+        """Token ids of a plain prompt, with the special tokens the model's tokenizer adds.
+
+        Text that cannot fit the context is refused before it is tokenized, unless the caller
+        keeps only part of the tokens (bounded=False).
+        """
+        if bounded:
+            self.check_length(len(text))
         return self._encode(text, True)
 
     def chat_text(self, messages: list[dict]) -> str:
         """The prompt text of a conversation in the model's own chat template."""
+        # Checked before rendering too: a template renders every message's content.
+        self.check_length(sum(len(m["content"]) for m in messages))
         return render_chat(self.info.get("chat_template"), messages, self.info.get("bos_token"),
                            self.info.get("eos_token"))
 
     def encode_chat_text(self, text: str) -> list[int]:
         """Token ids of rendered chat text (the template already holds the special tokens)."""
+        self.check_length(len(text))
         return self._encode(text, False)

@@ -3,13 +3,32 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
+                      ValidationError, field_validator)
 
 from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
+from .quote import quote, quote_name
 
 MAX_NEW_TOKENS = 2048
+MAX_PROBLEMS = 5  # problems listed in one message; a body of many bad fields names the first few
+# Every request body: unknown fields refused, numbers finite (NaN and Infinity compare false with
+# every bound, so a range alone lets them through). Numeric strings stay accepted as numbers, as
+# older clients send them; booleans must be JSON booleans (StrictBool): "yes", "off" or 1 are
+# refused rather than guessed at.
+REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+
+
+def _not_bool(value):
+    # pydantic takes true as 1 for a number; a client that sends it has confused two fields.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]  # numeric strings ("4") are accepted
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 def _not_blank(text: str) -> str:
@@ -24,18 +43,18 @@ PromptText = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 class InferenceRequest(BaseModel):
     """POST /inference/<model> and /predictions/<model>. Numeric strings are accepted as numbers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     text: PromptText
-    temperature: float = Field(1.0, ge=0, le=5)
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    temperature: Float = Field(1.0, ge=0, le=5)
+    top_k: Int | None = Field(None, ge=1, le=MAX_TOP_K)
+    top_p: Float = Field(1.0, gt=0, le=1)
+    max_tokens: Int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     stop_sequence: Union[StopText, list[StopText], None] = None
-    return_prompt: bool = False
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    repetition_penalty: float = Field(1.0, gt=0, le=10)
-    ignore_eos: bool = False  # generate exactly max_tokens, as benchmark tools expect
+    return_prompt: StrictBool = False
+    seed: Int | None = Field(None, ge=0, lt=2**63)
+    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    ignore_eos: StrictBool = False  # generate exactly max_tokens, as benchmark tools expect
     session_id: Union[str, int, None] = None  # sent by older clients; only logged
 
     @field_validator("stop_sequence")
@@ -62,16 +81,32 @@ class InferenceRequest(BaseModel):
                               return_prompt=self.return_prompt, ignore_eos=self.ignore_eos)
 
 
+def field_path(err: dict) -> str:
+    """The dotted path of the field at fault, cut when a client sent a very long key."""
+    return quote_name(".".join(str(p) for p in err["loc"]) or "body")
+
+
+def error_text(err: dict) -> str:
+    """pydantic's message, cut: a validator's message may quote what the client sent."""
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg if len(msg) <= 200 else msg[:200] + "..."
+
+
+def join_problems(parts: list[str]) -> str:
+    """The first MAX_PROBLEMS problems, and how many more there are."""
+    more = len(parts) - MAX_PROBLEMS
+    return "; ".join(parts[:MAX_PROBLEMS]) + (f"; and {more} more problems" if more > 0 else "")
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    """One readable sentence per problem: the field, the value sent and what is allowed."""
+    """One readable sentence per problem: the field, the value sent (cut short), what is allowed."""
     parts = []
     for err in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in err["loc"]) or "body"
+        field = field_path(err)
         if err["type"] == "missing":
             parts.append(f"{field} is required")
         elif err["type"] == "extra_forbidden":
             parts.append(f"{field} is not a known field")
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{field}={err.get('input')!r}: {msg}")
-    return "; ".join(parts)
+            parts.append(f"{field}={quote(err.get('input'))}: {error_text(err)}")
+    return join_problems(parts)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
+from .quote import quote
 from .samples import MAX_SAMPLES
+from .schemas import REQUEST_CONFIG, Float, Int, error_text, field_path, join_problems
 
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
@@ -24,35 +25,35 @@ NO_OP_VALUES = {
 class StreamOptions(BaseModel):
     """stream_options: include_usage adds a last chunk with the usage of the whole request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
-    include_usage: bool = False
-    include_obfuscation: bool | None = None  # padding against side channels; not needed here
+    include_usage: StrictBool = False
+    include_obfuscation: StrictBool | None = None  # padding against side channels; not needed here
 
 
 class _OpenAIRequest(BaseModel):
     """The fields both routes share; null means "not given" for every field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=-1, le=MAX_TOP_K)  # -1 and 0: off
-    min_p: float = Field(0.0, ge=0, le=1)
-    n: int = Field(1, ge=1, le=MAX_SAMPLES)
+    max_tokens: Int | None = Field(None, ge=1)
+    max_completion_tokens: Int | None = Field(None, ge=1)
+    temperature: Float = Field(1.0, ge=0, le=2)
+    top_p: Float = Field(1.0, gt=0, le=1)
+    top_k: Int = Field(0, ge=-1, le=MAX_TOP_K)  # -1 and 0: off
+    min_p: Float = Field(0.0, ge=0, le=1)
+    n: Int = Field(1, ge=1, le=MAX_SAMPLES)
     stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
-    seed: int | None = None
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    repetition_penalty: float = Field(1.0, gt=0, le=10)
-    stream: bool = False
+    seed: Int | None = None
+    presence_penalty: Float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: Float = Field(0.0, ge=-2, le=2)
+    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted for compatibility; not used
-    ignore_eos: bool = False
-    min_tokens: int = Field(0, ge=0)
+    ignore_eos: StrictBool = False
+    min_tokens: Int = Field(0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -117,7 +118,7 @@ class CompletionRequest(_OpenAIRequest):
 class ChatMessage(BaseModel):
     """One turn: the content as a string or a list of {"type": "text", "text": ...} parts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str
@@ -134,7 +135,7 @@ class ChatMessage(BaseModel):
                     "type", "text"} or not isinstance(part["text"], str):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise ValueError(f"only text parts ({{\"type\": \"text\", \"text\": ...}}) are "
-                                 f"supported, not {kind!r}")
+                                 f"supported, not {quote(kind)}")
             texts.append(part["text"])
         return "\n".join(texts)
 
@@ -154,8 +155,7 @@ def describe_openai_error(exc: ValidationError) -> tuple[str, str | None, str | 
     """(message, param, code) of a validation error; the message names every field at fault."""
     parts, param, code = [], None, None
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc) or "body"
+        field = field_path(err)
         param = param or field
         if err["type"] == "extra_forbidden":
             code = code or "unsupported_parameter"
@@ -163,7 +163,6 @@ def describe_openai_error(exc: ValidationError) -> tuple[str, str | None, str | 
         elif err["type"] == "missing":
             parts.append(f"{field} is required")
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{field}: {msg}" + (f" (got {err['input']!r})"
-                                              if err["type"] != "value_error" else ""))
-    return "; ".join(parts), param, code
+            parts.append(f"{field}: {error_text(err)}" + (f" (got {quote(err['input'])})"
+                                                          if err["type"] != "value_error" else ""))
+    return join_problems(parts), param, code

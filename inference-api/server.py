@@ -1,7 +1,6 @@
 """The Flask app factory: routes, errors, request ids and the backend's life cycle."""
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -11,8 +10,10 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .frontend import ApiError, Frontend
+from .http_body import read_json_object  # noqa: F401 - the routes read their bodies through it
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The proxy's rule, so that the proxy's and the API's log lines of a request carry the same id.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 def create_server(config: Config | None = None, start_backend: bool = True) -> Flask:
@@ -52,23 +53,11 @@ def error_response(status: int, message: str, headers: dict | None = None):
     return response
 
 
-def read_json_object() -> dict:
-    """The request body as a JSON object, or a 400 that says what is wrong with it."""
-    raw = request.get_data(cache=True)
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    return body
-
-
 def _install_request_ids(app: Flask) -> None:
     @app.before_request
     def take_request_id():
         given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request
     def give_request_id(response):

@@ -90,9 +90,9 @@ def test_predictions_wraps_the_prompt_in_the_chat_template(mock_server):
     assert chat.text == plain.text  # the answer is derived from the user's text in both
 
 
-def test_numeric_strings_and_string_booleans_are_accepted(mock_server):
+def test_numeric_strings_are_accepted_as_numbers(mock_server):
     response = post(mock_server, {"text": "a b", "max_tokens": "4", "temperature": "1",
-                                  "top_k": "5", "top_p": "0.5", "return_prompt": "false",
+                                  "top_k": "5", "top_p": "0.5", "return_prompt": False,
                                   "session_id": "client-chosen", "seed": "3",
                                   "repetition_penalty": "1.1"})
     assert response.status_code == 200
@@ -127,6 +127,7 @@ BAD_REQUESTS = [
     ("stop of a wrong type", {"text": "a", "stop_sequence": 5}, "stop_sequence"),
     ("empty stop", {"text": "a", "stop_sequence": [""]}, "stop_sequence"),
     ("return_prompt not a boolean", {"text": "a", "return_prompt": "perhaps"}, "return_prompt"),
+    ("boolean as a string", {"text": "a", "return_prompt": "false"}, "valid boolean"),
     ("negative seed", {"text": "a", "seed": -1}, "seed=-1"),
     ("repetition_penalty zero", {"text": "a", "repetition_penalty": 0}, "repetition_penalty=0"),
     ("unknown field", {"text": "a", "temprature": 1}, "temprature is not a known field"),
