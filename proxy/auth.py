@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 import warnings
 
 import jwt
@@ -9,6 +10,8 @@ import jwt
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("team_id", "token_id")
 LEEWAY_S = 10  # tolerated clock skew between the token issuer and the proxy, for exp/nbf/iat
+# The end of year 9999: an exp beyond it is a mistake or a token meant never to expire.
+MAX_EXP = 253402300799
 # Claims become upstream headers and log fields: keep them to short visible ASCII.
 _CLAIM_VALUE = re.compile(r"[\x21-\x7e]{1,256}")
 
@@ -39,8 +42,11 @@ def token_from_header(value: str | None) -> str:
     return token
 
 
-def verify_token(token: str, secret: str) -> dict:
-    """The claims of a valid token; raises AuthError saying why it is not valid."""
+def verify_token(token: str, secret: str, max_lifetime_s: int = 0) -> dict:
+    """The claims of a valid token; raises AuthError saying why it is not valid.
+
+    max_lifetime_s > 0 also refuses tokens without exp or whose exp is further away than that.
+    """
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:
@@ -62,6 +68,7 @@ def verify_token(token: str, secret: str) -> dict:
     except jwt.InvalidTokenError as err:
         # PyJWT's remaining messages name the problem (e.g. a non-integer exp), never the token.
         raise AuthError("invalid", f"token is invalid: {err}") from None
+    _check_lifetime(claims, max_lifetime_s)
     for name in REQUIRED_CLAIMS:
         value = claims[name]
         if isinstance(value, int) and not isinstance(value, bool):
@@ -69,3 +76,20 @@ def verify_token(token: str, secret: str) -> dict:
         if not isinstance(value, str) or not _CLAIM_VALUE.fullmatch(value):
             raise AuthError("bad_claim", f"token claim {name} must be 1-256 visible ASCII characters")
     return claims
+
+
+def _check_lifetime(claims: dict, max_lifetime_s: int) -> None:
+    """Refuse an exp that is absurd, or further away than the configured lifetime allows."""
+    exp = claims.get("exp")
+    if exp is None:
+        if max_lifetime_s:
+            raise AuthError("lifetime", "token has no exp claim; this proxy requires tokens "
+                            f"that expire within {max_lifetime_s} s")
+        return
+    # PyJWT accepted int(exp): exp is a finite number, but it may be 1e300 or 10**400
+    # (compared exactly, never converted, so no size can overflow here).
+    if exp > MAX_EXP:
+        raise AuthError("lifetime", "token exp claim is not a time before the year 10000")
+    if max_lifetime_s and exp > time.time() + max_lifetime_s + LEEWAY_S:
+        raise AuthError("lifetime", f"token expires too late: this proxy accepts tokens "
+                        f"that expire within {max_lifetime_s} s")

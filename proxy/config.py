@@ -26,10 +26,18 @@ class ProxyConfig:
     host: str = _env("PROXY_HOST", default="0.0.0.0")
     port: int = _env("PROXY_PORT", default=1223)
     # Longest the upstream may stay silent: before its headers (-> 504) or between two chunks.
-    upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", default=60.0)
+    # A non-streamed answer is silent for its whole generation, hence minutes, not seconds.
+    upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", default=600.0)
     max_streams_per_token: int = _env("PROXY_MAX_STREAMS_PER_TOKEN", default=0)
-    threads: int = _env("PROXY_THREADS", default=256)
     max_body_bytes: int = _env("PROXY_MAX_BODY_BYTES", default=8 << 20)
+    # What a client may take: its request line and headers, its body, its pause between requests.
+    header_timeout_s: float = _env("PROXY_HEADER_TIMEOUT", default=10.0)
+    body_timeout_s: float = _env("PROXY_BODY_TIMEOUT", default=60.0)
+    keepalive_timeout_s: float = _env("PROXY_KEEPALIVE_TIMEOUT", default=5.0)
+    # After SIGTERM: how long running requests may take to finish before the proxy exits.
+    drain_timeout_s: float = _env("PROXY_DRAIN_TIMEOUT", default=30.0)
+    # Longest a token may still be valid for, from now (0: any exp up to year 9999).
+    max_token_lifetime_s: int = _env("PROXY_MAX_TOKEN_LIFETIME", default=0)
 
     def __post_init__(self):
         if not self.jwt_secret:
@@ -42,11 +50,17 @@ class ProxyConfig:
                "UPSTREAM_URL", self.upstream_url, "an http:// or https:// URL without query")
         _check(bool(self.host.strip()), "PROXY_HOST", self.host, "a host name or address")
         _check(1 <= self.port <= 65535, "PROXY_PORT", self.port, "1..65535")
-        _check(0 < self.upstream_timeout_s <= 86400, "PROXY_UPSTREAM_TIMEOUT",
-               self.upstream_timeout_s, "seconds, > 0 and <= 86400")
+        for name, value in (("PROXY_UPSTREAM_TIMEOUT", self.upstream_timeout_s),
+                            ("PROXY_HEADER_TIMEOUT", self.header_timeout_s),
+                            ("PROXY_BODY_TIMEOUT", self.body_timeout_s),
+                            ("PROXY_KEEPALIVE_TIMEOUT", self.keepalive_timeout_s)):
+            _check(0 < value <= 86400, name, value, "seconds, > 0 and <= 86400")
+        _check(0 <= self.drain_timeout_s <= 3600, "PROXY_DRAIN_TIMEOUT", self.drain_timeout_s,
+               "seconds, 0..3600")
+        _check(0 <= self.max_token_lifetime_s <= 100 * 365 * 86400, "PROXY_MAX_TOKEN_LIFETIME",
+               self.max_token_lifetime_s, "seconds, 0 (no cap) up to 100 years")
         _check(0 <= self.max_streams_per_token <= 100_000, "PROXY_MAX_STREAMS_PER_TOKEN",
                self.max_streams_per_token, "0 (off)..100000")
-        _check(1 <= self.threads <= 4096, "PROXY_THREADS", self.threads, "1..4096")
         _check(1024 <= self.max_body_bytes, "PROXY_MAX_BODY_BYTES", self.max_body_bytes,
                ">= 1024")
 
@@ -73,10 +87,13 @@ def _parse(name: str, raw: str, default):
         return raw  # secrets may legitimately start or end with spaces
     raw = raw.strip()
     try:
-        return type(default)(raw)
+        value = type(default)(raw)
     except ValueError:
         kind = "an integer" if isinstance(default, int) else "a number"
         raise ConfigError(f"{name}={raw!r} is not valid: expected {kind}") from None
+    if value != value:  # NaN passes every range check by comparing false
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a number")
+    return value
 
 
 def _check(ok: bool, name: str, value, allowed: str):

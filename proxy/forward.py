@@ -1,23 +1,29 @@
-"""Sending a request upstream over a pooled session and relaying the answer chunk by chunk."""
+"""The upstream hop: which headers cross it, and one pooled aiohttp ClientSession to the API."""
 from __future__ import annotations
 
-import errno
-from http.cookiejar import DefaultCookiePolicy
-from typing import Callable, Iterable, Iterator
+import asyncio
+from typing import Iterable
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
 
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
                         "upgrade"})
+# Whatever a client claims about the path to it is unverifiable: the proxy says it itself.
+CLIENT_CLAIMS = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-host",
+                           "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix",
+                           "x-real-ip"})
 # Request headers the proxy replaces or that the HTTP client recomputes for the upstream hop.
-NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "content-length", "expect",
-                              "accept-encoding", "x-team-id", "x-token-id", "x-request-id"}
+NOT_FORWARDED = HOP_BY_HOP | CLIENT_CLAIMS | {
+    "host", "authorization", "content-length", "expect", "accept-encoding",
+    "x-team-id", "x-token-id", "x-request-id"}
 # The proxy's own server writes these for the client hop.
-NOT_RETURNED = HOP_BY_HOP | {"date", "server", "x-request-id"}
+NOT_RETURNED = HOP_BY_HOP | {"date", "server", "x-request-id", "content-length"}
+# Connecting should take milliseconds on the API's network; a refused or dropped SYN is an outage.
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -29,97 +35,79 @@ def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
     return names
 
 
-def request_headers(headers: Iterable[tuple[str, str]], extra: dict[str, str]) -> dict[str, str]:
-    """The client's headers minus hop-by-hop and credentials, plus the proxy's own."""
+def request_headers(headers: Iterable[tuple[str, str]], extra: dict[str, str]) -> CIMultiDict:
+    """The client's headers minus hop-by-hop, credentials and forwarding claims, plus the proxy's."""
     headers = list(headers)
     drop = NOT_FORWARDED | _connection_listed(headers)
-    out = {name: value for name, value in headers if name.lower() not in drop}
-    # Identity keeps the body bytes as the upstream sent them, so iter_content decodes nothing.
+    out = CIMultiDict((name, value) for name, value in headers if name.lower() not in drop)
+    # Identity keeps the body bytes as the upstream sent them: nothing to decode or re-encode.
     out["Accept-Encoding"] = "identity"
     out.update(extra)
     return out
 
 
-def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict:
     """The upstream's response headers minus hop-by-hop ones, repeated headers kept."""
     headers = list(headers)
     drop = NOT_RETURNED | _connection_listed(headers)
-    return [(name, value) for name, value in headers if name.lower() not in drop]
+    return CIMultiDict((name, value) for name, value in headers if name.lower() not in drop)
 
 
-def error_kind(exc: requests.RequestException) -> str:
+def error_kind(exc: BaseException) -> str:
     """The metric label of an upstream failure."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connect"  # nothing accepted the connection: the upstream is down, not slow
-    if isinstance(exc, requests.Timeout) or (exc.args and isinstance(exc.args[0], ReadTimeoutError)):
-        return "timeout"  # mid-stream read timeouts arrive wrapped in a ConnectionError
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
-                        requests.exceptions.ContentDecodingError)):
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        # Connect timeouts are ServerTimeoutErrors too: nothing accepted the connection.
+        return "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect"  # refused or unreachable: the upstream is down, not slow
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         return "stream"
-    if isinstance(exc, requests.ConnectionError):
-        return "connect"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "other"  # e.g. a malformed status line or headers
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return "stream"
     return "other"
 
 
 class Upstream:
-    """The API server behind the proxy, reached over one pooled requests.Session."""
+    """The API server behind the proxy, reached over one pooled ClientSession."""
 
-    def __init__(self, base_url: str, timeout_s: float, pool_size: int):
+    def __init__(self, base_url: str, idle_timeout_s: float):
         self.base_url = base_url
-        # Connecting should take milliseconds; the full timeout is for the answer's headers.
-        self.timeout = (min(5.0, timeout_s), timeout_s)
-        self.session = requests.Session()
-        # No proxies or .netrc credentials from the environment on the upstream hop.
-        self.session.trust_env = False
-        self.session.headers.clear()  # no python-requests User-Agent or Accept defaults
-        # One session serves every client: a cookie kept from one answer must not reach
-        # another client's request. Set-Cookie still goes back to the client that got it.
-        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.idle_timeout_s = idle_timeout_s
+        self.session: aiohttp.ClientSession | None = None
 
-    def send(self, method: str, target: str, headers: dict, body: bytes) -> requests.Response:
+    async def start(self) -> None:
+        """Open the session; call from the event loop that will use it."""
+        # sock_read is the idle timeout: it runs while waiting for the headers and again
+        # between two reads of the body, never over the whole answer.
+        timeout = aiohttp.ClientTimeout(total=None, connect=None,
+                                        sock_connect=min(CONNECT_TIMEOUT_S, self.idle_timeout_s),
+                                        sock_read=self.idle_timeout_s)
+        self.session = aiohttp.ClientSession(
+            # limit=0: the proxy admits requests itself; a pool cap would only queue them.
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
+            timeout=timeout,
+            # One session serves every client: a cookie kept from one answer must never
+            # reach another client. Set-Cookie still goes back to the client that got it.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # No proxies or .netrc credentials from the environment on the upstream hop.
+            trust_env=False,
+            auto_decompress=False,
+            # No aiohttp User-Agent: the client's own headers are forwarded as they are.
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        if self.session is not None:
+            await self.session.close()
+
+    async def send(self, method: str, target: str, headers: CIMultiDict,
+                   body: bytes) -> aiohttp.ClientResponse:
         """Send one request; returns once the upstream's status and headers have arrived."""
-        return self.session.request(method, self.base_url + target, headers=headers,
-                                    data=body or None, stream=True, timeout=self.timeout,
-                                    allow_redirects=False)
-
-
-class Relay:
-    """An upstream body as a WSGI iterable: each chunk is passed on as it arrives.
-
-    close() closes the upstream connection unless the body was read to the end, so a
-    client that goes away mid-stream cancels the generation upstream.
-    """
-
-    def __init__(self, response: requests.Response, on_close: Callable[["Relay"], None]):
-        self.response = response
-        self.bytes = 0
-        self.started = False
-        self.finished = False
-        self.error: str | None = None
-        self._on_close = on_close
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.started = True
-        try:
-            for chunk in self.response.iter_content(chunk_size=None):
-                if chunk:
-                    self.bytes += len(chunk)
-                    yield chunk
-        except requests.RequestException as exc:
-            self.error = error_kind(exc)
-            # Ending normally would send the final empty chunk and make a cut stream look
-            # complete; a reset makes the server drop the client connection instead.
-            raise ConnectionResetError(errno.ECONNRESET, "upstream stream broke") from exc
-        self.finished = True
-
-    def close(self) -> None:
-        """Release the upstream connection (closing it if unread) and report once."""
-        if self._closed:
-            return
-        self._closed = True
-        self.response.close()
-        self._on_close(self)
+        assert self.session is not None, "Upstream.start() was not awaited"
+        # encoded=True: the target goes out exactly as validated, never re-quoted or normalised.
+        url = URL(self.base_url + target, encoded=True)
+        return await self.session.request(method, url, headers=headers, data=body or None,
+                                          allow_redirects=False, compress=None)

@@ -1,4 +1,4 @@
-"""Gunicorn settings for the proxy: one process, many threads, streams never timed out."""
+"""Gunicorn settings for the proxy: one process, one asyncio event loop (proxy/worker.py)."""
 import sys
 
 from proxy.config import ConfigError, ProxyConfig
@@ -12,17 +12,18 @@ except ConfigError as err:
 
 wsgi_app = "proxy.app:create_app()"
 bind = f"{_config.host}:{_config.port}"
-worker_class = "gthread"
+# An event loop holds every connection, however slow; no thread or worker per connection.
+worker_class = "proxy.worker.ProxyWorker"
 # One process: the per-token limits and the metrics live in its memory.
 workers = 1
-# Each open stream holds a thread for its whole length.
-threads = _config.threads
-worker_connections = _config.threads + 1000
-# gthread workers heartbeat from their main loop, so this only catches a hung process,
-# never a long stream.
+# The worker heartbeats from its event loop once a second, so this only catches a hung
+# process, never a long stream.
 timeout = 60
-graceful_timeout = 30
-keepalive = 5
+# How long gunicorn waits for the worker after SIGTERM before killing it: the worker drains
+# for PROXY_DRAIN_TIMEOUT and then exits by itself. docker-compose's stop_grace_period
+# (35 s) is longer than the default.
+graceful_timeout = 32
+graceful_timeout = max(graceful_timeout, int(_config.drain_timeout_s) + 2)
 # The proxy writes its own one-line access log.
 accesslog = None
 # Gunicorn's control socket has one default path per user, which every other gunicorn on

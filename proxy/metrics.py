@@ -4,12 +4,13 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 AUTH_REASONS = ("missing_header", "bad_scheme", "malformed", "bad_algorithm", "bad_signature",
-                "expired", "not_yet_valid", "missing_claim", "bad_claim", "invalid")
+                "expired", "not_yet_valid", "lifetime", "missing_claim", "bad_claim", "invalid")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "stream", "other")
+CLIENT_TIMEOUT_PHASES = ("headers", "body")
 
 
 class Metrics:
-    """Requests by status, auth failures by reason, upstream errors by kind, streams open."""
+    """Requests by status, auth failures by reason, upstream errors by kind, slow clients cut."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -24,6 +25,10 @@ class Metrics:
                                        "Upstream failures: connect (502), timeout (504 or cut "
                                        "stream), stream (broken mid-stream), other",
                                        ["kind"], registry=self.registry)
+        self.client_timeouts = Counter("proxy_client_timeouts",
+                                       "Client connections closed for being too slow to send "
+                                       "their request headers or body, by phase",
+                                       ["phase"], registry=self.registry)
         self.open_streams = Gauge("proxy_open_responses", "Responses being relayed right now",
                                   registry=self.registry)
         # Listed up front so that a scrape shows 0 rather than nothing.
@@ -31,6 +36,8 @@ class Metrics:
             self.auth_failures.labels(reason)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        for phase in CLIENT_TIMEOUT_PHASES:
+            self.client_timeouts.labels(phase)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
