@@ -29,11 +29,13 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     from .api_native import native
     from .api_openai import openai
     from .metrics import install_metrics
+    from .openapi import openapi
 
     app.register_blueprint(health)
     app.register_blueprint(native)
     app.register_blueprint(openai)
     app.register_blueprint(generate)
+    app.register_blueprint(openapi)
     install_metrics(app, frontend)
     _install_request_ids(app)
     _install_error_handlers(app)
