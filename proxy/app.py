@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from .auth import AuthError, token_from_header, verify_token
 from .config import MIN_SECRET_BYTES, ProxyConfig
@@ -236,10 +237,11 @@ class ProxyApp:
             raise RequestError(408, "the request body did not arrive within "
                                f"{self.config.body_timeout_s:g} s", "body_timeout",
                                close=True) from None
-        except web.RequestPayloadError as exc:
+        except RequestPayloadError as exc:
             # e.g. a chunk size that is not hexadecimal, or a body cut short.
             cause = exc.__cause__ or exc
-            raise RequestError(400, f"malformed request body: {getattr(cause, 'message', cause)}",
+            detail = str(getattr(cause, "message", cause)).strip().splitlines() or ["bad syntax"]
+            raise RequestError(400, f"malformed request body: {detail[0].rstrip(':')}",
                                "bad_body", close=True) from None
         return b"".join(parts)
 

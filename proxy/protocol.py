@@ -56,9 +56,28 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
                 self._keepalive_handle.cancel()
                 self._keepalive_handle = None
             self._arm_header_deadline()
+        queued = len(self._messages)
         super().data_received(data)
+        if len(self._messages) > queued and self._request_in_progress:
+            self._fail_current_body()
         if self._messages:  # a complete request line and headers (or a parse error) is queued
             self._disarm_header_deadline()
+
+    def _fail_current_body(self) -> None:
+        """Hand a parse error in the body being read to its reader, not to a request of its own.
+
+        aiohttp queues an error found after a request's headers as if it were the next
+        request, and the handler reading the body would wait for bytes that never come.
+        """
+        message, _ = self._messages[-1]
+        request = self._current_request
+        if (not isinstance(message, web_protocol._ErrInfo) or request is None
+                or request.content.is_eof()):
+            return
+        self._messages.pop()
+        error = web_protocol.RequestPayloadError(message.message)
+        error.__cause__ = message.exc
+        request.content.set_exception(error)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_header_deadline()
@@ -102,13 +121,18 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
             log.error("unexpected error handling a request", exc_info=exc)
             message = "internal proxy error"
         elif isinstance(exc, BadHttpMessage):
-            message = f"malformed request: {exc.message}"
+            message = f"malformed request: {_first_line(exc.message)}"
         else:
             message = message or "malformed request"
         response = error_response(status, message)
         response.force_close()  # after a parse error the rest of the stream means nothing
         self._on_bad_request(request, status, message)
         return response
+
+
+def _first_line(text: str) -> str:
+    """aiohttp's parser messages add a picture of the bad bytes on later lines: keep the words."""
+    return str(text).strip().splitlines()[0].rstrip(":") if str(text).strip() else "bad syntax"
 
 
 class ProxyServer(web.Server):

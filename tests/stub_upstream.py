@@ -1,4 +1,5 @@
-"""A stand-in for the Inference API in proxy tests: slow chunked streams, echo, canned errors.
+"""Stand-ins for the Inference API in proxy tests: slow chunked streams, echo, canned errors,
+and RawUpstream, a socket server that says exactly what it is told and then nothing.
 
 Run it under gunicorn with one gthread worker (stream states live in its memory):
     cd tests && gunicorn -k gthread --threads 160 stub_upstream:app
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import socket
 import sys
 import threading
 import time
@@ -109,6 +111,26 @@ def slow_headers():
     return jsonify({"late": True})
 
 
+@app.route("/late-body", methods=["GET", "POST"])
+def late_body():
+    """Headers at once, the body after `delay` seconds, like the API's non-streamed answers."""
+    delay = float(request.args.get("delay", 3))
+    stream_id = request.args.get("id", "")
+    _set_state(stream_id, "running")
+
+    def body():
+        state = "cancelled"
+        try:
+            yield b""  # gunicorn sends the status line and headers with the first write
+            time.sleep(delay)
+            yield b"late body"
+            state = "done"
+        finally:
+            _set_state(stream_id, state)
+
+    return Response(body(), content_type="text/plain; charset=utf-8")
+
+
 @app.get("/stub/stats")
 def stats():
     """The state of one stream (`id`) or of all of them."""
@@ -136,3 +158,62 @@ def start_stub(port: int):
     argv = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "160", "-w", "1",
             "-b", f"127.0.0.1:{port}", "--no-control-socket", "stub_upstream:app"]
     return ServerProcess(argv, port, cwd=tests_dir)
+
+
+class RawUpstream:
+    """A TCP server on 127.0.0.1 that reads each request's headers, sends `reply`, then stays
+    silent; it records when the peer closes each connection."""
+
+    def __init__(self, reply: bytes = b""):
+        self.reply = reply
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests = 0  # requests whose headers arrived
+        self.closed = 0  # connections the peer closed
+        self._lock = threading.Condition()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        received = b""
+        try:
+            while b"\r\n\r\n" not in received:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                received += data
+            else:
+                with self._lock:
+                    self.requests += 1
+                    self._lock.notify_all()
+                conn.sendall(self.reply)
+                while conn.recv(65536):  # whatever else comes, until the peer closes
+                    pass
+        except OSError:
+            pass
+        with self._lock:
+            self.closed += 1
+            self._lock.notify_all()
+
+    def wait(self, predicate, timeout: float) -> bool:
+        """Whether predicate(self) became true within timeout seconds."""
+        with self._lock:
+            return self._lock.wait_for(lambda: predicate(self), timeout)
+
+    def __enter__(self) -> "RawUpstream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.close()
+        for conn in self._conns:
+            conn.close()
