@@ -1,7 +1,10 @@
 """The JWT proxy in front of the real Inference API server: on the mock, and on the real model."""
 from __future__ import annotations
 
+import json
+import socket
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -111,3 +114,38 @@ def test_real_model_disconnect_through_proxy_frees_the_row(real_proxy, real_serv
     assert wait_for(lambda: health(real_server)["busy_rows"] == 1, 30)
     response.close()
     assert wait_for(lambda: health(real_server)["busy_rows"] == 0, 30)
+
+
+def test_request_id_with_every_allowed_character_survives_proxy_and_api(mock_proxy, mock_server):
+    request_id = "Ab9._:@/+=-" + uuid.uuid4().hex[:8]
+    response = requests.post(f"{mock_proxy.url}/inference/{MODEL}", json={"text": "id", "max_tokens": 3},
+                             headers={**bearer(make_token()), "X-Request-ID": request_id}, timeout=60)
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == request_id
+    # The API kept the same id: its own log line names it.
+    assert wait_for(lambda: request_id in mock_server.output())
+    assert wait_for(lambda: f"request_id={request_id} " in mock_proxy.output())
+
+
+def test_client_leaving_a_non_streamed_request_frees_the_row(mock_proxy, mock_server):
+    # A non-streamed answer is silent while it generates: only the closed connection can tell
+    # the API to stop, and the proxy must pass that on at once, not when it next writes.
+    body = json.dumps({"model": MODEL, "prompt": "leave me", "max_tokens": 1500}).encode()
+    request_id = f"leave-{uuid.uuid4().hex}"
+    with socket.create_connection(("127.0.0.1", mock_proxy.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: proxy\r\n"
+                     + f"Authorization: Bearer {make_token()}\r\nX-Request-ID: {request_id}\r\n".encode()
+                     + b"Content-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert wait_for(lambda: health(mock_server)["busy_rows"] >= 1)
+    assert wait_for(lambda: health(mock_server)["busy_rows"] == 0
+                    and health(mock_server)["sessions"] == 0, timeout=15), health(mock_server)
+    # Cancelled, not run to its 1500 tokens: the rows were freed by the disconnect.
+    assert wait_for(lambda: api_log_line(mock_server, request_id))
+    assert "finish=cancelled" in api_log_line(mock_server, request_id)
+
+
+def api_log_line(server, request_id: str) -> str:
+    """The API's log line for one request id, or ''."""
+    return next((line for line in server.output().splitlines()
+                 if f"request {request_id} " in line), "")
