@@ -11,6 +11,9 @@ from .samples import MAX_SAMPLES
 from .schemas import REQUEST_CONFIG, Float, Int, error_text, field_path, join_problems
 
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+# Token counts are 32-bit integers in OpenAI's API; no context comes near, and a count of
+# thousands of digits would otherwise be spelled out whole in the context-length error.
+MAX_COUNT = 2**31 - 1
 
 # Parameters this server does not implement, with the values that ask for nothing and so are
 # accepted (null is accepted for every parameter). Any other value is refused with a 400.
@@ -37,8 +40,8 @@ class _OpenAIRequest(BaseModel):
     model_config = REQUEST_CONFIG
 
     model: str
-    max_tokens: Int | None = Field(None, ge=1)
-    max_completion_tokens: Int | None = Field(None, ge=1)
+    max_tokens: Int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_completion_tokens: Int | None = Field(None, ge=1, le=MAX_COUNT)
     temperature: Float = Field(1.0, ge=0, le=2)
     top_p: Float = Field(1.0, gt=0, le=1)
     top_k: Int = Field(0, ge=-1, le=MAX_TOP_K)  # -1 and 0: off
@@ -53,7 +56,7 @@ class _OpenAIRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted for compatibility; not used
     ignore_eos: StrictBool = False
-    min_tokens: Int = Field(0, ge=0)
+    min_tokens: Int = Field(0, ge=0, le=MAX_COUNT)
 
     @model_validator(mode="before")
     @classmethod
