@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from .frontend import ApiError, Record, StreamCut
 from .prompts import ChatTemplateError, PromptTooLong
-from .quote import quote
 from .protocol import FINISH_ERROR
+from .quote import quote
 from .schemas import InferenceRequest, describe_validation_error
 
 native = Blueprint("native", __name__)

@@ -204,12 +204,14 @@ def build_document(model_id: str) -> dict:
     model_param = {"name": "model_id", "in": "path", "required": True,
                    "schema": {"type": "string", "enum": [model_id]}}
     stream = {"description": "the text as it is generated", "content": _content(media=TEXT)}
-    sse_or = lambda name: {"description": "the answer; with \"stream\": true, server-sent "  # noqa: E731
-                                          "events", "content": {**_content(_ref(name)),
-                                                                 **_content(media=SSE)}}
-    native_doc = lambda summary: {  # noqa: E731
-        "parameters": [model_param],
-        **_generation(summary, "InferenceRequest", stream, "NativeError")}
+
+    def sse_or(name: str) -> dict:
+        return {"description": "the answer; with \"stream\": true, server-sent events",
+                "content": {**_content(_ref(name)), **_content(media=SSE)}}
+
+    def native_doc(summary: str) -> dict:
+        return {"parameters": [model_param],
+                **_generation(summary, "InferenceRequest", stream, "NativeError")}
     paths = {
         "/inference/{model_id}": {"post": native_doc("stream the continuation of text")},
         "/predictions/{model_id}": {"post": native_doc("stream the answer to text as a user turn")},

@@ -18,7 +18,7 @@ def quote(value, limit: int = MAX_QUOTE_CHARS) -> str:
             return repr(value)
         return f"{value[:limit]!r}... ({len(value)} characters)"
     try:
-        # reprlib bounds depth and width: a deeply nested or huge value costs no more than a small one.
+        # reprlib bounds depth and width: a deep or huge value costs no more than a small one.
         text = _repr.repr(value)
     except Exception:  # noqa: BLE001 - e.g. an int too long for str(); any value must be quotable
         text = f"<{type(value).__name__}>"

@@ -361,3 +361,16 @@ def test_prompt_tokenization_lets_other_threads_run():
         thread.join()
     assert held <= 2  # the ticker could not run during the GIL-holding call
     assert released >= 5  # it kept running while the server's own path encoded
+
+
+@pytest.mark.slow
+def test_real_tokenizer_refuses_a_huge_prompt_by_its_length(real_server):
+    """The bound comes from the real vocabulary: the context times its longest token."""
+    info = requests.get(real_server.url + "/v1/models", timeout=30).json()["data"][0]
+    response = requests.post(f"{real_server.url}/inference/{MODEL}", timeout=60,
+                             json={"text": "a" * 1_040_000})
+    message = check_error(ROUTES["inference"], response, 400, "1040000 characters")
+    assert f"context of {info['max_model_len']} tokens" in message
+    fits = requests.post(f"{real_server.url}/inference/{MODEL}", timeout=120,
+                         json={"text": "word " * 200, "max_tokens": 2})
+    assert fits.status_code == 200
