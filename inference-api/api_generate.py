@@ -12,6 +12,7 @@ from .frontend import ApiError
 from .params import MAX_EXTRA_EOS, MAX_STOPS, MAX_TOP_K
 from .prompts import PromptTooLong
 from .protocol import FINISH_ERROR
+from .quote import quote
 from .samples import (MAX_SAMPLES, open_samples, run_to_end, sample_params, sse_event,
                       sse_response, text_batches)
 from .schemas import (MAX_NEW_TOKENS, REQUEST_CONFIG, Float, Int, PromptText, StopText,
@@ -86,7 +87,7 @@ def generate_text():
     vocab = frontend.link.info.get("vocab_size")
     too_big = [t for t in body.eos_token_ids if vocab is not None and t >= vocab]
     if too_big:
-        raise ApiError(400, f"eos_token_ids={too_big!r}: token ids must be below the "
+        raise ApiError(400, f"eos_token_ids={quote(too_big)}: token ids must be below the "
                             f"vocabulary size {vocab}")
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
     params = sample_params(body.num_samples, body.seed, max_tokens=max_tokens,

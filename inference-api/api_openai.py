@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from .frontend import ApiError
 from .prompts import ChatTemplateError, PromptTooLong
 from .protocol import FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
-from .quote import quote
+from .quote import quote, quote_name
 from .samples import (open_samples, run_to_end, sample_params, sse_event, sse_response,
                       text_batches)
 from .schemas_openai import ChatRequest, CompletionRequest, describe_openai_error
@@ -70,7 +70,8 @@ def _unexpected(exc: Exception):
 @openai.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unknown(rest: str):
     """Any other /v1 path: a 404 in OpenAI's shape, as OpenAI answers it."""
-    raise OpenAIError(404, f"Invalid URL ({request.method} /v1/{rest})", code="unknown_url")
+    raise OpenAIError(404, f"Invalid URL ({request.method} /v1/{quote_name(rest)})",
+                      code="unknown_url")
 
 
 @openai.get("/v1/models")

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from .config import Config
 from .frontend import ApiError, Frontend
 from .http_body import read_json_object  # noqa: F401 - the routes read their bodies through it
+from .quote import quote_name
 
 # The proxy's rule, so that the proxy's and the API's log lines of a request carry the same id.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -75,12 +76,21 @@ def _install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        messages = {404: f"no route {request.path}",
-                    405: f"method {request.method} is not allowed on {request.path}",
+        path = quote_name(request.path)  # a request line may be 4 KB long
+        messages = {404: f"no route {path}",
+                    405: f"method {quote_name(request.method)} is not allowed on {path}",
                     413: f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes"}
         message = messages.get(exc.code, exc.description)
         _log_refusal(exc.code, message)
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
+        if request.path.startswith("/v1/"):
+            # A /v1 path that no route matches (a model id with a newline, say) still gets
+            # OpenAI's shape, as the openai client expects under its base URL.
+            from .api_openai import error_body
+
+            response = error_body(exc.code, message, code="unknown_url" if exc.code == 404 else None)
+            response.headers.update(headers)
+            return response
         return error_response(exc.code, message, headers)
 
     @app.errorhandler(Exception)

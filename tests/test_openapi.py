@@ -1,6 +1,8 @@
 """GET /openapi.json describes every route, and a fuzzer's requests get answers that it declares."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 import schemathesis
@@ -20,7 +22,7 @@ ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}")
           ("get", "/metrics"), ("get", "/openapi.json")}
 # A bounded number of requests per operation and mode, the same ones every run: the suite's
 # time matters, and a failure must reproduce.
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))  # raise it for a deeper search
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
