@@ -12,21 +12,29 @@ import time
 from .config import Config
 from .engine import Engine
 from .protocol import Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit
+from .text_state import TextMaker
 
 log = logging.getLogger("inference_api.backend")
 HEARTBEAT_SECONDS = 0.5
 PARENT_CHECK_SECONDS = 0.5
 
 
-def build_runner(config: Config):
-    """The real model runner, or the mock one when MOCK_MODEL=1 (which never imports torch)."""
+def build_engine(config: Config) -> tuple[Engine, dict]:
+    """The engine on the real model, or on the mock when MOCK_MODEL=1 (which never imports torch).
+
+    Returns the engine and the model's info for the frontend.
+    """
     if config.mock_model:
-        from .mock import MockRunner
+        from .mock import MockDetokenizer, MockRunner
 
-        return MockRunner(config)
-    from .model_runner import ModelRunner
+        runner, texts = MockRunner(config), TextMaker(MockDetokenizer)
+    else:
+        from .model_runner import ModelRunner
 
-    return ModelRunner(config)
+        runner = ModelRunner(config)
+        texts = TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids)
+    engine = Engine(runner, texts, config.max_users, config.prefill_chunk, runner.max_seq_len)
+    return engine, runner.info
 
 
 def warm_up(engine: Engine) -> None:
@@ -60,8 +68,7 @@ def backend_main(config: Config, inputs, outputs) -> None:
     # Ctrl-C reaches the whole process group; the frontend decides when the backend stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        runner = build_runner(config)
-        engine = Engine(runner, config.max_users, config.prefill_chunk, runner.max_seq_len)
+        engine, info = build_engine(config)
         warm_up(engine)
     except Exception as exc:  # noqa: BLE001 - every start failure becomes one clear line
         # Our own start errors (model not found, unsupported architecture) say it all already.
@@ -70,7 +77,7 @@ def backend_main(config: Config, inputs, outputs) -> None:
         log.error("backend cannot start: %s", message)
         outputs.put(Fatal(message))
         return
-    outputs.put(Ready(dict(runner.info, max_users=config.max_users)))
+    outputs.put(Ready(dict(info, max_users=config.max_users)))
     serve(engine, inputs, outputs, config.max_users)
 
 

@@ -1,18 +1,37 @@
 """The step loop: admit, run one forward, turn new tokens into text, finish what is done."""
 from __future__ import annotations
 
-from .detokenize import StopMatcher
-from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP,
-                       Output, Submit)
-from .scheduler import Scheduler
+from typing import Protocol
+
+from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, Output,
+                       Submit)
+from .scheduler import Plan, Scheduler
 from .sequence import Sequence
+from .text_state import TextMaker
+
+
+class Runner(Protocol):
+    """What the engine needs of a model: rows prepared and forgotten, plans turned into tokens."""
+
+    max_seq_len: int
+
+    def start(self, seq: Sequence) -> None:
+        """Prepare a newly admitted row; ValueError refuses this request alone."""
+
+    def finish(self, seq: Sequence) -> None:
+        """Forget a row's per-request state."""
+
+    def run(self, plan: Plan) -> list[tuple[Sequence, int]]:
+        """One forward over the plan: a new token id for every row that has one."""
 
 
 class Engine:
-    """Continuous batching over a runner (the real model or the mock) that turns plans into tokens."""
+    """Continuous batching: the scheduler plans each step, a runner (model or mock) runs it."""
 
-    def __init__(self, runner, max_rows: int, prefill_budget: int, max_seq_len: int):
+    def __init__(self, runner: Runner, texts: TextMaker, max_rows: int, prefill_budget: int,
+                 max_seq_len: int):
         self.runner = runner
+        self.texts = texts
         self.max_seq_len = max_seq_len
         self.scheduler = Scheduler(max_rows, prefill_budget)
 
@@ -68,58 +87,48 @@ class Engine:
         """Admit waiting prompts, run one forward over all rows, and emit the new text."""
         outputs = []
         for seq in self.scheduler.admit():
-            seq.state = _TextState(StopMatcher(tuple(seq.params.stop)))
+            seq.text = self.texts(seq)
             try:
                 self.runner.start(seq)
             except ValueError as exc:  # this request cannot run here; the others go on
-                self.scheduler.release(seq)
-                self.runner.finish(seq)
+                self._finish(seq)
                 outputs.append(self._final(seq, "", FINISH_ERROR, error=str(exc)))
         plan = self.scheduler.plan()
         if not plan:
             return outputs
         sampled = self.runner.run(plan)
-        for seq in plan.decode:
-            seq.num_cached += 1
-        for chunk in plan.prefill:
-            chunk.seq.num_cached += chunk.length
+        self.scheduler.advance(plan, sampled)
         for seq, token in sampled:
-            out = self._advance(seq, token)
+            out = self._emit(seq, token)
             if out is not None:
                 outputs.append(out)
         return outputs
 
-    def _advance(self, seq: Sequence, token: int) -> Output | None:
-        """Add one token to a sequence; returns its Output when there is text or it finished."""
-        state = seq.state
-        seq.generated.append(token)
-        state.pending_tokens += 1
-        finish = None
-        if self.runner.is_eos(seq, token):
-            text, finish = "", FINISH_EOS
-        else:
-            text, stopped = state.stops.push(self.runner.detokenize(seq, token))
-            if stopped:
-                finish = FINISH_STOP
+    def _emit(self, seq: Sequence, token: int) -> Output | None:
+        """A sequence's Output for its new token: when there is text, or when it finished."""
+        text, finish = seq.text.push(token)
         if finish is None and (len(seq.generated) >= seq.params.max_tokens
                                or seq.num_prompt + len(seq.generated) >= self.max_seq_len):
             finish = FINISH_LENGTH
         if finish in (FINISH_EOS, FINISH_LENGTH):
-            text += state.stops.flush()
-        if not state.started:
-            state.started = True
+            text += seq.text.stops.flush()
+        if not seq.text.started:
+            seq.text.started = True
             if seq.params.return_prompt:
                 text = seq.prompt_text + text
         if finish is not None:
-            self.scheduler.release(seq)
-            self.runner.finish(seq)
+            self._finish(seq)
             return self._final(seq, text, finish)
         if not text:
             return None  # held back: half a character or the start of a stop string
         return self._output(seq, text)
 
+    def _finish(self, seq: Sequence) -> None:
+        self.scheduler.release(seq)
+        self.runner.finish(seq)
+
     def _output(self, seq: Sequence, text: str, **extra) -> Output:
-        state = seq.state
+        state = seq.text
         out = Output(seq.session_id, text, num_tokens=state.pending_tokens if state else 0,
                      prompt_tokens=seq.num_prompt, completion_tokens=len(seq.generated), **extra)
         if state is not None:
@@ -131,13 +140,3 @@ class Engine:
 
     def _final(self, seq: Sequence, text: str, finish: str, error: str | None = None) -> Output:
         return self._output(seq, text, finish_reason=finish, error=error)
-
-
-class _TextState:
-    """Per-sequence text bookkeeping of the engine."""
-
-    def __init__(self, stops: StopMatcher):
-        self.stops = stops
-        self.pending_tokens = 0
-        self.started = False
-        self.reported_queue = False

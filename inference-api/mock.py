@@ -28,13 +28,24 @@ def mock_word(prompt_text: str, index: int) -> str:
     return f"{words[index % len(words)]}{index} "
 
 
+class MockDetokenizer:
+    """The mock's text: token number i of a prompt is mock_word(prompt, i)."""
+
+    def __init__(self, seq: Sequence):
+        self.prompt_text = seq.prompt_text
+
+    def push(self, token_id: int) -> str:
+        """The word of this token."""
+        return mock_word(self.prompt_text, token_id)
+
+
 def mock_answer(prompt_text: str, num_tokens: int) -> str:
     """The whole text the mock generates for a prompt in num_tokens tokens."""
     return "".join(mock_word(prompt_text, i) for i in range(num_tokens))
 
 
 class MockRunner:
-    """Generates deterministic text derived from the prompt and position, one word per token."""
+    """A model that takes MOCK_STEP_MS a step and whose token is its position in the answer."""
 
     def __init__(self, config: Config):
         self.step_seconds = config.mock_step_ms / 1000.0
@@ -55,11 +66,3 @@ class MockRunner:
             time.sleep(self.step_seconds)
         seqs = list(plan.decode) + [c.seq for c in plan.prefill if c.completes_prompt]
         return [(seq, len(seq.generated)) for seq in seqs]
-
-    def detokenize(self, seq: Sequence, token: int) -> str:
-        """The word for token number `token` of this prompt."""
-        return mock_word(seq.prompt_text, token)
-
-    def is_eos(self, seq: Sequence, token: int) -> bool:
-        """The mock never ends on its own."""
-        return False

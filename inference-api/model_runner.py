@@ -1,4 +1,4 @@
-"""The real runner: model forward, vectorised sampling and detokenization for the engine."""
+"""The real runner: the model's forward over a plan and vectorised sampling of the new tokens."""
 from __future__ import annotations
 
 import ctypes
@@ -9,7 +9,6 @@ import torch
 from transformers import AutoConfig
 
 from .config import Config
-from .detokenize import IncrementalDetokenizer
 from .model import DecoderModel, PrefillChunk, check_architecture
 from .model_store import (load_model, load_tokenizer, prepare_model_folder, read_model_info,
                           resolve_device, resolve_dtype)
@@ -39,7 +38,7 @@ def retain_freed_memory() -> None:
 
 
 class ModelRunner:
-    """Owns the model, its KV cache, the row sampler and each row's detokenizer."""
+    """Owns the model, its KV cache and the row sampler; the tokenizer is loaded for callers."""
 
     def __init__(self, config: Config):
         retain_freed_memory()
@@ -58,21 +57,18 @@ class ModelRunner:
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)
-        self.detokenizers: dict[int, IncrementalDetokenizer] = {}
         self.info.update(max_seq_len=self.max_seq_len, vocab_size=self.model.vocab_size,
                          device=str(device),
                          dtype=str(dtype).removeprefix("torch."), mock=False)
         log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
 
     def start(self, seq: Sequence) -> None:
-        """Prepare a newly admitted row: sampling parameters and a fresh detokenizer."""
+        """Prepare a newly admitted row's sampling parameters."""
         self.sampler.add(seq.row, seq.params, seq.prompt_ids)
-        self.detokenizers[seq.row] = IncrementalDetokenizer(self.tokenizer, seq.prompt_ids)
 
     def finish(self, seq: Sequence) -> None:
         """Forget a row's per-request state."""
         self.sampler.remove(seq.row)
-        self.detokenizers.pop(seq.row, None)
 
     def run(self, plan: Plan) -> list[tuple[Sequence, int]]:
         """One forward over the plan; returns a new token for every row that has one."""
@@ -97,11 +93,3 @@ class ModelRunner:
         sample_rows = torch.tensor([s.row for s in seqs], dtype=torch.long, device=logits.device)
         new_tokens = self.sampler.sample(sample_rows, logits.index_select(0, index)).tolist()
         return list(zip(seqs, new_tokens))
-
-    def detokenize(self, seq: Sequence, token: int) -> str:
-        """The text this token completes for its row."""
-        return self.detokenizers[seq.row].push(token)
-
-    def is_eos(self, seq: Sequence, token: int) -> bool:
-        """True when the token ends the row's answer."""
-        return self.sampler.is_eos(seq.row, token)

@@ -140,7 +140,6 @@ class RowSampler:
         # EOS ids of each row, padded by repeating the first so a gather/scatter needs no mask.
         self.eos_cols = torch.zeros(max_rows, len(self.default_eos) + MAX_EXTRA_EOS,
                                     dtype=torch.long, device=d)
-        self.eos_sets: list[frozenset[int]] = [frozenset()] * max_rows
         # Reused buffers for the full-vocabulary draw: fresh [rows, vocab] allocations cost
         # more than the arithmetic on them.
         self.workspace = tuple(torch.empty(max_rows, vocab_size, dtype=t, device=d)
@@ -153,7 +152,6 @@ class RowSampler:
         seed = secrets.randbits(64) if params.seed is None else params.seed & (2 ** 64 - 1)
         eos = self.default_eos + tuple(t for t in params.eos_token_ids if t not in self.default_eos)
         self.params[row] = params
-        self.eos_sets[row] = frozenset(eos)
         for name, value in (("temperature", params.temperature), ("top_p", params.top_p),
                             ("top_k", params.top_k), ("min_p", params.min_p),
                             ("rep", params.repetition_penalty), ("presence", params.presence_penalty),
@@ -173,11 +171,6 @@ class RowSampler:
     def remove(self, row: int) -> None:
         """Forget a row's request."""
         self.params[row] = None
-
-    def is_eos(self, row: int, token: int) -> bool:
-        """True when the token ends the row's answer (never under ignore_eos)."""
-        params = self.params[row]
-        return params is not None and not params.ignore_eos and token in self.eos_sets[row]
 
     def sample(self, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Next token of each row: rows [n] int64, logits [n, vocab] -> tokens [n] int64.

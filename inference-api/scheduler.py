@@ -79,6 +79,15 @@ class Scheduler:
             del self.running[seq.row]
             self.free_rows.append(seq.row)
 
+    def advance(self, plan: Plan, sampled: list[tuple[Sequence, int]]) -> None:
+        """After a step's forward: what it put in the cache, and each row's new token."""
+        for seq in plan.decode:
+            seq.num_cached += 1
+        for chunk in plan.prefill:
+            chunk.seq.num_cached += chunk.length
+        for seq, token in sampled:
+            seq.generated.append(token)
+
     def drain(self) -> list[Sequence]:
         """Remove and return every sequence (after a failed step)."""
         seqs = list(self.running.values()) + list(self.waiting)

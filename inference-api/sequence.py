@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .text_state import TextState
+
 
 @dataclass
 class Sequence:
@@ -18,7 +20,7 @@ class Sequence:
     admitted_at: float | None = None
     num_cached: int = 0  # tokens whose keys and values are in the cache
     generated: list[int] = field(default_factory=list)
-    state: object = None  # the engine's text bookkeeping for this sequence (stop matcher, counts)
+    text: TextState | None = None  # the engine's: detokenizer, stop matcher, EOS ids, counts
 
     @property
     def num_prompt(self) -> int:

@@ -38,11 +38,13 @@ from inference_api.engine import Engine  # noqa: E402
 from inference_api.model_runner import ModelRunner  # noqa: E402
 from inference_api.params import SamplingParams  # noqa: E402
 from inference_api.protocol import Submit  # noqa: E402
+from inference_api.text_state import TextMaker  # noqa: E402
 
 
 def run_engine(runner, config, prompt_ids, new_tokens, stagger_s):
     """Serve every prompt through the engine with staggered arrivals; returns timings."""
-    engine = Engine(runner, config.max_users, config.prefill_chunk, runner.max_seq_len)
+    texts = TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids)
+    engine = Engine(runner, texts, config.max_users, config.prefill_chunk, runner.max_seq_len)
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     start = time.perf_counter()
     arrival = {f"r{i}": start + i * stagger_s for i in range(len(prompt_ids))}

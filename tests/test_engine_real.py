@@ -6,6 +6,7 @@ import pytest
 from inference_api.engine import Engine
 from inference_api.params import SamplingParams
 from inference_api.protocol import Submit
+from inference_api.text_state import TextMaker
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,8 @@ PROMPTS = [
 
 def make_engine(runner, prefill_budget: int = 16) -> Engine:
     """A fresh engine over the shared runner (a small prefill budget forces chunked prefill)."""
-    return Engine(runner, runner.model.max_rows, prefill_budget, runner.max_seq_len)
+    return Engine(runner, TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids),
+                  runner.model.max_rows, prefill_budget, runner.max_seq_len)
 
 
 def run(engine: Engine, arrivals: dict[int, list[Submit]], max_steps: int = 10_000):
@@ -180,7 +182,7 @@ def test_a_failing_step_ends_every_session_with_an_error(model_runner_fp32):
             return model_runner_fp32.run(plan)
 
     inputs, outputs = queue.Queue(), queue.Queue()
-    loop = threading.Thread(target=serve, args=(Engine(Broken(), 32, 64, 1024), inputs, outputs, 32))
+    loop = threading.Thread(target=serve, args=(make_engine(Broken(), 64), inputs, outputs, 32))
     loop.start()
     for i in range(3):
         inputs.put(Submit(f"x{i}", [1, 2, 3], greedy(400, ignore_eos=True)))

@@ -5,16 +5,11 @@ from inference_api.sequence import Sequence
 
 
 def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:
-    """Plan one step and apply it as the engine would; returns (decoded ids, prefilled tokens)."""
+    """Plan one step, give each ready row a token; returns (decoded ids, prefilled tokens)."""
     scheduler.admit()
     plan = scheduler.plan()
-    for seq in plan.decode:
-        seq.generated.append(1)
-        seq.num_cached += 1
-    for chunk in plan.prefill:
-        chunk.seq.num_cached += chunk.length
-        if chunk.completes_prompt:
-            chunk.seq.generated.append(1)
+    ready = plan.decode + [c.seq for c in plan.prefill if c.completes_prompt]
+    scheduler.advance(plan, [(seq, 1) for seq in ready])
     return [s.session_id for s in plan.decode], {c.seq.session_id: c.length for c in plan.prefill}
 
 
