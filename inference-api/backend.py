@@ -77,11 +77,11 @@ def backend_main(config: Config, inputs, outputs) -> None:
         log.error("backend cannot start: %s", message)
         outputs.put(Fatal(message))
         return
-    outputs.put(Ready(dict(info, max_users=config.max_users)))
-    serve(engine, inputs, outputs, config.max_users)
+    outputs.put(Ready(info))
+    serve(engine, inputs, outputs)
 
 
-def serve(engine: Engine, inputs, outputs, max_users: int) -> None:
+def serve(engine: Engine, inputs, outputs) -> None:
     """The loop: take messages (blocking only when idle), step, emit, beat."""
     last_beat = 0.0
     while True:
@@ -104,7 +104,7 @@ def serve(engine: Engine, inputs, outputs, max_users: int) -> None:
             outputs.put(results)
         now = time.monotonic()
         if now - last_beat >= HEARTBEAT_SECONDS:
-            outputs.put(Heartbeat(engine.busy_rows, engine.queued, max_users))
+            outputs.put(Heartbeat(engine.busy_rows, engine.queued))
             last_beat = now
 
 

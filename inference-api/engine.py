@@ -59,8 +59,7 @@ class Engine:
             problem = (f"prompt of {n_prompt} tokens plus max_tokens {max_tokens} exceeds "
                        f"the context of {self.max_seq_len} tokens")
         if problem:
-            return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=problem,
-                           prompt_tokens=n_prompt)]
+            return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=problem)]
         self.scheduler.add(Sequence(submit.session_id, list(submit.prompt_ids), submit.params,
                                     prompt_text=submit.prompt_text))
         return []
@@ -130,7 +129,7 @@ class Engine:
     def _output(self, seq: Sequence, text: str, **extra) -> Output:
         state = seq.text
         out = Output(seq.session_id, text, num_tokens=state.pending_tokens if state else 0,
-                     prompt_tokens=seq.num_prompt, completion_tokens=len(seq.generated), **extra)
+                     completion_tokens=len(seq.generated), **extra)
         if state is not None:
             if not state.reported_queue and seq.admitted_at is not None:
                 out.queue_seconds = seq.admitted_at - seq.arrival

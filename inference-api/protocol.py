@@ -41,7 +41,6 @@ class Output:
     text: str
     num_tokens: int = 0  # tokens generated since the previous Output of this session
     finish_reason: str | None = None
-    prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
     queue_seconds: float | None = None  # on the first Output: time from arrival to admission
@@ -60,7 +59,6 @@ class Heartbeat:
 
     busy_rows: int
     queued: int
-    max_users: int
 
 
 @dataclass

@@ -100,18 +100,6 @@ def test_forty_requests_on_32_rows_all_finish(model_runner_fp32):
         assert results[s.session_id][-1].completion_tokens == s.params.max_tokens
 
 
-def test_cancel_frees_the_row_for_the_next_prompt(model_runner_fp32):
-    engine = make_engine(model_runner_fp32)
-    engine.add(Submit("long", [1, 2, 3], greedy(500, ignore_eos=True)))
-    engine.step()
-    engine.step()
-    assert engine.busy_rows == 1
-    outs = engine.cancel("long")
-    assert outs[-1].finish_reason == "cancelled"
-    assert engine.busy_rows == 0 and not engine.has_work()
-    assert engine.cancel("long") == []  # cancelling twice is harmless
-
-
 def test_stop_string_split_across_tokens_is_not_emitted(model_runner_fp32, hf_model_fp32):
     _, tokenizer = hf_model_fp32
     ids = tokenizer("The capital of France is")["input_ids"]
@@ -153,59 +141,6 @@ def test_return_prompt_and_eos(model_runner_fp32, hf_model_fp32):
     outs = run(make_engine(model_runner_fp32),
                {0: [Submit("e", ids, greedy(10, eos_token_ids=(first_id,)))]})["e"]
     assert outs[-1].finish_reason == "eos" and outs[-1].completion_tokens == 1
-
-
-def test_prompt_too_long_is_refused_not_truncated(model_runner_fp32):
-    engine = make_engine(model_runner_fp32)
-    outs = engine.add(Submit("big", [5] * 1000, greedy(100)))
-    assert outs[0].finish_reason == "error"
-    assert "1000" in outs[0].error and "1024" in outs[0].error
-    assert not engine.has_work()
-
-
-def test_a_failing_step_ends_every_session_with_an_error(model_runner_fp32):
-    import queue
-    import threading
-
-    from inference_api.backend import serve
-    from inference_api.protocol import Output, Shutdown
-
-    class Broken:
-        """The real runner, except that a forward with a poisoned prompt raises."""
-
-        def __getattr__(self, name):
-            return getattr(model_runner_fp32, name)
-
-        def run(self, plan):
-            if any(c.seq.prompt_ids[0] == 666 for c in plan.prefill):
-                raise RuntimeError("simulated device failure")
-            return model_runner_fp32.run(plan)
-
-    inputs, outputs = queue.Queue(), queue.Queue()
-    loop = threading.Thread(target=serve, args=(make_engine(Broken(), 64), inputs, outputs, 32))
-    loop.start()
-    for i in range(3):
-        inputs.put(Submit(f"x{i}", [1, 2, 3], greedy(400, ignore_eos=True)))
-    inputs.put(Submit("poison", [666, 2, 3], greedy(5)))
-    finals = {}
-    while len(finals) < 4:
-        message = outputs.get(timeout=60)
-        for out in message if isinstance(message, list) else []:
-            if isinstance(out, Output) and out.finish_reason:
-                finals[out.session_id] = out
-    assert all(o.finish_reason == "error" and "simulated" in o.error for o in finals.values())
-    # The loop goes on serving after the failure.
-    inputs.put(Submit("after", [1, 2, 3], greedy(3, ignore_eos=True)))
-    while True:
-        message = outputs.get(timeout=60)
-        done = [o for o in (message if isinstance(message, list) else [])
-                if o.session_id == "after" and o.finish_reason]
-        if done:
-            assert done[0].finish_reason == "length"
-            break
-    inputs.put(Shutdown())
-    loop.join(30)
-    assert not loop.is_alive()
 
 
 def test_a_request_the_runner_refuses_fails_alone(model_runner_fp32):
