@@ -24,6 +24,9 @@ NOT_FORWARDED = HOP_BY_HOP | CLIENT_CLAIMS | {
 NOT_RETURNED = HOP_BY_HOP | {"date", "server", "x-request-id", "content-length"}
 # Connecting should take milliseconds on the API's network; a refused or dropped SYN is an outage.
 CONNECT_TIMEOUT_S = 5.0
+# Idle pooled connections are dropped before the API's own keep-alive (5 s) closes them, so a
+# request is never sent on a connection the API is closing at that moment.
+UPSTREAM_IDLE_S = 3.0
 
 
 def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -86,7 +89,8 @@ class Upstream:
                                         sock_read=self.idle_timeout_s)
         self.session = aiohttp.ClientSession(
             # limit=0: the proxy admits requests itself; a pool cap would only queue them.
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10,
+                                           keepalive_timeout=UPSTREAM_IDLE_S),
             timeout=timeout,
             # One session serves every client: a cookie kept from one answer must never
             # reach another client. Set-Cookie still goes back to the client that got it.

@@ -35,8 +35,19 @@ def proxy(upstream):
         yield server
 
 
+def complete(received: bytes) -> bool:
+    """Whether received holds a whole answer with a Content-Length."""
+    head, found, body = received.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if found else []:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
 def exchange(port: int, *parts: bytes, pause: float = 0.0, timeout: float = 20.0) -> bytes:
-    """Send parts (pausing between them) on a new connection; everything read until it closes."""
+    """Send parts (pausing between them) on a new connection; read until the answer is whole
+    or the connection closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         for index, part in enumerate(parts):
             if index and pause:
@@ -54,6 +65,8 @@ def exchange(port: int, *parts: bytes, pause: float = 0.0, timeout: float = 20.0
             if not data:
                 return received
             received += data
+            if complete(received):
+                return received
     return received
 
 
