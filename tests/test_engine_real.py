@@ -66,7 +66,6 @@ def test_staggered_greedy_equals_transformers_generate(model_runner_fp32, hf_mod
         outs = results[f"s{i}"]
         assert text_of(outs) == want, f"prompt {i}"
         assert outs[-1].completion_tokens == 24 and outs[-1].finish_reason == "length"
-        assert outs[-1].prompt_tokens == ids["input_ids"].shape[1]
 
 
 def test_seeded_sampling_same_alone_and_beside_31_others(model_runner_fp32, hf_model_fp32):
