@@ -68,6 +68,7 @@ class ProxyApp:
         self.limiter = TokenLimiter(config.max_streams_per_token)
         self.metrics = Metrics()
         self.draining = False
+        self.stopping = False  # the drain is over: handlers still running are being cut
         self.in_flight = 0
         self._idle: asyncio.Event | None = None
 
@@ -87,8 +88,8 @@ class ProxyApp:
 
     async def wait_idle(self) -> None:
         """Return once no request is in flight."""
-        assert self._idle is not None
-        await self._idle.wait()
+        if self._idle is not None:  # None: not serving yet, so nothing can be in flight
+            await self._idle.wait()
 
     # --- client-side events reported by the connection handler -------------------------------
 
@@ -128,9 +129,10 @@ class ProxyApp:
                 response.force_close()
             return response
         except asyncio.CancelledError:
-            # The client's connection closed (aiohttp cancels the handler at once).
+            # The client's connection closed (aiohttp cancels the handler at once), or the
+            # drain ran out of time and the server is cutting what is left.
             if exchange.outcome == "ok":
-                exchange.outcome = "client_gone"
+                exchange.outcome = "shutdown" if self.stopping else "client_gone"
             raise
         finally:
             if response is not None:

@@ -59,7 +59,11 @@ class ProxyWorker(GunicornWebWorker):
         if self._drain_started:
             return
         self._drain_started = True
-        app: ProxyApp = self.wsgi
+        app = getattr(self, "wsgi", None)
+        if not isinstance(app, ProxyApp):  # not loaded yet: nothing to drain
+            self.alive = False
+            self._notify_waiter_done()
+            return
         app.begin_drain()
         log.info("SIGTERM: draining for up to %g s; %d request(s) in flight",
                  app.config.drain_timeout_s, app.in_flight)
@@ -108,5 +112,6 @@ class ProxyWorker(GunicornWebWorker):
                 else:
                     await self._wait_next_notify()
         finally:
+            app.stopping = True
             await runner.cleanup()
             await app.close()

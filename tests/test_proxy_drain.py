@@ -102,3 +102,4 @@ def test_drain_timeout_cuts_streams_still_running(upstream):
         state = wait_for(lambda: requests.get(upstream.url + "/stub/stats", params={"id": stream_id},
                                               timeout=5).json()["state"] == "cancelled", timeout=15)
         assert state, "the upstream stream went on after the proxy left"
+        assert "outcome=shutdown" in proxy.output()
