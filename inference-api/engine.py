@@ -5,7 +5,7 @@ from typing import Protocol
 
 from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, Output,
                        Submit)
-from .scheduler import Plan, Scheduler
+from .scheduler import StepPlan, Scheduler
 from .sequence import Sequence
 from .text_state import TextMaker
 
@@ -21,7 +21,7 @@ class Runner(Protocol):
     def finish(self, seq: Sequence) -> None:
         """Forget a row's per-request state."""
 
-    def run(self, plan: Plan) -> list[tuple[Sequence, int]]:
+    def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
         """One forward over the plan: a new token id for every row that has one."""
 
 

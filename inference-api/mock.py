@@ -5,7 +5,7 @@ import time
 import zlib
 
 from .config import Config
-from .scheduler import Plan
+from .scheduler import StepPlan
 from .sequence import Sequence
 
 MOCK_CHAT_TEMPLATE = (
@@ -60,7 +60,7 @@ class MockRunner:
     def finish(self, seq: Sequence) -> None:
         """Nothing to forget."""
 
-    def run(self, plan: Plan) -> list[tuple[Sequence, int]]:
+    def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
         """Pause like a model step, then give each ready row its next token (its index)."""
         if self.step_seconds:
             time.sleep(self.step_seconds)

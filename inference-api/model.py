@@ -9,34 +9,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import KV_BUCKET, DecodeAttention, attend_row, kv_extent, position_mask
+from .attention import KV_BUCKET, DecodeAttention, kv_extent
+from .attention_math import attend_row, position_mask
 from .linear import Linear, can_pack, linear_of, stacked
+from .model_store import check_architecture
 from .native_attention import choose_decode_attention
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                "qwen2": "Qwen2ForCausalLM"}
-
-
-class UnsupportedArchitecture(ValueError):
-    """The model is not one of SUPPORTED_ARCHITECTURES."""
-
-
-def check_architecture(hf_config) -> None:
-    """Raise UnsupportedArchitecture unless the config describes a supported model."""
-    found = list(getattr(hf_config, "architectures", None) or [])
-    if not found:  # configs built in code carry no architectures, only a model_type
-        model_type = getattr(hf_config, "model_type", None)
-        found = [_MODEL_TYPES.get(model_type, f"model_type={model_type!r}")]
-    unsupported = [a for a in found if a not in SUPPORTED_ARCHITECTURES]
-    if unsupported:
-        raise UnsupportedArchitecture(
-            f"unsupported model architecture {', '.join(unsupported)}; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
-
-
 @dataclass
-class PrefillChunk:
+class PrefillInput:
     """A slice of one row's prompt; earlier chunks of the prompt are already in the cache."""
 
     row: int  # cache row of this prompt
@@ -59,7 +39,7 @@ class _Layer:
 
 
 @dataclass
-class _DecodePlan:
+class _DecodeLayout:
     """The decoding rows of a step, split into groups of similar length once per step."""
 
     rows: torch.Tensor  # [D], in group order
@@ -68,7 +48,7 @@ class _DecodePlan:
 
 
 @dataclass
-class _ChunkPlan:
+class _PrefillLayout:
     """One prefill chunk of a step: its row, sequence start and offset among the step's tokens."""
 
     row: int
@@ -159,7 +139,7 @@ class DecoderModel:
 
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
-             decode_positions: torch.Tensor, prefills: list[PrefillChunk]) -> torch.Tensor:
+             decode_positions: torch.Tensor, prefills: list[PrefillInput]) -> torch.Tensor:
         """Run one step; float32 logits [D + len(prefills), vocab]: decode rows, then chunk ends.
 
         A row appears at most once per step, either decoding or in one prefill chunk.
@@ -177,17 +157,17 @@ class DecoderModel:
         decode, restore = None, []
         if decode_rows.numel():  # decode tokens in group order: each group is one slice
             rows, decode_positions = decode_rows.to(dev), decode_positions.to(dev)
-            groups = self.attention.plan(rows, decode_positions, self.windows)
+            groups = self.attention.group_rows(rows, decode_positions, self.windows)
             decode_tokens = decode_tokens.to(dev)
             restore = list(range(rows.numel()))
             if groups:  # grouped attention: rows in group order, logits back in the caller's
                 order = torch.cat([g.index for g in groups])
                 decode_tokens, decode_positions = decode_tokens[order], decode_positions[order]
                 rows, restore = rows[order], order.argsort().tolist()
-            decode = _DecodePlan(rows, decode_positions, groups)
+            decode = _DecodeLayout(rows, decode_positions, groups)
         chunks, offset = [], decode_rows.numel()
         for c in prefills:
-            chunks.append(_ChunkPlan(c.row, c.start, offset, c.tokens.numel()))
+            chunks.append(_PrefillLayout(c.row, c.start, offset, c.tokens.numel()))
             offset += c.tokens.numel()
         tokens = torch.cat([decode_tokens.to(dev)] + [c.tokens.to(dev) for c in prefills])  # [T]
         positions = torch.cat([decode_positions.to(dev)] + [

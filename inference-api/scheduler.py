@@ -14,7 +14,7 @@ DECODE_ROW_COST = 2
 
 
 @dataclass
-class Chunk:
+class PromptChunk:
     """Prompt tokens [start, start + length) of one sequence to prefill this step."""
 
     seq: Sequence
@@ -28,11 +28,11 @@ class Chunk:
 
 
 @dataclass
-class Plan:
+class StepPlan:
     """One step: a token for each decoding row and prompt chunks within the budget."""
 
     decode: list[Sequence] = field(default_factory=list)
-    prefill: list[Chunk] = field(default_factory=list)
+    prefill: list[PromptChunk] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.decode or self.prefill)
@@ -79,7 +79,7 @@ class Scheduler:
             del self.running[seq.row]
             self.free_rows.append(seq.row)
 
-    def advance(self, plan: Plan, sampled: list[tuple[Sequence, int]]) -> None:
+    def advance(self, plan: StepPlan, sampled: list[tuple[Sequence, int]]) -> None:
         """After a step's forward: what it put in the cache, and each row's new token."""
         for seq in plan.decode:
             seq.num_cached += 1
@@ -109,14 +109,14 @@ class Scheduler:
             admitted.append(seq)
         return admitted
 
-    def plan(self) -> Plan:
+    def plan(self) -> StepPlan:
         """Decode every row past its prompt; share the prefill budget among prompts, oldest first.
 
         Prompt tokens also take the place of rows that are not decoding, DECODE_ROW_COST each:
         a step costs about as much as a full one whatever its mix, the running streams never
         wait for more than that, yet prompts go in faster while few rows decode.
         """
-        plan = Plan()
+        plan = StepPlan()
         prefilling = []
         for seq in self.running.values():
             (prefilling if seq.prefilling else plan.decode).append(seq)
@@ -125,6 +125,6 @@ class Scheduler:
             if budget <= 0:
                 break
             length = min(budget, seq.num_prompt - seq.num_cached)
-            plan.prefill.append(Chunk(seq, seq.num_cached, length))
+            plan.prefill.append(PromptChunk(seq, seq.num_cached, length))
             budget -= length
         return plan

@@ -6,8 +6,9 @@ from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConf
 
 from inference_api.attention import DecodeAttention, length_groups
 from inference_api.linear import can_pack
-from inference_api.model import (SUPPORTED_ARCHITECTURES, DecoderModel, PrefillChunk,
-                                 UnsupportedArchitecture, check_architecture)
+from inference_api.model import DecoderModel, PrefillInput
+from inference_api.model_store import (SUPPORTED_ARCHITECTURES, UnsupportedArchitecture,
+                                       check_architecture)
 from inference_api.native_attention import NativeDecodeAttention
 
 VOCAB = 128
@@ -60,7 +61,7 @@ class Driver:
         prefills = []
         for row, size in chunks.items():
             part, self.prompts[row] = self.prompts[row][:size], self.prompts[row][size:]
-            prefills.append(PrefillChunk(row, torch.tensor(part), len(self.seqs[row])))
+            prefills.append(PrefillInput(row, torch.tensor(part), len(self.seqs[row])))
             self.seqs[row] = self.seqs[row] + part
         logits = self.model.step(torch.tensor(decode, dtype=torch.long),
                                  torch.tensor([new[r] for r in decode], dtype=torch.long),
@@ -159,7 +160,7 @@ def test_a_row_joining_keeps_large_groups_and_merges_into_small_ones():
                                 dtype=torch.float32)
 
     def plan(positions):
-        groups = attention.plan(torch.arange(len(positions)), torch.tensor(positions), {None})
+        groups = attention.group_rows(torch.arange(len(positions)), torch.tensor(positions), {None})
         return {tuple(g.buffer.rows): g.buffer for g in groups}
 
     big = plan([500] * 10)
@@ -220,10 +221,10 @@ def test_logits_only_for_requested_positions(attention, k_shape, v_shape):
     assert model.k_cache.shape == k_shape and model.v_cache.shape == v_shape
     assert model.vocab_size == VOCAB and model.dtype == torch.float32
     empty = torch.empty(0, dtype=torch.long)
-    out = model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 0)])
+    out = model.step(empty, empty, empty, [PrefillInput(1, torch.arange(7), 0)])
     assert out.shape == (1, VOCAB)
     with pytest.raises(IndexError):
-        model.step(empty, empty, empty, [PrefillChunk(1, torch.arange(7), 20)])
+        model.step(empty, empty, empty, [PrefillInput(1, torch.arange(7), 20)])
 
 
 def test_weights_are_shared_not_copied():
@@ -244,7 +245,7 @@ def test_reordered_bfloat16_weights_give_the_same_logits():
     assert auto.layers[0].qkv.packed == can_pack(torch.device("cpu"), torch.bfloat16)
     assert not plain.layers[0].qkv.packed
     empty = torch.empty(0, dtype=torch.long)
-    prompts = [PrefillChunk(0, torch.arange(3, 12), 0), PrefillChunk(1, torch.arange(40, 45), 0)]
+    prompts = [PrefillInput(0, torch.arange(3, 12), 0), PrefillInput(1, torch.arange(40, 45), 0)]
     steps = [(empty, empty, empty, prompts)] + [
         (torch.tensor([0, 1]), torch.tensor([7 + i, 90 - i]), torch.tensor([9 + i, 5 + i]), [])
         for i in range(4)]

@@ -53,7 +53,7 @@ def test_server_with_an_unreadable_model_says_why_on_health(tmp_path):
 def test_unsupported_architecture_is_refused_at_start(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from inference_api.model import UnsupportedArchitecture
+    from inference_api.model_store import UnsupportedArchitecture
     from inference_api.model_runner import ModelRunner
 
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)).save_pretrained(

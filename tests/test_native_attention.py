@@ -66,7 +66,7 @@ def test_kernel_matches_float64_attention_and_writes_only_the_new_positions(
 
     out = torch.empty_like(q)
     attention.run(0, q, k_new, v_new, k_cache, v_cache, rows, positions,
-                  attention.plan(rows, positions, {window}), window, out)
+                  attention.group_rows(rows, positions, {window}), window, out)
 
     assert torch.equal(k_cache.nan_to_num(7.0), tiled(keys).nan_to_num(7.0))
     assert torch.equal(v_cache.nan_to_num(7.0), values.nan_to_num(7.0))
@@ -106,7 +106,7 @@ def test_kernel_agrees_with_the_torch_ops_it_replaces():
         k.copy_(tiled(keys) if isinstance(attention, NativeDecodeAttention) else keys)
         v.copy_(values)
         out = torch.empty_like(q)
-        groups = attention.plan(rows, positions, {None})
+        groups = attention.group_rows(rows, positions, {None})
         order = torch.cat([g.index for g in groups]) if groups else torch.arange(3)
         attention.run(0, q[order].contiguous(), k_new[order], v_new[order], k, v, rows[order],
                       positions[order], groups, None, out)

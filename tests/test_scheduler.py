@@ -5,7 +5,7 @@ from inference_api.sequence import Sequence
 
 
 def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:
-    """Plan one step, give each ready row a token; returns (decoded ids, prefilled tokens)."""
+    """StepPlan one step, give each ready row a token; returns (decoded ids, prefilled tokens)."""
     scheduler.admit()
     plan = scheduler.plan()
     ready = plan.decode + [c.seq for c in plan.prefill if c.completes_prompt]
