@@ -280,7 +280,13 @@ class ProxyApp:
                 if not chunk:
                     break
                 exchange.bytes += len(chunk)
-                await response.write(chunk)
+                try:
+                    # Waits only when the client's socket is full: it is not reading.
+                    async with asyncio.timeout(self.config.send_timeout_s):
+                        await response.write(chunk)
+                except TimeoutError:
+                    self._client_stalled(request, exchange)
+                    return response
             await response.write_eof()
             complete = True
             return response
@@ -296,6 +302,12 @@ class ProxyApp:
                 # Closing (not releasing) an unfinished answer drops the upstream connection,
                 # which is how the API learns to cancel the generation.
                 answer.close()
+
+    def _client_stalled(self, request: web.BaseRequest, exchange: Exchange) -> None:
+        """Drop a client that stopped reading, so that it no longer holds the API's row."""
+        self.metrics.client_timeouts.labels("send").inc()
+        exchange.outcome = "client_stalled"
+        request.protocol.force_close()
 
     def _upstream_failed(self, exchange: Exchange, exc: BaseException) -> web.Response:
         """The JSON error for an upstream that gave no answer (its connection is closed)."""

@@ -34,6 +34,8 @@ class ProxyConfig:
     header_timeout_s: float = _env("PROXY_HEADER_TIMEOUT", default=10.0)
     body_timeout_s: float = _env("PROXY_BODY_TIMEOUT", default=60.0)
     keepalive_timeout_s: float = _env("PROXY_KEEPALIVE_TIMEOUT", default=5.0)
+    # How long a client that does not read its answer may keep the proxy (and an API row) waiting.
+    send_timeout_s: float = _env("PROXY_SEND_TIMEOUT", default=60.0)
     # After SIGTERM: how long running requests may take to finish before the proxy exits.
     drain_timeout_s: float = _env("PROXY_DRAIN_TIMEOUT", default=30.0)
     # Longest a token may still be valid for, from now (0: any exp up to year 9999).
@@ -53,7 +55,8 @@ class ProxyConfig:
         for name, value in (("PROXY_UPSTREAM_TIMEOUT", self.upstream_timeout_s),
                             ("PROXY_HEADER_TIMEOUT", self.header_timeout_s),
                             ("PROXY_BODY_TIMEOUT", self.body_timeout_s),
-                            ("PROXY_KEEPALIVE_TIMEOUT", self.keepalive_timeout_s)):
+                            ("PROXY_KEEPALIVE_TIMEOUT", self.keepalive_timeout_s),
+                            ("PROXY_SEND_TIMEOUT", self.send_timeout_s)):
             _check(0 < value <= 86400, name, value, "seconds, > 0 and <= 86400")
         _check(0 <= self.drain_timeout_s <= 3600, "PROXY_DRAIN_TIMEOUT", self.drain_timeout_s,
                "seconds, 0..3600")

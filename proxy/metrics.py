@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 AUTH_REASONS = ("missing_header", "bad_scheme", "malformed", "bad_algorithm", "bad_signature",
                 "expired", "not_yet_valid", "lifetime", "missing_claim", "bad_claim", "invalid")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "stream", "other")
-CLIENT_TIMEOUT_PHASES = ("headers", "body")
+CLIENT_TIMEOUT_PHASES = ("headers", "body", "send")
 
 
 class Metrics:
@@ -27,7 +27,7 @@ class Metrics:
                                        ["kind"], registry=self.registry)
         self.client_timeouts = Counter("proxy_client_timeouts",
                                        "Client connections closed for being too slow to send "
-                                       "their request headers or body, by phase",
+                                       "their request headers or body, or to read the answer",
                                        ["phase"], registry=self.registry)
         self.open_streams = Gauge("proxy_open_responses", "Responses being relayed right now",
                                   registry=self.registry)

@@ -45,9 +45,11 @@ def health():
 def stream():
     """`n` chunks, `delay` seconds apart; closing the connection early marks it cancelled.
 
-    With `abort=K` the stub drops the connection after K chunks, as a crashing server would.
+    With `abort=K` the stub drops the connection after K chunks, as a crashing server would;
+    `pad=B` adds B bytes to each chunk, to fill socket buffers fast.
     """
     n = int(request.args.get("n", 5))
+    pad = b"." * int(request.args.get("pad", 0))
     abort = int(request.args.get("abort", -1))
     delay = float(request.args.get("delay", 0.05))
     tag = request.args.get("tag", "")
@@ -65,7 +67,7 @@ def stream():
                     raise ConnectionResetError(errno.ECONNRESET, "stub aborts the stream")
                 if index:
                     time.sleep(delay)
-                yield stream_chunk(tag, token_id, index)
+                yield stream_chunk(tag, token_id, index) + pad
             state = "done"
         finally:
             _set_state(stream_id, state)

@@ -318,6 +318,29 @@ def test_upstream_silent_mid_stream_cuts_the_stream_and_closes_upstream():
             - sample(before, "proxy_upstream_errors_total", kind="timeout") == 1
 
 
+def test_client_that_stops_reading_is_cut_and_the_upstream_stream_cancelled(upstream):
+    stream_id = uuid.uuid4().hex
+    with start_proxy(upstream.url, PROXY_SEND_TIMEOUT="2") as proxy:
+        before = scrape(proxy)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", proxy.port))
+            sock.sendall(f"GET /stream?n=20000&delay=0&pad=4096&id={stream_id} HTTP/1.1\r\n"
+                         f"Host: proxy\r\nAuthorization: Bearer {make_token()}\r\n\r\n".encode())
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200 ")
+            # Read nothing more: once every buffer on the way is full, the stream stalls.
+
+            def state():
+                return requests.get(upstream.url + "/stub/stats", params={"id": stream_id},
+                                    timeout=5).json()["state"]
+            assert wait_for(lambda: state() == "cancelled", timeout=60), state()
+        after = scrape(proxy)
+        assert sample(after, "proxy_client_timeouts_total", phase="send") \
+            - sample(before, "proxy_client_timeouts_total", phase="send") == 1
+        assert "outcome=client_stalled" in proxy.output()
+
+
 def test_client_leaving_a_non_streamed_request_closes_upstream_at_once():
     # The upstream never answers and the idle timeout is long: only the client's leaving can
     # end this exchange before it.
