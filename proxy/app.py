@@ -271,6 +271,7 @@ class ProxyApp:
             # while a non-streamed answer is still being generated.
             await response.prepare(request)
             request.writer.send_headers()
+            exchange.status = response.status  # sent: a client leaving from here on saw it
             while True:
                 try:
                     chunk = await answer.content.readany()

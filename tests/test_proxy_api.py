@@ -146,6 +146,6 @@ def test_client_leaving_a_non_streamed_request_frees_the_row(mock_proxy, mock_se
 
 
 def api_log_line(server, request_id: str) -> str:
-    """The API's log line for one request id, or ''."""
+    """The API's request log line (the one with finish=) for one request id, or ''."""
     return next((line for line in server.output().splitlines()
-                 if f"request {request_id} " in line), "")
+                 if f"request {request_id} " in line and " finish=" in line), "")
