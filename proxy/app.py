@@ -134,6 +134,15 @@ class ProxyApp:
             if exchange.outcome == "ok":
                 exchange.outcome = "shutdown" if self.stopping else "client_gone"
             raise
+        except ConnectionError:
+            raise  # a write to a client that has left (outcome set where it happened)
+        except Exception:
+            log.exception("request_id=%s failed", exchange.request_id)
+            exchange.outcome = "error"
+            if exchange.status:
+                raise  # the answer has started: aiohttp drops the connection
+            response = error_response(500, "internal proxy error")
+            return response
         finally:
             if response is not None:
                 if not response.prepared:  # a relayed answer had its headers set in _forward

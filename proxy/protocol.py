@@ -118,6 +118,7 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
             status, message = 431, (f"request headers are too large: at most {MAX_HEADERS} "
                                     f"headers of {MAX_FIELD_BYTES} bytes each")
         elif status == 500:
+            # Only before a request reaches the proxy's handler, which answers its own errors.
             log.error("unexpected error handling a request", exc_info=exc)
             message = "internal proxy error"
         elif isinstance(exc, BadHttpMessage):
