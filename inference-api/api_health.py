@@ -1,7 +1,9 @@
 """GET /health: loading, ready or dead, and how busy."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
+
+from .web import ApiError, current_frontend, error_answer
 
 health = Blueprint("health", __name__)
 
@@ -9,14 +11,11 @@ health = Blueprint("health", __name__)
 @health.get("/health")
 def health_check():
     """200 with the load figures once the backend is ready; 503 with the reason otherwise."""
-    from .frontend import ApiError
-    from .server import error_response, frontend_of
-
-    frontend = frontend_of(current_app)
+    frontend = current_frontend()
     try:
         frontend.require_ready()
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
+        return error_answer(exc)
     link = frontend.link
     return jsonify(status="ok", model=frontend.config.model_id, busy_rows=link.busy_rows,
                    max_users=frontend.config.max_users, queued=link.queued,

@@ -5,14 +5,15 @@ import errno
 import logging
 from contextlib import closing
 
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
-from pydantic import ValidationError
+from flask import Blueprint, Response, g, request, stream_with_context
 
-from .frontend import ApiError, Record, StreamCut
+from .frontend import StreamCut
+from .link import Job
 from .prompts import ChatTemplateError, PromptTooLong
 from .protocol import FINISH_ERROR
 from .quote import quote
 from .schemas import InferenceRequest, describe_validation_error
+from .web import ApiError, current_frontend, validated
 
 native = Blueprint("native", __name__)
 log = logging.getLogger("inference_api.requests")
@@ -31,17 +32,12 @@ def predictions(model_id: str):
 
 
 def _generate(model_id: str, chat: bool):
-    from .server import frontend_of, read_json_object
-
-    frontend = frontend_of(current_app)
+    frontend = current_frontend()
     served = frontend.config.model_id
     if model_id != served:
         raise ApiError(404, f"model {quote(model_id)} is not served here; the served model is "
                             f"{served!r}")
-    try:
-        body = InferenceRequest.model_validate(read_json_object())
-    except ValidationError as exc:
-        raise ApiError(400, describe_validation_error(exc)) from None
+    body = validated(InferenceRequest, describe_validation_error)
     encoder = frontend.require_ready()
     try:
         if chat:
@@ -53,15 +49,15 @@ def _generate(model_id: str, chat: bool):
         raise ApiError(400, str(exc), code="context_length_exceeded"
                        if isinstance(exc, PromptTooLong) else None) from None
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
-    session = frontend.open(prompt_ids, body.sampling(max_tokens), body.text)
-    record = Record(g.request_id, request.path, prompt_tokens=len(prompt_ids))
+    generations = frontend.open([Job(prompt_ids, body.sampling(max_tokens), body.text)],
+                                g.request_id, request.path)
     if body.session_id is not None:
         log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
 
     def chunks():
         yield b""  # sends the headers now, even while the prompt waits for a row
-        with closing(frontend.outputs(session, record, request.environ)) as outputs:
-            for batch in outputs:
+        with closing(frontend.batches(generations, request.environ)) as batches:
+            for _, batch in batches:
                 text = "".join(o.text for o in batch)
                 if text:
                     yield text.encode()

@@ -1,77 +1,32 @@
 """OpenAI-compatible routes: GET /v1/models, POST /v1/completions and /v1/chat/completions."""
 from __future__ import annotations
 
-import logging
 import time
 import uuid
-from contextlib import closing
 
-from flask import Blueprint, current_app, g, jsonify, request
-from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, jsonify, request
 
-from .frontend import ApiError
+from .answers import (failure_event, open_answer, run_to_end, sample_params, sse_event,
+                      sse_response, text_batches)
+from .link import Job
 from .prompts import ChatTemplateError, PromptTooLong
 from .protocol import FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
 from .quote import quote, quote_name
-from .samples import (open_samples, run_to_end, sample_params, sse_event, sse_response,
-                      text_batches)
 from .schemas_openai import ChatRequest, CompletionRequest, describe_openai_error
+from .web import ApiError, current_frontend, validated
 
 openai = Blueprint("openai", __name__)
-log = logging.getLogger("inference_api.requests")
 STARTED = int(time.time())
 # OpenAI knows no "eos": the model ending its answer is a "stop", as a stop string is.
 FINISH_REASONS = {FINISH_STOP: "stop", FINISH_EOS: "stop", FINISH_LENGTH: "length"}
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
-class OpenAIError(ApiError):
-    """An error answered in OpenAI's shape, naming the parameter at fault."""
-
-    def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(status, message, headers, code)
-        self.param = param
-
-
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None):
-    """{"error": {"message", "type", "param", "code"}} with the HTTP status."""
-    kind = ("server_error" if status >= 500 else "authentication_error" if status == 401
-            else "invalid_request_error")
-    response = jsonify(error={"message": message, "type": kind, "param": param, "code": code})
-    response.status_code = status
-    return response
-
-
-@openai.errorhandler(ApiError)
-def _api_error(exc: ApiError):
-    log.info("request %s %s status=%s message=%r", g.get("request_id", "-"), request.path,
-             exc.status, exc.message)
-    response = error_body(exc.status, exc.message, getattr(exc, "param", None), exc.code)
-    response.headers.update(exc.headers)
-    return response
-
-
-@openai.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    if exc.code == 413:
-        return _api_error(ApiError(413, f"the request body is over "
-                                        f"{current_app.config['MAX_CONTENT_LENGTH']} bytes"))
-    return _api_error(ApiError(exc.code or 500, exc.description or exc.name))
-
-
-@openai.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    current_app.logger.exception("request %s failed", g.get("request_id"))
-    return error_body(500, f"internal error: {type(exc).__name__}")
-
-
 @openai.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unknown(rest: str):
     """Any other /v1 path: a 404 in OpenAI's shape, as OpenAI answers it."""
-    raise OpenAIError(404, f"Invalid URL ({request.method} /v1/{quote_name(rest)})",
-                      code="unknown_url")
+    raise ApiError(404, f"Invalid URL ({request.method} /v1/{quote_name(rest)})",
+                   code="unknown_url")
 
 
 @openai.get("/v1/models")
@@ -95,7 +50,7 @@ def completions():
     try:
         prompts = [(text, encoder.encode(text)) for text in body.prompt]
     except PromptTooLong as exc:
-        raise OpenAIError(400, str(exc), param="prompt", code="context_length_exceeded") from None
+        raise ApiError(400, str(exc), param="prompt", code="context_length_exceeded") from None
     return _answer(frontend, body, prompts, chat=False)
 
 
@@ -108,16 +63,14 @@ def chat_completions():
         text = encoder.chat_text([m.turn() for m in body.messages])
         ids = encoder.encode_chat_text(text)
     except ChatTemplateError as exc:
-        raise OpenAIError(400, str(exc), param="messages") from None
+        raise ApiError(400, str(exc), param="messages") from None
     except PromptTooLong as exc:
-        raise OpenAIError(400, str(exc), param="messages", code="context_length_exceeded") from None
+        raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
     return _answer(frontend, body, [(text, ids)], chat=True)
 
 
 def _model_card() -> dict:
-    from .server import frontend_of
-
-    frontend = frontend_of(current_app)
+    frontend = current_frontend()
     link = frontend.link
     context = link.info.get("max_seq_len", frontend.config.max_seq_len) if link else \
         frontend.config.max_seq_len
@@ -126,25 +79,17 @@ def _model_card() -> dict:
 
 
 def _check_model(model_id: str) -> None:
-    from .server import frontend_of
-
-    served = frontend_of(current_app).config.model_id
+    served = current_frontend().config.model_id
     if model_id != served:
-        raise OpenAIError(404, f"The model {quote(model_id)} does not exist; this server serves "
+        raise ApiError(404, f"The model {quote(model_id)} does not exist; this server serves "
                                f"{served!r}", param="model", code="model_not_found")
 
 
 def _read(schema):
     """The Frontend and the validated body; a 400 naming the parameter when it is not valid."""
-    from .server import frontend_of, read_json_object
-
-    try:
-        body = schema.model_validate(read_json_object())
-    except ValidationError as exc:
-        message, param, code = describe_openai_error(exc)
-        raise OpenAIError(400, message, param=param, code=code) from None
+    body = validated(schema, describe_openai_error)
     _check_model(body.model)
-    return frontend_of(current_app), body
+    return current_frontend(), body
 
 
 def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool):
@@ -152,23 +97,20 @@ def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool):
     jobs = []
     for text, ids in prompts:
         if not ids:
-            raise OpenAIError(400, "the prompt has no tokens", param="prompt")
+            raise ApiError(400, "the prompt has no tokens", param="prompt")
         default = frontend.context_len if chat else COMPLETIONS_DEFAULT_MAX_TOKENS
         max_tokens = frontend.fit_max_tokens(len(ids), body.wanted_tokens, default)
-        jobs += [(ids, params, text) for params in
+        jobs += [Job(ids, params, text) for params in
                  sample_params(body.n, body.seed, **body.sampling_fields(max_tokens))]
-    samples = open_samples(frontend, jobs)
+    answer = open_answer(frontend, jobs)
     prompt_tokens = sum(len(ids) for _, ids in prompts)  # each prompt once, as OpenAI counts
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": frontend.config.model_id}
     if body.stream:
-        return sse_response(_events(frontend, samples, head, chat, body.include_usage,
+        return sse_response(_events(frontend, answer, head, chat, body.include_usage,
                                     prompt_tokens))
-    run_to_end(frontend, samples, request.environ)
-    failed = next((s for s in samples if s.finish_reason == FINISH_ERROR), None)
-    if failed is not None:
-        raise OpenAIError(500, f"the generation failed: {failed.error}", code="generation_failed")
+    samples = run_to_end(frontend, answer)
     choices = []
     for index, sample in enumerate(samples):
         finish = FINISH_REASONS.get(sample.finish_reason)
@@ -188,7 +130,7 @@ def _usage(prompt_tokens: int, samples) -> dict:
             "total_tokens": prompt_tokens + completion}
 
 
-def _events(frontend, samples, head: dict, chat: bool, include_usage: bool, prompt_tokens: int):
+def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, prompt_tokens: int):
     """The stream's events: a chunk per batch of text, the usage chunk if asked, [DONE]."""
     head = dict(head, object="chat.completion.chunk" if chat else "text_completion")
     extra = {"usage": None} if include_usage else {}
@@ -204,20 +146,16 @@ def _events(frontend, samples, head: dict, chat: bool, include_usage: bool, prom
         return sse_event({**head, "choices": [choice], **extra})
 
     if chat:  # OpenAI opens each choice with the role, before any token
-        for index in range(len(samples)):
+        for index in range(len(answer.samples)):
             yield chunk(index, None, None, role=True)
-    with closing(text_batches(frontend, samples, request.environ)) as batches:
-        for index, text, reason, error in batches:
-            if reason == FINISH_ERROR:
-                if text:
-                    yield chunk(index, text, None)
-                # The openai client raises on an error event; without [DONE] others see a cut.
-                yield sse_event({"error": {"message": f"the generation failed: {error}",
-                                           "type": "server_error", "param": None,
-                                           "code": "generation_failed"}})
-                return
-            if text or reason is not None:
-                yield chunk(index, text, FINISH_REASONS.get(reason))
+    for index, text, reason, error in text_batches(frontend, answer):
+        if reason == FINISH_ERROR:
+            if text:
+                yield chunk(index, text, None)
+            yield failure_event(error)  # the openai client raises on it
+            return
+        if text or reason is not None:
+            yield chunk(index, text, FINISH_REASONS.get(reason))
     if include_usage:
-        yield sse_event({**head, "choices": [], "usage": _usage(prompt_tokens, samples)})
+        yield sse_event({**head, "choices": [], "usage": _usage(prompt_tokens, answer.samples)})
     yield sse_event("[DONE]")

@@ -11,6 +11,7 @@ import time
 
 from .config import Config
 from .engine import Engine
+from .params import SamplingParams
 from .protocol import Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit
 from .text_state import TextMaker
 
@@ -39,8 +40,6 @@ def build_engine(config: Config) -> tuple[Engine, dict]:
 
 def warm_up(engine: Engine) -> None:
     """Run one short request through every stage so the first user does not pay for it."""
-    from .params import SamplingParams
-
     engine.add(Submit("warm-up", [1, 2, 3], SamplingParams(max_tokens=2, temperature=0)))
     while engine.has_work():
         engine.step()

@@ -11,20 +11,12 @@ from typing import Iterator
 
 from .config import Config
 from .prompts import PromptEncoder
-from .protocol import FINISH_ERROR, Output
-from .sessions import BackendLink, NotReady, Overloaded, Session
+from .link import BackendLink, Job, LinkState, NotReady, Overloaded, RequestOutputs
+from .protocol import FINISH_CANCELLED, FINISH_ERROR, Output
+from .web import ApiError
 
 log = logging.getLogger("inference_api.requests")
 CLIENT_CHECK_SECONDS = 0.5
-
-
-class ApiError(Exception):
-    """An error answer: status, message, extra headers and a short machine-readable code."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers, self.code = status, message, headers or {}, code
 
 
 class StreamCut(ConnectionResetError):
@@ -59,6 +51,14 @@ class Record:
                  f" error={self.error!r}" if self.error else "")
 
 
+@dataclass
+class Generations:
+    """An open request: its samples' queue at the backend link and a log record per sample."""
+
+    outputs: RequestOutputs
+    records: list[Record]
+
+
 class Frontend:
     """The server's state: config, backend link and the served model's prompt encoder."""
 
@@ -81,7 +81,7 @@ class Frontend:
         """The prompt encoder, or a 503 while the backend is not ready."""
         if self.draining:
             raise ApiError(503, "the server is shutting down", {"Retry-After": "5"}, "unavailable")
-        if self.link.state != "ready" or self.encoder is None:
+        if self.link.state != LinkState.READY or self.encoder is None:
             raise ApiError(503, self.link.message, {"Retry-After": "5"}, "unavailable")
         return self.encoder
 
@@ -99,64 +99,84 @@ class Frontend:
                            code="context_length_exceeded")
         return max_tokens
 
-    def open(self, prompt_ids: list[int], params, prompt_text: str) -> Session:
-        """Send a prompt to the backend, or a 503 when it is not ready or too many wait."""
+    def open(self, jobs: list[Job], request_id: str, route: str) -> Generations:
+        """Send a request's prompts to the backend, or a 503 when it is not ready or too full."""
         try:
-            return self.link.open_session(prompt_ids, params, prompt_text)
+            outputs = self.link.open(jobs)
         except Overloaded as exc:
             raise ApiError(503, str(exc), {"Retry-After": "1"}, "overloaded") from None
         except NotReady as exc:
             raise ApiError(503, str(exc), {"Retry-After": "5"}, "unavailable") from None
+        return Generations(outputs, [Record(request_id, route, prompt_tokens=len(job.prompt_ids))
+                                     for job in jobs])
 
-    def outputs(self, session: Session, record: Record, environ: dict) -> Iterator[list[Output]]:
-        """The session's outputs as they come, several at once when the client is slow.
+    def batches(self, generations: Generations, environ: dict
+                ) -> Iterator[tuple[int, list[Output]]]:
+        """(sample index, its new Outputs) as they come; several at once when the client is slow.
 
-        Ends at the final output, when the client goes away, or when the generator is closed;
-        in every case the session is closed (and its generation cancelled if still running).
+        Ends when every sample has finished, when the client goes away, or when the generator is
+        closed; in every case the request is closed (what still runs is cancelled) and each
+        sample is logged once.
         """
+        outputs, records = generations.outputs, generations.records
+        running = set(range(len(records)))
         try:
             next_check = time.monotonic() + CLIENT_CHECK_SECONDS
-            while True:
+            while running:
                 try:
-                    batch = [session.outputs.get(timeout=max(0.0, next_check - time.monotonic()))]
+                    first = outputs.queue.get(timeout=max(0.0, next_check - time.monotonic()))
                 except queue.Empty:
-                    batch = None
+                    first = None
                 # Checked on a clock, not only when no output comes: an answer sent in one
                 # piece writes nothing while tokens flow, so only this notices its client left.
                 if time.monotonic() >= next_check:
                     if client_gone(environ):
-                        record.finish_reason = "cancelled"
                         return
                     next_check = time.monotonic() + CLIENT_CHECK_SECONDS
-                if batch is None:
+                if first is None:
                     continue
-                while batch[-1].finish_reason is None:
-                    try:
-                        batch.append(session.outputs.get_nowait())
-                    except queue.Empty:
-                        break
-                last = batch[-1]
-                record.completion_tokens = last.completion_tokens or record.completion_tokens
-                if record.first_token_at is None and any(o.num_tokens for o in batch):
-                    record.first_token_at = time.monotonic()
-                if self.metrics is not None:
-                    self.metrics.observe_batch(record, batch)
-                if last.finish_reason is not None:
-                    record.finish_reason = last.finish_reason
-                    record.error = last.error
-                    if last.finish_reason == FINISH_ERROR:
-                        log.error("request %s ended early: %s", record.request_id, last.error)
-                yield batch
-                if last.finish_reason is not None:
-                    return
-        except GeneratorExit:
-            record.finish_reason = record.finish_reason or "cancelled"
-            raise
+                for index, batch in _by_sample(outputs, [first] + _waiting(outputs.queue)):
+                    self._note(records[index], batch)
+                    if batch[-1].finish_reason is not None:
+                        running.discard(index)
+                    yield index, batch
         finally:
-            self.link.close_session(session)
-            record.log_line()
-            if self.metrics is not None:
-                self.metrics.observe_end(record)
+            self.link.close(outputs)
+            for record in records:
+                record.finish_reason = record.finish_reason or FINISH_CANCELLED
+                record.log_line()
+                if self.metrics is not None:
+                    self.metrics.observe_end(record)
+
+    def _note(self, record: Record, batch: list[Output]) -> None:
+        last = batch[-1]
+        record.completion_tokens = last.completion_tokens or record.completion_tokens
+        if record.first_token_at is None and any(o.num_tokens for o in batch):
+            record.first_token_at = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.observe_batch(record, batch)
+        if last.finish_reason is not None:
+            record.finish_reason, record.error = last.finish_reason, last.error
+            if last.finish_reason == FINISH_ERROR:
+                log.error("request %s ended early: %s", record.request_id, last.error)
+
+
+def _waiting(outputs: queue.Queue) -> list[Output]:
+    """Every Output already on the queue (a slow client gets them as one batch)."""
+    waiting = []
+    while True:
+        try:
+            waiting.append(outputs.get_nowait())
+        except queue.Empty:
+            return waiting
+
+
+def _by_sample(outputs: RequestOutputs, batch: list[Output]) -> list[tuple[int, list[Output]]]:
+    """A batch split by sample, each sample's Outputs in order, samples in order of arrival."""
+    groups: dict[int, list[Output]] = {}
+    for output in batch:
+        groups.setdefault(outputs.index_of(output.session_id), []).append(output)
+    return list(groups.items())
 
 
 def client_gone(environ) -> bool:

@@ -8,6 +8,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .link import LinkState
 from .protocol import FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
 
 FINISH_REASONS = (FINISH_STOP, FINISH_EOS, FINISH_LENGTH, FINISH_CANCELLED, FINISH_ERROR)
@@ -93,7 +94,7 @@ class _BackendCollector:
 
     def collect(self):
         link = self.frontend.link
-        ready = link is not None and link.state == "ready" and not self.frontend.draining
+        ready = link is not None and link.state == LinkState.READY and not self.frontend.draining
         yield GaugeMetricFamily("inference_backend_ready", "1 when the backend serves requests",
                                 value=int(ready))
         yield GaugeMetricFamily("inference_max_rows",

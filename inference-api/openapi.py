@@ -11,6 +11,10 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .schemas import GenerateRequest, InferenceRequest
+from .schemas_openai import ChatRequest, CompletionRequest
+from .web import current_frontend
+
 openapi = Blueprint("openapi", __name__)
 JSON, TEXT, SSE = "application/json", "text/plain", "text/event-stream"
 
@@ -188,10 +192,6 @@ def _generation(summary: str, request: str, ok: dict, shape: str) -> dict:
 
 def build_document(model_id: str) -> dict:
     """The OpenAPI 3.1 document of this server, for the served model's name."""
-    from .api_generate import GenerateRequest
-    from .schemas import InferenceRequest
-    from .schemas_openai import ChatRequest, CompletionRequest
-
     requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest]
     answers = [NativeError, OpenAIError, Health, ModelList, ModelCard, Completion,
                ChatCompletion, GenerateAnswer]
@@ -248,10 +248,8 @@ def build_document(model_id: str) -> dict:
 @openapi.get("/openapi.json")
 def openapi_document():
     """The OpenAPI 3.1 document of every route."""
-    from .server import frontend_of
-
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built once: the models do not change while the server runs
-        document = build_document(frontend_of(current_app).config.model_id)
+        document = build_document(current_frontend().config.model_id)
         current_app.extensions["openapi_document"] = document
     return jsonify(document)

@@ -10,6 +10,7 @@ MAX_TOP_K = 1000  # beyond this top-k hardly differs from "off", and it bounds t
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_EXTRA_EOS = 16
+MAX_SAMPLES = 8  # generations one request may hold: each takes a row of its own
 
 
 def _check(ok: bool, name: str, value, allowed: str):

@@ -4,9 +4,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .mock import MockTokenizer
+from .model_store import load_tokenizer
 
 
 # The mock's tokens are words of any length: it takes them as at most this many characters, so
@@ -99,16 +103,10 @@ class PromptEncoder:
         self.info = info
         self.context = info.get("max_seq_len")
         if info.get("mock") and tokenizer is None:
-            from .mock import MockTokenizer
-
             self._encode = lambda text, special: MockTokenizer().encode(text)
             self.longest_token = MOCK_MAX_TOKEN_CHARS
             return
         if tokenizer is None:
-            from pathlib import Path
-
-            from .model_store import load_tokenizer
-
             tokenizer = load_tokenizer(Path(info["folder"]))
         # encode() holds the GIL for the whole text, stalling the thread that feeds every stream;
         # the batch calls release it while the Rust code runs.

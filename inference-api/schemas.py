@@ -1,12 +1,13 @@
-"""Request bodies of the native routes, validated with pydantic."""
+"""Request bodies of the native routes and /generate, validated with pydantic."""
 from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
-                      ValidationError, field_validator)
+from pydantic import (AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field,
+                      StrictBool, ValidationError, field_validator, model_validator)
 
-from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
+from .params import (MAX_EXTRA_EOS, MAX_SAMPLES, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K,
+                     SamplingParams)
 from .quote import quote, quote_name
 
 MAX_NEW_TOKENS = 2048
@@ -73,12 +74,53 @@ class InferenceRequest(BaseModel):
 
     def sampling(self, max_tokens: int):
         """The backend's SamplingParams for this request."""
-        from .params import SamplingParams
-
         return SamplingParams(max_tokens=max_tokens, temperature=self.temperature,
                               top_k=self.top_k or 0, top_p=self.top_p, seed=self.seed,
                               repetition_penalty=self.repetition_penalty, stop=self.stops(),
                               return_prompt=self.return_prompt, ignore_eos=self.ignore_eos)
+
+
+def _either(*names: str, **field):
+    return Field(validation_alias=AliasChoices(*names), **field)
+
+
+class GenerateRequest(BaseModel):
+    """The body of POST /generate; null means "not given" for every field."""
+
+    model_config = REQUEST_CONFIG
+
+    text: PromptText = _either("text", "prompt")
+    max_tokens: Int | None = _either("max_tokens", "max_new_tokens", default=None, ge=1,
+                                     le=MAX_NEW_TOKENS)
+    temperature: Float = Field(1.0, ge=0, le=5)
+    top_p: Float = Field(1.0, gt=0, le=1)
+    top_k: Int = Field(0, ge=0, le=MAX_TOP_K)  # 0: off
+    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    do_sample: StrictBool = True  # false: greedy, whatever the temperature
+    num_samples: Int = _either("num_samples", "num_return_sequences", default=1, ge=1,
+                               le=MAX_SAMPLES)
+    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
+    eos_token_ids: list[Int] = Field(default_factory=list, max_length=MAX_EXTRA_EOS)
+    max_input_tokens: Int | None = Field(None, ge=1)
+    seed: Int | None = Field(None, ge=0, lt=2**63)
+    stream: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, body):
+        return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_or_many(cls, stop):
+        return [stop] if isinstance(stop, str) else stop
+
+    @field_validator("eos_token_ids")
+    @classmethod
+    def _token_ids(cls, ids: list[int]) -> list[int]:
+        if any(i < 0 for i in ids):
+            raise ValueError("token ids are >= 0")
+        return ids
 
 
 def field_path(err: dict) -> str:
@@ -98,8 +140,9 @@ def join_problems(parts: list[str]) -> str:
     return "; ".join(parts[:MAX_PROBLEMS]) + (f"; and {more} more problems" if more > 0 else "")
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One readable sentence per problem: the field, the value sent (cut short), what is allowed."""
+def describe_validation_error(exc: ValidationError) -> tuple[str, str | None, str | None]:
+    """(message, param, code): a sentence per problem: the field, the value sent (cut short),
+    what is allowed. The native error shape carries only the message."""
     parts = []
     for err in exc.errors(include_url=False):
         field = field_path(err)
@@ -109,4 +152,4 @@ def describe_validation_error(exc: ValidationError) -> str:
             parts.append(f"{field} is not a known field")
         else:
             parts.append(f"{field}={quote(err.get('input'))}: {error_text(err)}")
-    return join_problems(parts)
+    return join_problems(parts), None, None

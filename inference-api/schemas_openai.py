@@ -5,9 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from .params import MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
+from .params import MAX_SAMPLES, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
 from .quote import quote
-from .samples import MAX_SAMPLES
 from .schemas import REQUEST_CONFIG, Float, Int, error_text, field_path, join_problems
 
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]

@@ -5,13 +5,19 @@ import logging
 import re
 import uuid
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
+from .api_generate import generate
+from .api_health import health
+from .api_native import native
+from .api_openai import openai
 from .config import Config
-from .frontend import ApiError, Frontend
-from .http_body import read_json_object  # noqa: F401 - the routes read their bodies through it
+from .frontend import Frontend
+from .metrics import install_metrics
+from .openapi import openapi
 from .quote import quote_name
+from .web import ApiError, error_answer
 
 # The proxy's rule, so that the proxy's and the API's log lines of a request carry the same id.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -24,13 +30,6 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["inference"] = frontend = Frontend(config, start_backend=start_backend)
-
-    from .api_generate import generate
-    from .api_health import health
-    from .api_native import native
-    from .api_openai import openai
-    from .metrics import install_metrics
-    from .openapi import openapi
 
     app.register_blueprint(health)
     app.register_blueprint(native)
@@ -48,14 +47,6 @@ def frontend_of(app: Flask) -> Frontend:
     return app.extensions["inference"]
 
 
-def error_response(status: int, message: str, headers: dict | None = None):
-    """The JSON error shape of every route: {"status_code": N, "message": "..."}."""
-    response = jsonify(status_code=status, message=message)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
 def _install_request_ids(app: Flask) -> None:
     @app.before_request
     def take_request_id():
@@ -69,10 +60,12 @@ def _install_request_ids(app: Flask) -> None:
 
 
 def _install_error_handlers(app: Flask) -> None:
+    """One set of handlers: every error in the shape of the route asked (web.error_answer)."""
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         _log_refusal(exc.status, exc.message)
-        return error_response(exc.status, exc.message, exc.headers)
+        return error_answer(exc)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -81,22 +74,16 @@ def _install_error_handlers(app: Flask) -> None:
                     405: f"method {quote_name(request.method)} is not allowed on {path}",
                     413: f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes"}
         message = messages.get(exc.code, exc.description)
-        _log_refusal(exc.code, message)
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
-        if request.path.startswith("/v1/"):
-            # A /v1 path that no route matches (a model id with a newline, say) still gets
-            # OpenAI's shape, as the openai client expects under its base URL.
-            from .api_openai import error_body
-
-            response = error_body(exc.code, message, code="unknown_url" if exc.code == 404 else None)
-            response.headers.update(headers)
-            return response
-        return error_response(exc.code, message, headers)
+        # A /v1 path no route matches (a model id with a newline, say) still gets OpenAI's
+        # shape, as the openai client expects under its base URL.
+        return api_error(ApiError(exc.code, message, headers,
+                                  code="unknown_url" if exc.code == 404 else None))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         app.logger.exception("request %s failed", g.get("request_id"))
-        return error_response(500, f"internal error: {type(exc).__name__}")
+        return error_answer(ApiError(500, f"internal error: {type(exc).__name__}"))
 
 
 def _log_refusal(status: int, message: str) -> None:

@@ -1,0 +1,168 @@
+"""What every route shares at the HTTP level: the Frontend, validated bodies, errors in two shapes.
+
+A leaf module, as Flask's tutorial keeps `get_db`: routes import from here, and this imports no
+route, no app factory and no backend. Every route that takes a body reads it through
+read_json_object, so every limit here holds for all of them, and a client's body can only ever
+give a 4xx.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from flask import current_app, g, jsonify, request
+from pydantic import ValidationError
+
+
+class ApiError(Exception):
+    """An error answer: status, message, extra headers, a machine-readable code, the field at fault.
+
+    Answered as {"status_code", "message"} on the native routes and in OpenAI's
+    {"error": {...}} shape under /v1/.
+    """
+
+    def __init__(self, status: int, message: str, headers: dict | None = None,
+                 code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+        self.code, self.param = code, param
+
+
+MAX_JSON_DEPTH = 32  # the deepest valid body (chat content parts) is 5 levels deep
+READ_STEP = 64 * 1024
+ACCEPTED_CODINGS = ("identity",)
+
+try:  # gunicorn reports a malformed chunked body while the application reads it
+    from gunicorn.http.errors import NoMoreData, ParseException
+
+    _BODY_ERRORS: tuple = (ParseException, NoMoreData)
+except ImportError:  # Flask's test client and other servers
+    _BODY_ERRORS = ()
+
+# A JSON string, escapes included (unrolled: linear time, no backtracking).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def max_body_bytes() -> int:
+    """The largest body accepted (MAX_BODY_BYTES)."""
+    return current_app.config["MAX_CONTENT_LENGTH"]
+
+
+def read_body() -> bytes:
+    """The raw body, read at most MAX_BODY_BYTES + 1 bytes: 413 over it, 415 if compressed.
+
+    Read here rather than by werkzeug, which cuts a chunked body at the limit without saying so,
+    and lets gunicorn's errors on a malformed chunked body escape as a 500.
+    """
+    if "body" in g:
+        return g.body
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("",) + ACCEPTED_CODINGS:
+        # Decoding would let a small body expand without bound; no client we know compresses.
+        raise ApiError(415, f"Content-Encoding {coding[:40]!r} is not accepted: send the body "
+                            f"uncompressed (Content-Encoding: identity, or no header)")
+    limit = max_body_bytes()
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"the request body is over {limit} bytes")
+    stream, parts, size = request.environ["wsgi.input"], [], 0
+    try:
+        while size <= limit:
+            part = stream.read(min(READ_STEP, limit + 1 - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+    except _BODY_ERRORS as exc:
+        raise ApiError(400, f"the request body could not be read: {type(exc).__name__}: "
+                            f"{str(exc)[:80]}") from None
+    if size > limit:
+        raise ApiError(413, f"the request body is over {limit} bytes")
+    g.body = b"".join(parts)
+    return g.body
+
+
+def json_depth_over(raw: bytes, limit: int) -> bool:
+    """True when the JSON text nests arrays and objects more than `limit` levels deep.
+
+    Counted before parsing, in C-speed passes: json and pydantic recurse once per level, and
+    RecursionError is not the only harm a deep value does (repr, comparisons, logging).
+    """
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        inner = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if inner == brackets:
+            return False  # unbalanced: malformed, and json.loads says where
+        brackets = inner
+    return bool(brackets)
+
+
+def _has_lone_surrogate(body) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_json_object() -> dict:
+    """The request body as a JSON object, or a 4xx that says what is wrong with it."""
+    raw = read_body()
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty: send a JSON object")
+    if json_depth_over(raw, MAX_JSON_DEPTH):
+        raise ApiError(400, f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        body = json.loads(raw)
+    except RecursionError:  # unbalanced brackets pass the count above; json then recurses
+        raise ApiError(400, f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep"
+                       ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON body: {str(exc)[:200]}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    if _has_lone_surrogate(body):
+        raise ApiError(400, "the JSON body holds a lone surrogate escape (such as \\udc00): "
+                            "strings must be valid Unicode text")
+    return body
+
+
+def current_frontend():
+    """The Frontend of the app serving this request (made by server.create_server)."""
+    return current_app.extensions["inference"]
+
+
+def validated(schema, describe):
+    """The request body validated by a pydantic schema, or a 400 as `describe` words it.
+
+    describe(ValidationError) returns (message, param, code).
+    """
+    try:
+        return schema.model_validate(read_json_object())
+    except ValidationError as exc:
+        message, param, code = describe(exc)
+        raise ApiError(400, message, code=code, param=param) from None
+
+
+def error_payload(status: int, message: str, param: str | None = None,
+                  code: str | None = None) -> dict:
+    """An error in the shape the request's route speaks: OpenAI's under /v1/, else native.
+
+    Native: {"status_code": N, "message": "..."}; OpenAI: {"error": {"message", "type",
+    "param", "code"}}.
+    """
+    if not request.path.startswith("/v1/"):
+        return {"status_code": status, "message": message}
+    kind = ("server_error" if status >= 500 else "authentication_error" if status == 401
+            else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_answer(exc: ApiError):
+    """The response for an ApiError: its status, its headers, the route's error shape."""
+    response = jsonify(error_payload(exc.status, exc.message, exc.param, exc.code))
+    response.status_code = exc.status
+    response.headers.update(exc.headers)
+    return response
