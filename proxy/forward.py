@@ -39,7 +39,7 @@ def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def request_headers(headers: Iterable[tuple[str, str]], extra: dict[str, str]) -> CIMultiDict:
-    """The client's headers minus hop-by-hop, credentials and forwarding claims, plus the proxy's."""
+    """The client's headers minus hop-by-hop, credentials and forwarding claims; plus ours."""
     headers = list(headers)
     drop = NOT_FORWARDED | _connection_listed(headers)
     out = CIMultiDict((name, value) for name, value in headers if name.lower() not in drop)

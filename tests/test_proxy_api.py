@@ -118,8 +118,9 @@ def test_real_model_disconnect_through_proxy_frees_the_row(real_proxy, real_serv
 
 def test_request_id_with_every_allowed_character_survives_proxy_and_api(mock_proxy, mock_server):
     request_id = "Ab9._:@/+=-" + uuid.uuid4().hex[:8]
-    response = requests.post(f"{mock_proxy.url}/inference/{MODEL}", json={"text": "id", "max_tokens": 3},
-                             headers={**bearer(make_token()), "X-Request-ID": request_id}, timeout=60)
+    response = requests.post(f"{mock_proxy.url}/inference/{MODEL}",
+                             json={"text": "id", "max_tokens": 3}, timeout=60,
+                             headers={**bearer(make_token()), "X-Request-ID": request_id})
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == request_id
     # The API kept the same id: its own log line names it.
@@ -134,7 +135,8 @@ def test_client_leaving_a_non_streamed_request_frees_the_row(mock_proxy, mock_se
     request_id = f"leave-{uuid.uuid4().hex}"
     with socket.create_connection(("127.0.0.1", mock_proxy.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: proxy\r\n"
-                     + f"Authorization: Bearer {make_token()}\r\nX-Request-ID: {request_id}\r\n".encode()
+                     + f"Authorization: Bearer {make_token()}\r\n".encode()
+                     + f"X-Request-ID: {request_id}\r\n".encode()
                      + b"Content-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         assert wait_for(lambda: health(mock_server)["busy_rows"] >= 1)

@@ -99,7 +99,8 @@ def test_drain_timeout_cuts_streams_still_running(upstream):
         assert not reader.is_alive()
         assert reader.error is not None, "a cut stream must not look complete"
         assert time.monotonic() - started < 30
-        state = wait_for(lambda: requests.get(upstream.url + "/stub/stats", params={"id": stream_id},
-                                              timeout=5).json()["state"] == "cancelled", timeout=15)
+        state = wait_for(lambda: requests.get(upstream.url + "/stub/stats", timeout=5,
+                                              params={"id": stream_id}).json()["state"]
+                         == "cancelled", timeout=15)
         assert state, "the upstream stream went on after the proxy left"
         assert "outcome=shutdown" in proxy.output()

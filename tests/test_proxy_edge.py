@@ -107,7 +107,8 @@ def test_bad_chunk_size_is_400_json(proxy, size_line, split):
     head = (b"POST /echo HTTP/1.1\r\nHost: proxy\r\n" + auth_line() + close_header()
             + b"Transfer-Encoding: chunked\r\n\r\n")
     body = size_line + b"\r\nabc\r\n0\r\n\r\n"
-    raw = exchange(proxy.port, head, body, pause=0.3) if split else exchange(proxy.port, head + body)
+    parts = (head, body) if split else (head + body,)
+    raw = exchange(proxy.port, *parts, pause=0.3)
     assert "chunk" in json_error(raw, 400).lower()
 
 
@@ -182,7 +183,8 @@ def test_client_that_dribbles_its_headers_is_dropped(proxy):
         # One header line a second: each byte is progress, but the headers never end.
         for index in range(30):
             try:
-                sock.sendall(f"X-Slow-{index}: y\r\n".encode() if index else b"GET /echo HTTP/1.1\r\n")
+                line = f"X-Slow-{index}: y\r\n" if index else "GET /echo HTTP/1.1\r\n"
+                sock.sendall(line.encode())
             except OSError:
                 closed = True
                 break
@@ -221,8 +223,9 @@ def test_kept_alive_connection_serves_requests_slower_than_the_header_deadline(p
 # --- paths ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", [
-    "/v1/x/../../metrics", "/echo/../metrics", "/echo/./x", "/echo/..", "/v1/x/%2e%2e/%2E%2e/metrics",
-    "/echo/.%2e/x", "/echo/a%2Fb", "/echo/a%2fb", "/echo/a%5Cb", "//metrics", "http://upstream/metrics",
+    "/v1/x/../../metrics", "/echo/../metrics", "/echo/./x", "/echo/..",
+    "/v1/x/%2e%2e/%2E%2e/metrics", "/echo/.%2e/x", "/echo/a%2Fb", "/echo/a%2fb", "/echo/a%5Cb",
+    "//metrics", "http://upstream/metrics",
     "*",
 ])
 def test_dot_segments_and_foreign_targets_are_refused_before_auth(proxy, target):
