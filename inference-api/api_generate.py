@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, jsonify
-from .prompts import PromptTooLong
-from .protocol import FINISH_ERROR
-from .quote import quote
+
 from .answers import (failure_event, open_answer, run_to_end, sample_params, sse_event,
                       sse_response, text_batches)
 from .link import Job
+from .params import check_token_ids
+from .prompts import PromptTooLong
+from .protocol import FINISH_ERROR
 from .schemas import GenerateRequest, describe_validation_error
 from .web import ApiError, current_frontend, validated
 
@@ -32,10 +33,11 @@ def generate_text():
     if not prompt_ids:
         raise ApiError(400, "the prompt has no tokens")
     vocab = frontend.link.info.get("vocab_size")
-    too_big = [t for t in body.eos_token_ids if vocab is not None and t >= vocab]
-    if too_big:
-        raise ApiError(400, f"eos_token_ids={quote(too_big)}: token ids must be below the "
-                            f"vocabulary size {vocab}")
+    if vocab is not None:
+        try:
+            check_token_ids("eos_token_ids", body.eos_token_ids, vocab)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
     params = sample_params(body.num_samples, body.seed, max_tokens=max_tokens,
                            temperature=body.temperature if body.do_sample else 0.0,

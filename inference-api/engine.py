@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .params import check_context
 from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, Output,
                        Submit)
 from .scheduler import StepPlan, Scheduler
@@ -51,15 +52,12 @@ class Engine:
 
     def add(self, submit: Submit) -> list[Output]:
         """Queue a prompt; a prompt that cannot fit is refused at once with an error Output."""
-        n_prompt, max_tokens = len(submit.prompt_ids), submit.params.max_tokens
-        problem = None
-        if n_prompt == 0:
-            problem = "the prompt is empty"
-        elif n_prompt + max_tokens > self.max_seq_len:
-            problem = (f"prompt of {n_prompt} tokens plus max_tokens {max_tokens} exceeds "
-                       f"the context of {self.max_seq_len} tokens")
-        if problem:
-            return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=problem)]
+        try:
+            if not submit.prompt_ids:
+                raise ValueError("the prompt is empty")
+            check_context(len(submit.prompt_ids), submit.params.max_tokens, self.max_seq_len)
+        except ValueError as exc:
+            return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=str(exc))]
         self.scheduler.add(Sequence(submit.session_id, list(submit.prompt_ids), submit.params,
                                     prompt_text=submit.prompt_text))
         return []

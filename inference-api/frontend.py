@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .config import Config
-from .prompts import PromptEncoder
 from .link import BackendLink, Job, LinkState, NotReady, Overloaded, RequestOutputs
+from .params import check_context
+from .prompts import PromptEncoder
 from .protocol import FINISH_CANCELLED, FINISH_ERROR, Output
 from .web import ApiError
 
@@ -92,11 +93,10 @@ class Frontend:
             if room >= 1:
                 return min(default, room)
             max_tokens = 1
-        if max_tokens > room:
-            raise ApiError(400, f"the prompt has {prompt_tokens} tokens and max_tokens is "
-                                f"{max_tokens}: together {prompt_tokens + max_tokens} tokens, over "
-                                f"the context of {self.context_len} tokens",
-                           code="context_length_exceeded")
+        try:
+            check_context(prompt_tokens, max_tokens, self.context_len)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), code="context_length_exceeded") from None
         return max_tokens
 
     def open(self, jobs: list[Job], request_id: str, route: str) -> Generations:

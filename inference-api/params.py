@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from .quote import quote
 
 MAX_TOP_K = 1000  # beyond this top-k hardly differs from "off", and it bounds the topk cost
+MAX_TEMPERATURE = 5.0
+MAX_REPETITION_PENALTY = 10.0
+MAX_PENALTY = 2.0  # presence and frequency penalties, either sign
+MAX_SEED = 2**63 - 1  # seeds the routes take; SamplingParams reduces any int to 64 bits
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_EXTRA_EOS = 16
@@ -54,19 +58,21 @@ class SamplingParams:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         _check(_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens", self.max_tokens,
                "an integer >= 1")
-        _check(_is_num(self.temperature) and 0 <= self.temperature <= 5, "temperature",
-               self.temperature, "a number in 0..5 (0 = greedy)")
+        _check(_is_num(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
+               "temperature", self.temperature, f"a number in 0..{MAX_TEMPERATURE:g} (0 = greedy)")
         _check(_is_int(self.top_k) and 0 <= self.top_k <= MAX_TOP_K, "top_k", self.top_k,
                f"an integer in 0..{MAX_TOP_K} (0 = off)")
         _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p,
                "a number with 0 < top_p <= 1")
         _check(_is_num(self.min_p) and 0 <= self.min_p <= 1, "min_p", self.min_p,
                "a number in 0..1")
-        _check(_is_num(self.repetition_penalty) and 0 < self.repetition_penalty <= 100,
-               "repetition_penalty", self.repetition_penalty, "a number with 0 < x <= 100")
+        _check(_is_num(self.repetition_penalty)
+               and 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY, "repetition_penalty",
+               self.repetition_penalty, f"a number with 0 < x <= {MAX_REPETITION_PENALTY:g}")
         for name in ("presence_penalty", "frequency_penalty"):
             value = getattr(self, name)
-            _check(_is_num(value) and -2 <= value <= 2, name, value, "a number in -2..2")
+            _check(_is_num(value) and -MAX_PENALTY <= value <= MAX_PENALTY, name, value,
+                   f"a number in -{MAX_PENALTY:g}..{MAX_PENALTY:g}")
         _check(self.seed is None or _is_int(self.seed), "seed", self.seed, "an integer or null")
         _check(isinstance(self.stop, tuple) and len(self.stop) <= MAX_STOPS
                and all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in self.stop),
@@ -91,3 +97,17 @@ class SamplingParams:
         """True when any of the three penalties changes the logits."""
         return (self.repetition_penalty != 1 or self.presence_penalty != 0
                 or self.frequency_penalty != 0)
+
+
+def check_token_ids(name: str, ids, vocab_size: int) -> None:
+    """ValueError naming the field unless every token id is below the vocabulary size."""
+    _check(all(t < vocab_size for t in ids), name, ids,
+           f"token ids below the vocabulary size {vocab_size}")
+
+
+def check_context(prompt_tokens: int, max_tokens: int, context: int) -> None:
+    """ValueError unless a prompt and its max_tokens fit the context together."""
+    if prompt_tokens + max_tokens > context:
+        raise ValueError(f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+                         f"together {prompt_tokens + max_tokens} tokens, over the context of "
+                         f"{context} tokens")

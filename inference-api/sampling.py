@@ -6,7 +6,7 @@ import secrets
 
 import torch
 
-from .params import MAX_EXTRA_EOS, SamplingParams, _check  # noqa: F401 - SamplingParams re-exported
+from .params import MAX_EXTRA_EOS, SamplingParams, check_token_ids  # noqa: F401 - SamplingParams re-exported
 
 _M32 = 0xFFFFFFFF
 
@@ -147,8 +147,7 @@ class RowSampler:
 
     def add(self, row: int, params: SamplingParams, prompt_ids: list[int]) -> None:
         """Start a request in a row: store its parameters and reset its penalty state."""
-        bad = [t for t in params.eos_token_ids if t >= self.vocab_size]
-        _check(not bad, "eos_token_ids", params.eos_token_ids, f"ids below {self.vocab_size}")
+        check_token_ids("eos_token_ids", params.eos_token_ids, self.vocab_size)
         seed = secrets.randbits(64) if params.seed is None else params.seed & (2 ** 64 - 1)
         eos = self.default_eos + tuple(t for t in params.eos_token_ids if t not in self.default_eos)
         self.params[row] = params

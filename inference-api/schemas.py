@@ -6,8 +6,8 @@ from typing import Annotated, Union
 from pydantic import (AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field,
                       StrictBool, ValidationError, field_validator, model_validator)
 
-from .params import (MAX_EXTRA_EOS, MAX_SAMPLES, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K,
-                     SamplingParams)
+from .params import (MAX_EXTRA_EOS, MAX_PENALTY, MAX_REPETITION_PENALTY, MAX_SAMPLES, MAX_SEED,
+                     MAX_STOP_CHARS, MAX_STOPS, MAX_TEMPERATURE, MAX_TOP_K, SamplingParams)
 from .quote import quote, quote_name
 
 MAX_NEW_TOKENS = 2048
@@ -41,20 +41,39 @@ def _not_blank(text: str) -> str:
 PromptText = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
+def _one_or_many(stop):
+    return [stop] if isinstance(stop, str) else stop
+
+
+# The sampling fields every route shares: their ranges are SamplingParams' (params.py).
+Temperature = Annotated[Float, Field(ge=0, le=MAX_TEMPERATURE)]
+TopP = Annotated[Float, Field(gt=0, le=1)]
+MinP = Annotated[Float, Field(ge=0, le=1)]
+RepetitionPenalty = Annotated[Float, Field(gt=0, le=MAX_REPETITION_PENALTY)]
+Penalty = Annotated[Float, Field(ge=-MAX_PENALTY, le=MAX_PENALTY)]
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+StopList = Annotated[list[StopText], BeforeValidator(_one_or_many), Field(max_length=MAX_STOPS)]
+
+
+def drop_nulls(body):
+    """A body without its null fields: null means "not given" (a before-validator)."""
+    return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
+
+
 class InferenceRequest(BaseModel):
     """POST /inference/<model> and /predictions/<model>. Numeric strings are accepted as numbers."""
 
     model_config = REQUEST_CONFIG
 
     text: PromptText
-    temperature: Float = Field(1.0, ge=0, le=5)
+    temperature: Temperature = 1.0
     top_k: Int | None = Field(None, ge=1, le=MAX_TOP_K)
-    top_p: Float = Field(1.0, gt=0, le=1)
+    top_p: TopP = 1.0
     max_tokens: Int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     stop_sequence: Union[StopText, list[StopText], None] = None
     return_prompt: StrictBool = False
-    seed: Int | None = Field(None, ge=0, lt=2**63)
-    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    seed: Seed | None = None
+    repetition_penalty: RepetitionPenalty = 1.0
     ignore_eos: StrictBool = False  # generate exactly max_tokens, as benchmark tools expect
     session_id: Union[str, int, None] = None  # sent by older clients; only logged
 
@@ -92,28 +111,20 @@ class GenerateRequest(BaseModel):
     text: PromptText = _either("text", "prompt")
     max_tokens: Int | None = _either("max_tokens", "max_new_tokens", default=None, ge=1,
                                      le=MAX_NEW_TOKENS)
-    temperature: Float = Field(1.0, ge=0, le=5)
-    top_p: Float = Field(1.0, gt=0, le=1)
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
     top_k: Int = Field(0, ge=0, le=MAX_TOP_K)  # 0: off
-    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    repetition_penalty: RepetitionPenalty = 1.0
     do_sample: StrictBool = True  # false: greedy, whatever the temperature
     num_samples: Int = _either("num_samples", "num_return_sequences", default=1, ge=1,
                                le=MAX_SAMPLES)
-    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
+    stop: StopList = Field(default_factory=list)
     eos_token_ids: list[Int] = Field(default_factory=list, max_length=MAX_EXTRA_EOS)
     max_input_tokens: Int | None = Field(None, ge=1)
-    seed: Int | None = Field(None, ge=0, lt=2**63)
+    seed: Seed | None = None
     stream: StrictBool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_nulls(cls, body):
-        return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_or_many(cls, stop):
-        return [stop] if isinstance(stop, str) else stop
+    _drop_nulls = model_validator(mode="before")(drop_nulls)
 
     @field_validator("eos_token_ids")
     @classmethod

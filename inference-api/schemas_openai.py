@@ -5,11 +5,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from .params import MAX_SAMPLES, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_K
+from .params import MAX_SAMPLES, MAX_TOP_K
 from .quote import quote
-from .schemas import REQUEST_CONFIG, Float, Int, error_text, field_path, join_problems
-
-StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+from .schemas import (REQUEST_CONFIG, Float, Int, MinP, Penalty, RepetitionPenalty, StopList,
+                      TopP, drop_nulls, error_text, field_path, join_problems)
 # Token counts are 32-bit integers in OpenAI's API; no context comes near, and a count of
 # thousands of digits would otherwise be spelled out whole in the context-length error.
 MAX_COUNT = 2**31 - 1
@@ -41,16 +40,18 @@ class _OpenAIRequest(BaseModel):
     model: str
     max_tokens: Int | None = Field(None, ge=1, le=MAX_COUNT)
     max_completion_tokens: Int | None = Field(None, ge=1, le=MAX_COUNT)
+    # OpenAI's documented range, narrower than what the sampler takes (params.MAX_TEMPERATURE):
+    # clients written against OpenAI expect a 400 above it.
     temperature: Float = Field(1.0, ge=0, le=2)
-    top_p: Float = Field(1.0, gt=0, le=1)
+    top_p: TopP = 1.0
     top_k: Int = Field(0, ge=-1, le=MAX_TOP_K)  # -1 and 0: off
-    min_p: Float = Field(0.0, ge=0, le=1)
+    min_p: MinP = 0.0
     n: Int = Field(1, ge=1, le=MAX_SAMPLES)
-    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOPS)
-    seed: Int | None = None
-    presence_penalty: Float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: Float = Field(0.0, ge=-2, le=2)
-    repetition_penalty: Float = Field(1.0, gt=0, le=10)
+    stop: StopList = Field(default_factory=list)
+    seed: Int | None = None  # any integer, as OpenAI takes it; reduced to 64 bits
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    repetition_penalty: RepetitionPenalty = 1.0
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted for compatibility; not used
@@ -60,16 +61,11 @@ class _OpenAIRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls_and_no_ops(cls, body):
+        body = drop_nulls(body)
         if not isinstance(body, dict):
             return body
         return {key: value for key, value in body.items()
-                if value is not None and not (key not in cls.model_fields
-                                              and _is_no_op(key, value))}
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_or_many(cls, stop):
-        return [stop] if isinstance(stop, str) else stop
+                if not (key not in cls.model_fields and _is_no_op(key, value))}
 
     @property
     def wanted_tokens(self) -> int | None:
