@@ -48,14 +48,16 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_handle is None and self._waiting_for_request():
-            # The first byte of the next request on a kept-alive connection: from now on it
-            # is a request being received, not an idle connection, so the header deadline
-            # replaces aiohttp's keep-alive timer (which would cut it at the idle limit).
+        if self._waiting_for_request():
+            # Bytes of a request not parsed yet: the connection is receiving a request, not
+            # idle, so the header deadline replaces aiohttp's keep-alive timer (which would
+            # cut it at the idle limit). On a kept-alive connection this is the first byte
+            # of the next request, and the deadline starts now.
             if self._keepalive_handle is not None:
                 self._keepalive_handle.cancel()
                 self._keepalive_handle = None
-            self._arm_header_deadline()
+            if self._header_handle is None:
+                self._arm_header_deadline()
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued and self._request_in_progress:

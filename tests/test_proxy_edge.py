@@ -220,6 +220,17 @@ def test_kept_alive_connection_serves_requests_slower_than_the_header_deadline(p
             assert parse(received)[0] == 200
 
 
+def test_slow_but_complete_headers_within_the_deadline_are_served(upstream):
+    # The keep-alive timeout is for idle connections: one receiving a request, however
+    # slowly, has the whole header deadline.
+    with start_proxy(upstream.url, PROXY_KEEPALIVE_TIMEOUT="1",
+                     PROXY_HEADER_TIMEOUT="60") as proxy:
+        lines = [b"GET /echo HTTP/1.1\r\n", b"Host: proxy\r\n", auth_line(), close_header(),
+                 b"X-Slow: 1\r\n", b"X-Slow-Too: 2\r\n", b"\r\n"]
+        status, _, _ = parse(exchange(proxy.port, *lines, pause=0.5))
+        assert status == 200
+
+
 # --- paths ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", [
