@@ -484,13 +484,13 @@ def section_slow_sockets(stack: Stack, args) -> list[Check]:
     base_s, slow_s = (statistics.median([x for x in xs if isinstance(x, float)] or [float("nan")])
                       for xs in (alone, beside))
     errors = [t for t in alone + beside if not isinstance(t, float)]
+    slow_drops = [t for i, t in dropped.items() if i % 2]
     check.figures = dict(
         sockets_open=len(socks), refused=refused, held_s=round(hold, 1),
         header_timeout=stack.header_timeout or "none (no PROXY_HEADER_TIMEOUT in proxy/)",
         stream_median_s_alone=round(base_s, 3), stream_median_s_beside_slow=round(slow_s, 3),
-        timed_errors=errors,
-        idle_dropped=drops([t for i, t in dropped.items() if i % 2 == 0], (len(socks) + 1) // 2),
-        slowloris_dropped=drops([t for i, t in dropped.items() if i % 2], len(socks) // 2))
+        timed_errors=errors, slowloris_dropped=drops(slow_drops, len(socks) // 2),
+        idle_dropped=drops([t for i, t in dropped.items() if i % 2 == 0], (len(socks) + 1) // 2))
     if errors:
         check.failures.append(f"timed requests failed: {errors}")
     if not slow_s <= max(2 * base_s, base_s + 0.5):
@@ -498,6 +498,10 @@ def section_slow_sockets(stack: Stack, args) -> list[Check]:
                               f"{base_s:.2f} s alone")
     if refused:
         check.failures.append(f"{refused} of {args.slow_sockets} connections refused or timed out")
+    early = [t for t in slow_drops if stack.header_timeout and t < float(stack.header_timeout) - 1]
+    if early:  # docs/proxy.md: headers have the header timeout, counted from the connection's open
+        check.failures.append(f"{len(early)} slowloris sockets dropped after {max(early):.1f} s at "
+                              f"most, before the header timeout of {stack.header_timeout} s")
     if stack.header_timeout and len(dropped) < len(socks):
         check.failures.append(f"{len(socks) - len(dropped)} slow sockets open after {hold:.0f} s")
     return [check]
