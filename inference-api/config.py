@@ -15,10 +15,10 @@ class ConfigError(ValueError):
     """A setting is missing or out of range; the message names the variable."""
 
 
-def default_cache_dir() -> str:
-    """Where converted models live unless MODEL_CACHE_DIR says otherwise."""
+def cache_dir(kind: str) -> Path:
+    """$XDG_CACHE_HOME/inference-api/<kind> (~/.cache when unset): converted models, kernels."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return os.path.join(base, "inference-api", "models")
+    return Path(base) / "inference-api" / kind
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Config:
 
     def __post_init__(self):
         if not self.model_cache_dir:
-            object.__setattr__(self, "model_cache_dir", default_cache_dir())
+            object.__setattr__(self, "model_cache_dir", str(cache_dir("models")))
         _check(self.device in DEVICES, "DEVICE", self.device, "one of " + "|".join(DEVICES))
         _check(self.dtype in DTYPES, "DTYPE", self.dtype, "one of " + "|".join(DTYPES))
         _check(self.decode_attention in DECODE_ATTENTIONS, "DECODE_ATTENTION",

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .config import cache_dir
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "decode_attention.cpp"
@@ -31,12 +33,6 @@ MAX_GROUP = 64  # query heads per kv head
 
 class KernelUnavailable(RuntimeError):
     """The kernel cannot be built or does not cover this model; the message says why."""
-
-
-def kernel_cache_dir() -> Path:
-    """Where built kernels are kept: $XDG_CACHE_HOME/inference-api/kernels."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "inference-api" / "kernels"
 
 
 def _cpu_identity() -> str:
@@ -66,7 +62,7 @@ def build() -> ctypes.CDLL:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join(
         [SOURCE.read_text(), " ".join(FLAGS), version, _cpu_identity()]).encode()).hexdigest()
-    target = kernel_cache_dir() / f"decode_attention-{key[:16]}.so"
+    target = cache_dir("kernels") / f"decode_attention-{key[:16]}.so"
     try:
         if not target.exists():
             _compile(compiler, target)
