@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+
+from .settings import ConfigError, from_env  # noqa: F401 - ConfigError: callers catch it from here
+from .settings import check as _check
 
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DECODE_ATTENTIONS = ("auto", "native", "torch")
-
-
-class ConfigError(ValueError):
-    """A setting is missing or out of range; the message names the variable."""
 
 
 def cache_dir(kind: str) -> Path:
@@ -70,36 +69,4 @@ class Config:
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Config":
         """Build a Config from environment variables (upper-case field names)."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            name = f.name.upper()
-            if name in environ and environ[name] != "":
-                values[f.name] = _parse(name, environ[name], f.default)
-        values.update(overrides)
-        return cls(**values)
-
-
-def _parse(name: str, raw: str, default):
-    raw = raw.strip()
-    try:
-        if isinstance(default, bool):
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        kind = "a boolean (0|1)" if isinstance(default, bool) else f"a {type(default).__name__}"
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {kind}") from None
-    return raw
-
-
-def _check(ok: bool, name: str, value, allowed: str):
-    if not ok:
-        raise ConfigError(f"{name}={value!r} is not valid: expected {allowed}")
+        return from_env(cls, environ, **overrides)

@@ -1,45 +1,40 @@
 """ProxyConfig: the proxy's settings, read once from the environment and validated."""
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from inference_api.settings import ConfigError, from_env
+from inference_api.settings import check as _check
+from inference_api.settings import env_field as _env
 
 # Below this many bytes an HS256 secret can be brute-forced offline from any token.
 MIN_SECRET_BYTES = 32
-
-
-class ConfigError(ValueError):
-    """A setting is missing or out of range; the message names the variable."""
-
-
-def _env(name: str, **kwargs):
-    return field(metadata={"env": name}, **kwargs)
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
     """Every setting of the proxy; docs/proxy.md describes each variable."""
 
-    jwt_secret: str = _env("JWT_SECRET", default="", repr=False)
-    upstream_url: str = _env("UPSTREAM_URL", default="http://127.0.0.1:7000")
-    host: str = _env("PROXY_HOST", default="0.0.0.0")
-    port: int = _env("PROXY_PORT", default=1223)
+    jwt_secret: str = _env("JWT_SECRET", "", keep_spaces=True, repr=False)
+    upstream_url: str = _env("UPSTREAM_URL", "http://127.0.0.1:7000")
+    host: str = _env("PROXY_HOST", "0.0.0.0")
+    port: int = _env("PROXY_PORT", 1223)
     # Longest the upstream may stay silent: before its headers (-> 504) or between two chunks.
     # A non-streamed answer is silent for its whole generation, hence minutes, not seconds.
-    upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", default=600.0)
-    max_streams_per_token: int = _env("PROXY_MAX_STREAMS_PER_TOKEN", default=0)
-    max_body_bytes: int = _env("PROXY_MAX_BODY_BYTES", default=8 << 20)
+    upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", 600.0)
+    max_streams_per_token: int = _env("PROXY_MAX_STREAMS_PER_TOKEN", 0)
+    max_body_bytes: int = _env("PROXY_MAX_BODY_BYTES", 8 << 20)
     # What a client may take: its request line and headers, its body, its pause between requests.
-    header_timeout_s: float = _env("PROXY_HEADER_TIMEOUT", default=10.0)
-    body_timeout_s: float = _env("PROXY_BODY_TIMEOUT", default=60.0)
-    keepalive_timeout_s: float = _env("PROXY_KEEPALIVE_TIMEOUT", default=5.0)
+    header_timeout_s: float = _env("PROXY_HEADER_TIMEOUT", 10.0)
+    body_timeout_s: float = _env("PROXY_BODY_TIMEOUT", 60.0)
+    keepalive_timeout_s: float = _env("PROXY_KEEPALIVE_TIMEOUT", 5.0)
     # How long a client that does not read its answer may keep the proxy (and an API row) waiting.
-    send_timeout_s: float = _env("PROXY_SEND_TIMEOUT", default=60.0)
+    send_timeout_s: float = _env("PROXY_SEND_TIMEOUT", 60.0)
     # After SIGTERM: how long running requests may take to finish before the proxy exits.
-    drain_timeout_s: float = _env("PROXY_DRAIN_TIMEOUT", default=30.0)
+    drain_timeout_s: float = _env("PROXY_DRAIN_TIMEOUT", 30.0)
     # Longest a token may still be valid for, from now (0: any exp up to year 9999).
-    max_token_lifetime_s: int = _env("PROXY_MAX_TOKEN_LIFETIME", default=0)
+    max_token_lifetime_s: int = _env("PROXY_MAX_TOKEN_LIFETIME", 0)
 
     def __post_init__(self):
         if not self.jwt_secret:
@@ -75,30 +70,4 @@ class ProxyConfig:
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "ProxyConfig":
         """Build a ProxyConfig from the environment (variable names in each field's metadata)."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            name = f.metadata["env"]
-            if environ.get(name, "") != "":
-                values[f.name] = _parse(name, environ[name], f.default)
-        values.update(overrides)
-        return cls(**values)
-
-
-def _parse(name: str, raw: str, default):
-    if isinstance(default, str):
-        return raw  # secrets may legitimately start or end with spaces
-    raw = raw.strip()
-    try:
-        value = type(default)(raw)
-    except ValueError:
-        kind = "an integer" if isinstance(default, int) else "a number"
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {kind}") from None
-    if value != value:  # NaN passes every range check by comparing false
-        raise ConfigError(f"{name}={raw!r} is not valid: expected a number")
-    return value
-
-
-def _check(ok: bool, name: str, value, allowed: str):
-    if not ok:
-        raise ConfigError(f"{name}={value!r} is not valid: expected {allowed}")
+        return from_env(cls, environ, **overrides)

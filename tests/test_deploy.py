@@ -22,6 +22,7 @@ import yaml
 
 from conftest import GUNICORN, api_server
 from inference_api import config as api_config
+from inference_api.settings import parse
 from inference_api.mock import mock_answer
 from processes import REPO, ServerProcess, free_port
 from proxy import config as proxy_config
@@ -72,10 +73,10 @@ def same_as_default(name: str, raw: str) -> bool:
     """Whether a documented value means the code's default for that variable."""
     if name in api_settings():
         default = api_settings()[name]
-        return raw == "" or api_config._parse(name, raw, default) == default
+        return raw == "" or parse(name, raw, default) == default
     if name in proxy_settings():
         default = proxy_settings()[name]
-        return raw == "" or proxy_config._parse(name, raw, default) == default
+        return raw == "" or parse(name, raw, default) == default
     default = other_env_reads()[name]
     return raw == (default or "")
 
