@@ -134,7 +134,8 @@ def start_stack(args) -> Stack:
     env = dict(os.environ, SERVICE_PORT=str(api_port), MOCK_MODEL=str(int(stack.mock)),
                MOCK_STEP_MS=str(args.mock_step_ms), JWT_SECRET=stack.secret,
                UPSTREAM_URL=stack.api_url, PROXY_HOST="127.0.0.1", PROXY_PORT=str(proxy_port))
-    if any("PROXY_HEADER_TIMEOUT" in p.read_text() for p in (REPO / "proxy").glob("*.py")):
+    sources = [*(REPO / "proxy").rglob("*.py"), REPO / "docs" / "proxy.md"]
+    if any("PROXY_HEADER_TIMEOUT" in p.read_text() for p in sources if p.exists()):
         env["PROXY_HEADER_TIMEOUT"] = stack.header_timeout = str(args.header_timeout)
     try:
         stack.procs.append(spawn([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py",
@@ -487,7 +488,7 @@ def section_slow_sockets(stack: Stack, args) -> list[Check]:
     slow_drops = [t for i, t in dropped.items() if i % 2]
     check.figures = dict(
         sockets_open=len(socks), refused=refused, held_s=round(hold, 1),
-        header_timeout=stack.header_timeout or "none (no PROXY_HEADER_TIMEOUT in proxy/)",
+        header_timeout=stack.header_timeout or "none (the proxy has no PROXY_HEADER_TIMEOUT)",
         stream_median_s_alone=round(base_s, 3), stream_median_s_beside_slow=round(slow_s, 3),
         timed_errors=errors, slowloris_dropped=drops(slow_drops, len(socks) // 2),
         idle_dropped=drops([t for i, t in dropped.items() if i % 2 == 0], (len(socks) + 1) // 2))
@@ -777,7 +778,11 @@ def main() -> int:
             print(f"error: {stack.api_url}/health is not ready", file=sys.stderr)
             return 2
         for key in args.sections:
-            checks += SECTIONS[key](stack, args) if key in SECTIONS else []
+            try:
+                checks += SECTIONS[key](stack, args) if key in SECTIONS else []
+            except Exception as exc:  # noqa: BLE001 - a section that breaks is a failed check
+                name = f"{key} {SECTIONS[key].__name__.removeprefix('section_')}"
+                checks.append(Check(name, "all", failures=[f"stopped: {type(exc).__name__}: {exc}"]))
             print(f"section {key} done", file=sys.stderr, flush=True)
     finally:
         stop_stack(stack)
