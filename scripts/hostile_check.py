@@ -782,7 +782,8 @@ def main() -> int:
                 checks += SECTIONS[key](stack, args) if key in SECTIONS else []
             except Exception as exc:  # noqa: BLE001 - a section that breaks is a failed check
                 name = f"{key} {SECTIONS[key].__name__.removeprefix('section_')}"
-                checks.append(Check(name, "all", failures=[f"stopped: {type(exc).__name__}: {exc}"]))
+                failure = f"stopped: {type(exc).__name__}: {exc}"
+                checks.append(Check(name, "all", failures=[failure]))
             print(f"section {key} done", file=sys.stderr, flush=True)
     finally:
         stop_stack(stack)
