@@ -51,8 +51,12 @@ ROUTES = {  # name: (path, prompt field, stop field, a boolean field)
     "chat": ("/v1/chat/completions", "content", "stop", "stream"),
 }
 # Valid as documented (docs/api.md): OpenAI seeds have no range, chat content may be blank.
-MAY_SUCCEED = {"completions:huge-seed", "chat:huge-seed", "chat:empty-prompt",
-               "chat:whitespace-prompt", "token-exp-1e300"}
+MAY_SUCCEED = {"completions:huge-seed", "chat:huge-seed", "completions:negative-seed",
+               "chat:negative-seed", "chat:empty-prompt", "chat:whitespace-prompt",
+               "token-exp-1e300"}
+UNSUPPORTED = {"logprobs": True, "tools": [{"type": "function", "function": {"name": "f"}}],
+               "response_format": {"type": "json_object"}, "echo": True, "best_of": 2,
+               "suffix": "x", "logit_bias": {"1": 5}}  # OpenAI fields this server refuses
 
 
 @dataclass
@@ -275,7 +279,16 @@ def body_cases(route: str, model: str) -> list[tuple[str, bytes, dict]]:
             "zero-max-tokens": dict(max_tokens=0), "1e6-temperature": dict(temperature=1e6),
             "negative-temperature": dict(temperature=-1), "zero-top-p": dict(top_p=0),
             "17-stops": {stop: ["x"] * 17}, "906kb-stop-list": {stop: ["s" * 256] * 3540},
-            "1040000-char-prompt": dict(content="a" * 1_040_000)}
+            "1040000-char-prompt": dict(content="a" * 1_040_000),
+            "word-top-p": dict(top_p="high"), "2.5-top-k": dict(top_k=2.5),
+            "1e6-top-k": dict(top_k=10**6), "negative-seed": dict(seed=-1),
+            "word-seed": dict(seed="abc"), "number-stop": {stop: 5}, "object-stop": {stop: {}},
+            "numbers-in-stop-list": {stop: [1, 2]}, "empty-stop": {stop: ""},
+            "257-char-stop": {stop: "s" * 257}, "true-max-tokens": dict(max_tokens=True),
+            "true-temperature": dict(temperature=True), "nested-list-prompt": dict(content=[["a"]]),
+            "boolean-prompt": dict(content=True)}
+    if route in ("completions", "chat"):
+        changes |= {f"unsupported-{name}": {name: value} for name, value in UNSUPPORTED.items()}
     changes |= {"chat": {"no-messages": dict(messages=[]), "messages-object": dict(messages={}),
                       "root-role": dict(messages=[{"role": "root", "content": "hi"}]),
                       "image-part": dict(content=[{"type": "image_url", "image_url": {}}]),
@@ -284,9 +297,17 @@ def body_cases(route: str, model: str) -> list[tuple[str, bytes, dict]]:
                       "1000-choices": dict(n=1000)},
              "completions": {"token-id-prompt": dict(content=[1, 2, 3]),
                              "empty-prompt-list": dict(content=[]), "1000-choices": dict(n=1000)},
-             "generate": {"text-and-prompt": dict(prompt="b"),
-                          "1000-samples": dict(num_samples=1000)}}.get(route, {})
+             "generate": {"text-and-prompt": dict(prompt="b"), "zero-samples": dict(num_samples=0),
+                          "1000-samples": dict(num_samples=1000),
+                          "negative-eos-id": dict(eos_token_ids=[-1]),
+                          "17-eos-ids": dict(eos_token_ids=[1] * 17),
+                          "zero-max-input-tokens": dict(max_input_tokens=0)},
+             "inference": {"zero-top-k": dict(top_k=0), "object-session-id": dict(session_id={})},
+             "predictions": {"zero-top-k": dict(top_k=0)}}.get(route, {})
     return [("malformed-json", b'{"text": "a", "max_tokens": ', {}), ("not-json", b"hello", {}),
+            ("trailing-garbage", b() + b" x", {}), ("two-objects", b() + b(), {}),
+            ("single-quotes", b"{'text': 'a'}", {}), ("trailing-comma", b'{"text": "a",}', {}),
+            ("comment", b'{"text": "a" /* hi */}', {}),
             ("empty-body", b"", {}), ("array-body", b"[1, 2]", {}), ("string-body", b'"hi"', {}),
             ("null-body", b"null", {}), ("number-body", b"1e400", {}),
             ("deep-array-body", deep.encode(), {}),
@@ -345,6 +366,10 @@ def bad_input_cases(stack: Stack, target: Target):
             yield f"{route}:{name}", functools.partial(post, target, path, data, headers)
         for name, head, parts in chunked_cases(target, path, valid):
             yield f"{route}:{name}", functools.partial(raw_exchange, target.url, head, parts)
+        for name, method, bad_path in (("get", "GET", path), ("10000-char-path", "POST",
+                                                              path + "/" + "a" * 10_000)):
+            head = request_head(target.url, method, bad_path, target.headers)
+            yield f"{route}:{name}", functools.partial(raw_exchange, target.url, head)
         for name, auth in token_cases(stack).items() if target.name == "proxy" else ():
             headers = {"Authorization": auth} if auth else {}
             yield f"{route}:token-{name}", functools.partial(post, target, path, valid, headers,
