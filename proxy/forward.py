@@ -27,6 +27,8 @@ CONNECT_TIMEOUT_S = 5.0
 # Idle pooled connections are dropped before the API's own keep-alive (5 s) closes them, so a
 # request is never sent on a connection the API is closing at that moment.
 UPSTREAM_IDLE_S = 3.0
+# What a request on the upstream hop can raise: the API is down, silent, or broke the answer.
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Callable
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-from .errors import error_response
+from .errors import error_response, first_line
 
 log = logging.getLogger("proxy")
 
@@ -124,18 +124,13 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
             log.error("unexpected error handling a request", exc_info=exc)
             message = "internal proxy error"
         elif isinstance(exc, BadHttpMessage):
-            message = f"malformed request: {_first_line(exc.message)}"
+            message = f"malformed request: {first_line(exc.message)}"
         else:
             message = message or "malformed request"
         response = error_response(status, message)
         response.force_close()  # after a parse error the rest of the stream means nothing
         self._on_bad_request(request, status, message)
         return response
-
-
-def _first_line(text: str) -> str:
-    """aiohttp's parser messages add a picture of the bad bytes on later lines: keep the words."""
-    return str(text).strip().splitlines()[0].rstrip(":") if str(text).strip() else "bad syntax"
 
 
 class ProxyServer(web.Server):

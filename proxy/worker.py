@@ -64,17 +64,17 @@ class ProxyWorker(GunicornWebWorker):
             self.alive = False
             self._notify_waiter_done()
             return
-        app.begin_drain()
+        app.drain.begin()
         log.info("SIGTERM: draining for up to %g s; %d request(s) in flight",
-                 app.config.drain_timeout_s, app.in_flight)
+                 app.config.drain_timeout_s, app.drain.in_flight)
         self.loop.create_task(self._drain(app))
 
     async def _drain(self, app: ProxyApp) -> None:
         try:
-            await asyncio.wait_for(app.wait_idle(), app.config.drain_timeout_s)
+            await asyncio.wait_for(app.drain.wait_idle(), app.config.drain_timeout_s)
         except asyncio.TimeoutError:
             log.warning("drain timeout: stopping with %d request(s) still in flight",
-                        app.in_flight)
+                        app.drain.in_flight)
         self.alive = False
         self._notify_waiter_done()  # wake the serve loop now rather than within a second
 
@@ -112,6 +112,6 @@ class ProxyWorker(GunicornWebWorker):
                 else:
                     await self._wait_next_notify()
         finally:
-            app.stopping = True
+            app.drain.stopping = True
             await runner.cleanup()
             await app.close()
