@@ -2,21 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-from processes import REPO, ServerProcess, free_port
+from helpers import api_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-
-
-def api_server(env: dict | None = None, port: int | None = None) -> ServerProcess:
-    """An Inference API server under gunicorn with gunicorn.conf.py (not started)."""
-    port = port or free_port()
-    return ServerProcess([GUNICORN, "--config", "gunicorn.conf.py"], port,
-                         env={"SERVICE_PORT": str(port), **(env or {})}, cwd=REPO)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import GUNICORN, api_server
+from helpers import GUNICORN, api_server
 from inference_api import config as api_config
 from inference_api.settings import parse
 from inference_api.mock import mock_answer

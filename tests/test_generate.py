@@ -6,8 +6,8 @@ import json
 import pytest
 import requests
 
+from helpers import health, post, wait_for
 from inference_api.mock import mock_answer
-from test_server_mock import health, post, wait_for
 
 
 def generate(server, body, **kw) -> requests.Response:

@@ -14,9 +14,8 @@ import time
 import pytest
 import requests
 
-from conftest import api_server
+from helpers import MODEL
 
-MODEL = "SmolLM2-135M-Instruct"
 MAX_BODY = 1 << 20
 MAX_MESSAGE_CHARS = 600  # an error message quotes at most a short prefix of any value
 

@@ -11,10 +11,9 @@ import psutil
 import pytest
 import requests
 
-from conftest import api_server
+from helpers import MODEL, api_server, backend_process, health, post, wait_for
 from inference_api.config import Config
 from inference_api.mock import mock_answer
-from test_server_mock import MODEL, backend_process, health, post, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from conftest import api_server
-from test_proxy import bearer, make_token, sample, scrape, start_proxy
-from test_server_mock import MODEL, post, wait_for
+from helpers import (MODEL, api_server, bearer, make_token, post, sample, scrape, start_proxy,
+                     wait_for)
 
 GENERATIONS = ("inference_e2e_latency_seconds_count", "inference_time_to_first_token_seconds_count",
                "inference_queue_time_seconds_count")

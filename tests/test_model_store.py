@@ -9,12 +9,11 @@ import sys
 
 import pytest
 
-from conftest import api_server
+from helpers import api_server, health_response, wait_for
 from inference_api.config import Config
 from inference_api.model_store import (COMPLETE_MARKER, bundled_gguf_path, cache_folder,
                                        is_complete, prepare_model_folder)
 from processes import REPO
-from test_server_mock import health_response, wait_for
 
 
 def run_script(env: dict) -> subprocess.CompletedProcess:

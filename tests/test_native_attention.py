@@ -5,13 +5,12 @@ import re
 import pytest
 import torch
 
-from conftest import api_server
+from helpers import api_server, health_response, post, wait_for
 from inference_api import native_attention
 from inference_api.attention import DecodeAttention
 from inference_api.config import Config, ConfigError
 from inference_api.native_attention import (KernelUnavailable, NativeDecodeAttention,
                                             choose_decode_attention)
-from test_server_mock import health_response, post, wait_for
 
 CPU = torch.device("cpu")
 MAX_SEQ = 83  # not a multiple of the 16-position key tile: the last tile is part stale

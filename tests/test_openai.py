@@ -7,9 +7,8 @@ import openai
 import pytest
 import requests
 
-from conftest import api_server
+from helpers import MODEL, api_server, backend_process, health, post, wait_for
 from inference_api.mock import MOCK_CHAT_TEMPLATE, mock_answer
-from test_server_mock import MODEL, backend_process, health, post, wait_for
 
 
 def client_for(server) -> openai.OpenAI:

@@ -13,9 +13,8 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                response_schema_conformance,
                                                status_code_conformance)
 
-from conftest import api_server
+from helpers import MODEL, api_server
 
-MODEL = "SmolLM2-135M-Instruct"
 ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}"),
           ("post", "/v1/completions"), ("post", "/v1/chat/completions"), ("post", "/generate"),
           ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("get", "/health"),

@@ -6,37 +6,20 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import jwt
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from processes import REPO, ServerProcess, free_port
+from helpers import (SECRET, bearer, claims_of, make_token, proxy_argv, sample, scrape,
+                     seen_headers, start_proxy, wait_for)
+from processes import REPO, free_port
 from stub_upstream import start_stub, stream_chunk
 
-SECRET = "proxy-test-secret-" + "0123456789abcdef" * 4  # long enough for HS512 too
-PROXY_CONF = str(REPO / "proxy" / "gunicorn.conf.py")
 UPSTREAM_TIMEOUT_S = 2.0
 TOKEN_LIMIT = 2
-
-
-def proxy_argv(*extra: str) -> list[str]:
-    """The command that runs the proxy, as deployed."""
-    return [sys.executable, "-m", "gunicorn", "-c", PROXY_CONF, *extra]
-
-
-def start_proxy(upstream_url: str, health_path: str = "/health", **env: str) -> ServerProcess:
-    """A ServerProcess running the proxy in front of upstream_url (not started yet)."""
-    port = free_port()
-    env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "UPSTREAM_URL": upstream_url,
-           "JWT_SECRET": SECRET, "PROXY_UPSTREAM_TIMEOUT": "", "PROXY_MAX_STREAMS_PER_TOKEN": "",
-           **env}
-    return ServerProcess(proxy_argv(), port, env=env, health_path=health_path)
 
 
 @pytest.fixture(scope="module")
@@ -60,53 +43,11 @@ def proxy_to_nowhere():
         yield server
 
 
-def make_token(secret: str = SECRET, algorithm: str = "HS256", **claims) -> str:
-    """A token with fresh team_id/token_id unless given; a claim given as None is left out."""
-    payload = {"team_id": "team-a", "token_id": f"tok-{uuid.uuid4().hex[:12]}", **claims}
-    return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret,
-                      algorithm=algorithm)
-
-
-def bearer(token: str, scheme: str = "Bearer") -> dict:
-    return {"Authorization": f"{scheme} {token}"}
-
-
 def unsigned_token(**claims) -> str:
     """An `alg: none` token, which PyJWT will not make."""
     def part(obj):
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'team_id': 't', 'token_id': 'k', **claims})}."
-
-
-def claims_of(token: str) -> dict:
-    return jwt.decode(token, options={"verify_signature": False})
-
-
-def scrape(server: ServerProcess) -> dict:
-    """Every sample of the server's /metrics, keyed by (name, sorted labels)."""
-    response = requests.get(server.url + "/metrics", timeout=5)
-    assert response.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
-
-
-def sample(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    """The first truthy value of predicate() within timeout, else the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def seen_headers(echo: dict) -> dict:
-    """The echoed headers, names lower-cased."""
-    return {name.lower(): value for name, value in echo["headers"]}
 
 
 # --- authentication ---------------------------------------------------------------------------

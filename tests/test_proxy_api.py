@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from helpers import MODEL, bearer, health, make_token, start_proxy, wait_for
 from inference_api.mock import mock_answer
-from test_proxy import bearer, make_token, start_proxy
-from test_server_mock import MODEL, health, wait_for
 
 
 @pytest.fixture(scope="module")

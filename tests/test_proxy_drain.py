@@ -9,9 +9,9 @@ import uuid
 import pytest
 import requests
 
+from helpers import bearer, claims_of, make_token, start_proxy, wait_for
 from processes import free_port
 from stub_upstream import start_stub, stream_chunk
-from test_proxy import bearer, claims_of, make_token, start_proxy, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,15 @@ def test_sigterm_drains_then_exits_once_streams_end(upstream):
         assert reader.first.wait(30) and reader.error is None
 
         proxy.signal(signal.SIGTERM)
-        # A Response is falsy when its status is an error: wrap it to poll for it.
-        [health] = wait_for(lambda: [r] if (r := requests.get(proxy.url + "/health", timeout=10))
-                            .status_code == 503 else [], timeout=15) or [None]
-        assert health is not None, "the proxy's /health did not turn 503 after SIGTERM"
+        answers = []
+
+        def health_is_503() -> bool:
+            answers.append(requests.get(proxy.url + "/health", timeout=10))
+            return answers[-1].status_code == 503
+
+        assert wait_for(health_is_503, timeout=15), \
+            "the proxy's /health did not turn 503 after SIGTERM"
+        health = answers[-1]
         assert health.json() == {"status_code": 503, "message": "the proxy is shutting down"}
         assert int(health.headers["Retry-After"]) > 0
 

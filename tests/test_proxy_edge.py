@@ -10,9 +10,9 @@ import uuid
 import pytest
 import requests
 
+from helpers import bearer, make_token, sample, scrape, seen_headers, start_proxy, wait_for
 from processes import free_port
 from stub_upstream import RawUpstream, start_stub
-from test_proxy import bearer, make_token, sample, scrape, seen_headers, start_proxy, wait_for
 
 MAX_BODY = 64 * 1024
 HEADER_TIMEOUT_S = 2

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from helpers import bearer, make_token, sample, scrape, start_proxy
 from processes import free_port
 from stub_upstream import start_stub, stream_chunk
-from test_proxy import bearer, make_token, sample, scrape, start_proxy
 
 SLOW_CLIENTS = 1000
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 
 import pytest
 import requests
 
+from helpers import SECRET, bearer, make_token, sample, scrape, start_proxy
 from processes import free_port
 from stub_upstream import start_stub
-from test_proxy import SECRET, bearer, make_token, sample, scrape, start_proxy
 
 MAX_LIFETIME_S = 3600
 

@@ -48,8 +48,9 @@ def test_running_streams_never_wait_for_more_than_the_budget():
 
 def test_prompts_share_the_budget_oldest_first_and_wait_for_free_rows():
     scheduler = Scheduler(max_rows=2, prefill_budget=4)
-    first, second, third = add(scheduler, "first", 5), add(scheduler, "second", 5), \
-        add(scheduler, "third", 1)
+    first = add(scheduler, "first", 5)
+    add(scheduler, "second", 5)
+    third = add(scheduler, "third", 1)
     assert run_step(scheduler) == ([], {"first": 5, "second": 3})
     assert third.row is None and list(scheduler.waiting) == [third]  # both rows are taken
     assert run_step(scheduler) == (["first"], {"second": 2})

@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import api_server
-from test_server_mock import BAD_REQUESTS, backend_process, health, post, post_body, wait_for
+from helpers import BAD_REQUESTS, api_server, backend_process, health, post, post_body, wait_for
 
 pytestmark = pytest.mark.slow
 
