@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from helpers import MODEL, bearer, health, make_token, start_proxy, wait_for
+from helpers import MODEL, api_server, bearer, health, make_token, start_proxy, wait_for
 from inference_api.mock import mock_answer
 
 
@@ -150,3 +150,41 @@ def api_log_line(server, request_id: str) -> str:
     """The API's request log line (the one with finish=) for one request id, or ''."""
     return next((line for line in server.output().splitlines()
                  if f"request {request_id} " in line and " finish=" in line), "")
+
+
+def test_idle_timeout_answers_504_and_the_api_stops_the_generation():
+    """A non-streamed answer silent past PROXY_UPSTREAM_TIMEOUT: 504, and its rows are freed."""
+    with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "20"}) as api, \
+            start_proxy(api.url, PROXY_UPSTREAM_TIMEOUT="2") as proxy:
+        # 2,000 tokens at 20 ms: a 40 s generation, silent until its end.
+        answer = requests.post(f"{proxy.url}/v1/completions", headers=bearer(make_token()),
+                               json={"model": MODEL, "prompt": "long", "max_tokens": 2000},
+                               timeout=60)
+        assert answer.status_code == 504 and answer.json()["status_code"] == 504
+        assert wait_for(lambda: health(api)["sessions"] == 0 and health(api)["busy_rows"] == 0,
+                        timeout=20), health(api)
+
+
+def test_a_request_waiting_for_a_row_gets_a_status_line_then_its_answer_or_a_cut():
+    """Waiting for a row: the answer within the idle timeout, a visible cut past it, never a
+    connection closed without a status line."""
+    with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "20", "MAX_USERS": "1"}) as api, \
+            start_proxy(api.url, PROXY_UPSTREAM_TIMEOUT="30") as patient, \
+            start_proxy(api.url, PROXY_UPSTREAM_TIMEOUT="1") as impatient:
+        for proxy, complete in ((patient, True), (impatient, False)):
+            # The only row is busy for 3 s (150 tokens at 20 ms).
+            first = requests.post(f"{api.url}/inference/{MODEL}",
+                                  json={"text": "a", "max_tokens": 150}, stream=True, timeout=60)
+            first_chunks = first.iter_content(chunk_size=None)  # kept: dropping it closes
+            next(first_chunks)
+            waiting = requests.post(f"{proxy.url}/inference/{MODEL}", headers=bearer(make_token()),
+                                    json={"text": "b c", "max_tokens": 5}, stream=True, timeout=60)
+            assert waiting.status_code == 200
+            if complete:
+                assert b"".join(waiting.iter_content(chunk_size=None)).decode() == \
+                    mock_answer("b c", 5)
+            else:
+                with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                    b"".join(waiting.iter_content(chunk_size=None))
+            first.close()
+            assert wait_for(lambda: health(api)["sessions"] == 0, timeout=20), health(api)
