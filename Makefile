@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra -m "not slow and not processes"
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_backend.py

@@ -13,7 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def mock_server():
     """A real gunicorn server on the mock backend, shared by the tests that only read from it."""
-    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "5"})
+    # No drain at the end: streams tests left open would hold the teardown for their length.
+    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "5", "DRAIN_TIMEOUT_S": "0"})
     server.start(timeout=60)
     yield server
     server.stop()

@@ -575,6 +575,7 @@ def mock_stack(tmp_path_factory):
         api.stop()
 
 
+@pytest.mark.processes
 def test_mock_stack_streams_without_torch_or_transformers(mock_stack):
     api, proxy, secret, log = mock_stack
     token = jwt.encode({"team_id": "team", "token_id": "key"}, secret, algorithm="HS256")
@@ -591,6 +592,7 @@ def test_mock_stack_streams_without_torch_or_transformers(mock_stack):
     assert "Traceback" not in api.output() + proxy.output()
 
 
+@pytest.mark.processes
 def test_image_health_checks_pass_on_the_running_stack(mock_stack):
     api, proxy, _, _ = mock_stack
     compose = load_compose()["services"]

@@ -8,6 +8,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from inference_api.detokenize import IncrementalDetokenizer, StopMatcher
 
 TEXT = " world, 你好世界 🎉👍🏽 naïve café done"
+# The real tokenizer is read from the bundled GGUF file (seconds): the slow tier runs it.
+TOKENIZERS = [pytest.param("smollm2", marks=pytest.mark.slow), "metaspace"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def stream(tok, prompt_ids, ids):
     return [detok.push(i) for i in ids]
 
 
-@pytest.mark.parametrize("name", ["smollm2", "metaspace"])
+@pytest.mark.parametrize("name", TOKENIZERS)
 def test_pieces_are_whole_characters_and_add_up_to_decode(name, request):
     tok = request.getfixturevalue(name)
     prompt = tok.encode("Hello").ids
@@ -56,7 +58,7 @@ def test_pieces_are_whole_characters_and_add_up_to_decode(name, request):
     assert "".join(pieces) == tok.decode(full)[len(tok.decode(prompt)):] == TEXT
 
 
-@pytest.mark.parametrize("name", ["smollm2", "metaspace"])
+@pytest.mark.parametrize("name", TOKENIZERS)
 def test_first_token_keeps_its_leading_space(name, request):
     tok = request.getfixturevalue(name)
     prompt = tok.encode("Hello").ids
@@ -64,12 +66,14 @@ def test_first_token_keeps_its_leading_space(name, request):
     assert stream(tok, prompt, world)[0] == " world"
 
 
+@pytest.mark.slow
 def test_without_a_prompt_text_matches_plain_decode(smollm2, metaspace):
     for tok in (smollm2, metaspace):
         ids = tok.encode("Hello world 你好").ids
         assert "".join(stream(tok, [], ids)) == tok.decode(ids)
 
 
+@pytest.mark.slow
 def test_prompt_ending_inside_a_character_does_not_repeat_the_prompt(smollm2):
     ids = smollm2.encode("abc 你好").ids
     cut = next(i for i in range(1, len(ids)) if smollm2.decode(ids[:i]).endswith("\ufffd"))
@@ -79,6 +83,7 @@ def test_prompt_ending_inside_a_character_does_not_repeat_the_prompt(smollm2):
     assert "".join(pieces).endswith("好")
 
 
+@pytest.mark.slow
 def test_special_tokens_are_skipped(smollm2):
     end = smollm2.token_to_id("<|im_end|>")
     prompt = smollm2.encode("Hi").ids

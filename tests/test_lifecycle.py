@@ -15,6 +15,8 @@ from helpers import MODEL, api_server, backend_process, health, post, wait_for
 from inference_api.config import Config
 from inference_api.mock import mock_answer
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture(scope="module")
 def slow_mock():

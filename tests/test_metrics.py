@@ -7,6 +7,8 @@ import requests
 from helpers import (MODEL, api_server, bearer, make_token, post, sample, scrape, start_proxy,
                      wait_for)
 
+pytestmark = pytest.mark.processes  # a server of its own, so counts are only its tests'
+
 GENERATIONS = ("inference_e2e_latency_seconds_count", "inference_time_to_first_token_seconds_count",
                "inference_queue_time_seconds_count")
 

@@ -34,6 +34,7 @@ def test_bad_setting_is_one_line_naming_the_variable():
     assert result.stderr.strip().startswith("error: MAX_USERS='lots' is not valid")
 
 
+@pytest.mark.processes
 def test_server_with_an_unreadable_model_says_why_on_health(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a GGUF file")

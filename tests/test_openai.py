@@ -248,6 +248,7 @@ def test_disconnected_streams_free_every_row(mock_server):
                     and health(mock_server)["sessions"] == 0)
 
 
+@pytest.mark.processes
 def test_overloaded_is_503_with_retry_after_and_releases_all_samples():
     with api_server({"MOCK_MODEL": "1", "MAX_USERS": "1", "MAX_QUEUE": "0"}) as server:
         client = client_for(server)
@@ -261,6 +262,7 @@ def test_overloaded_is_503_with_retry_after_and_releases_all_samples():
                                          n=1).choices[0].text == mock_answer("a b", 3)
 
 
+@pytest.mark.processes
 def test_backend_dying_mid_stream_raises_in_the_client():
     with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}) as server:
         stream = client_for(server).chat.completions.create(

@@ -15,6 +15,8 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
 
 from helpers import MODEL, api_server
 
+pytestmark = pytest.mark.processes
+
 ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}"),
           ("post", "/v1/completions"), ("post", "/v1/chat/completions"), ("post", "/generate"),
           ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("get", "/health"),

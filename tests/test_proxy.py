@@ -18,6 +18,8 @@ from helpers import (SECRET, bearer, claims_of, make_token, proxy_argv, sample, 
 from processes import REPO, free_port
 from stub_upstream import start_stub, stream_chunk
 
+pytestmark = pytest.mark.processes  # servers of its own: a stub upstream and proxies
+
 UPSTREAM_TIMEOUT_S = 2.0
 TOKEN_LIMIT = 2
 

@@ -152,6 +152,7 @@ def api_log_line(server, request_id: str) -> str:
                  if f"request {request_id} " in line and " finish=" in line), "")
 
 
+@pytest.mark.processes
 def test_idle_timeout_answers_504_and_the_api_stops_the_generation():
     """A non-streamed answer silent past PROXY_UPSTREAM_TIMEOUT: 504, and its rows are freed."""
     with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "20"}) as api, \
@@ -165,6 +166,7 @@ def test_idle_timeout_answers_504_and_the_api_stops_the_generation():
                         timeout=20), health(api)
 
 
+@pytest.mark.processes
 def test_a_request_waiting_for_a_row_gets_a_status_line_then_its_answer_or_a_cut():
     """Waiting for a row: the answer within the idle timeout, a visible cut past it, never a
     connection closed without a status line."""

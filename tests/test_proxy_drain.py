@@ -13,6 +13,8 @@ from helpers import bearer, claims_of, make_token, start_proxy, wait_for
 from processes import free_port
 from stub_upstream import start_stub, stream_chunk
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture(scope="module")
 def upstream():

@@ -14,6 +14,8 @@ from helpers import bearer, make_token, sample, scrape, seen_headers, start_prox
 from processes import free_port
 from stub_upstream import RawUpstream, start_stub
 
+pytestmark = pytest.mark.processes
+
 MAX_BODY = 64 * 1024
 HEADER_TIMEOUT_S = 2
 BODY_TIMEOUT_S = 2

@@ -15,6 +15,8 @@ from helpers import bearer, make_token, sample, scrape, start_proxy
 from processes import free_port
 from stub_upstream import start_stub, stream_chunk
 
+pytestmark = pytest.mark.processes
+
 SLOW_CLIENTS = 1000
 
 

@@ -129,6 +129,7 @@ def test_abandoned_streams_free_rows_and_sessions(mock_server):
                     and health(mock_server)["queued"] == 0 and health(mock_server)["sessions"] == 0)
 
 
+@pytest.mark.processes
 def test_full_queue_gets_503_with_retry_after():
     with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "20", "MAX_USERS": "2",
                      "MAX_QUEUE": "2"}) as server:
@@ -144,6 +145,7 @@ def test_full_queue_gets_503_with_retry_after():
         assert wait_for(lambda: post(server, {"text": "later", "max_tokens": 3}).status_code == 200)
 
 
+@pytest.mark.processes
 def test_backend_killed_mid_stream_ends_streams_then_recovers():
     with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}) as server:
         old = backend_process(server)
@@ -167,6 +169,7 @@ def test_backend_killed_mid_stream_ends_streams_then_recovers():
             mock_answer("alive again", 3)
 
 
+@pytest.mark.processes
 def test_sigterm_lets_running_streams_finish():
     server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}).start(timeout=60)
     try:
