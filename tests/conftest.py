@@ -6,6 +6,8 @@ import os
 import pytest
 
 from helpers import api_server
+from processes import free_port
+from stub_upstream import start_stub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -18,6 +20,13 @@ def mock_server():
     server.start(timeout=60)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """A stand-in for the API behind a proxy under test (stub_upstream.py), one per module."""
+    with start_stub(free_port()) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="session")

@@ -16,19 +16,12 @@ import requests
 from helpers import (SECRET, bearer, claims_of, make_token, proxy_argv, sample, scrape,
                      seen_headers, start_proxy, wait_for)
 from processes import REPO, free_port
-from stub_upstream import start_stub, stream_chunk
+from stub_upstream import stream_chunk
 
 pytestmark = pytest.mark.processes  # servers of its own: a stub upstream and proxies
 
 UPSTREAM_TIMEOUT_S = 2.0
 TOKEN_LIMIT = 2
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    """What the proxy forwards to; override this fixture to put the proxy in front of the real API."""
-    with start_stub(free_port()) as stub:
-        yield stub
 
 
 @pytest.fixture(scope="module")

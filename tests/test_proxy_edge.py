@@ -11,20 +11,13 @@ import pytest
 import requests
 
 from helpers import bearer, make_token, sample, scrape, seen_headers, start_proxy, wait_for
-from processes import free_port
-from stub_upstream import RawUpstream, start_stub
+from stub_upstream import RawUpstream
 
 pytestmark = pytest.mark.processes
 
 MAX_BODY = 64 * 1024
 HEADER_TIMEOUT_S = 2
 BODY_TIMEOUT_S = 2
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with start_stub(free_port()) as stub:
-        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,10 @@ import pytest
 import requests
 
 from helpers import SECRET, bearer, make_token, sample, scrape, start_proxy
-from processes import free_port
-from stub_upstream import start_stub
 
 pytestmark = pytest.mark.processes  # servers of its own: a stub upstream and proxies
 
 MAX_LIFETIME_S = 3600
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with start_stub(free_port()) as stub:
-        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -169,23 +169,6 @@ def test_backend_killed_mid_stream_ends_streams_then_recovers():
             mock_answer("alive again", 3)
 
 
-@pytest.mark.processes
-def test_sigterm_lets_running_streams_finish():
-    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}).start(timeout=60)
-    try:
-        backend = backend_process(server)
-        response = post(server, {"text": "finish me", "max_tokens": 150}, stream=True)
-        chunks = response.iter_content(chunk_size=None)
-        first = next(chunks)
-        server.signal(signal.SIGTERM)
-        body = first + b"".join(chunks)
-        assert body.decode() == mock_answer("finish me", 150)
-        assert server.proc.wait(30) == 0
-        assert wait_for(lambda: not backend.is_running() or backend.status() == "zombie", 10)
-    finally:
-        server.stop()
-
-
 def test_flask_test_client_validates_and_streams():
     from inference_api.config import Config
     from inference_api.server import create_server, frontend_of
