@@ -662,11 +662,12 @@ def section_backend_death(stack: Stack, args) -> list[Check]:
         outcomes = list(pool.map(lambda s: finish_stream(*s[1:]), streams))
     ended = time.monotonic() - killed
     back = wait_until(lambda: get_health(stack.api_url)[0] == 200, 120 if stack.mock else 900, 0.2)
+    back = None if back is None else time.monotonic() - killed
     checks = []
     for target in stack.targets():
         check = Check("4 backend death", target.name, dict(
-            streams=len(ROUTES), all_ended_after_s=round(ended, 2),
-            healthy_again_after_s=round(back, 2) if back is not None else "not in time"))
+            streams=len(ROUTES), all_ended_after_kill_s=round(ended, 2),
+            healthy_again_after_kill_s=round(back, 2) if back is not None else "not in time"))
         check.failures = [f"{route} ({response.status_code}): {problem}"
                           for (name, route, response, *_), problem in zip(streams, outcomes)
                           if name == target.name and problem]
