@@ -1,0 +1,1 @@
+"""The attacks of scripts/hostile_check.py: the stack, the requests, one module per section."""
