@@ -5,12 +5,11 @@ what the server accepts; the answers are described by the models below, which on
 """
 from __future__ import annotations
 
-from typing import Literal
-
 from flask import Blueprint, current_app, jsonify
-from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .answer_models import (ChatCompletion, Completion, GenerateAnswer, Health, ModelCard,
+                            ModelList, NativeError, OpenAIError)
 from .schemas import GenerateRequest, InferenceRequest
 from .schemas_openai import ChatRequest, CompletionRequest
 from .web import current_frontend
@@ -19,134 +18,6 @@ openapi = Blueprint("openapi", __name__)
 JSON, TEXT, SSE = "application/json", "text/plain", "text/event-stream"
 
 
-class NativeError(BaseModel):
-    """The error of the native routes, /generate and /health."""
-
-    status_code: int
-    message: str
-
-
-class OpenAIErrorDetail(BaseModel):
-    """What went wrong, in OpenAI's words."""
-
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    """The error of the /v1 routes."""
-
-    error: OpenAIErrorDetail
-
-
-class Health(BaseModel):
-    """GET /health when the backend is ready."""
-
-    status: Literal["ok"]
-    model: str
-    busy_rows: int
-    max_users: int
-    queued: int
-    sessions: int
-
-
-class ModelCard(BaseModel):
-    """The served model."""
-
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-    max_model_len: int
-
-
-class ModelList(BaseModel):
-    """GET /v1/models."""
-
-    object: Literal["list"]
-    data: list[ModelCard]
-
-
-class Usage(BaseModel):
-    """Tokens of the prompts (each once) and of every choice."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class CompletionChoice(BaseModel):
-    """One choice of /v1/completions."""
-
-    index: int
-    text: str
-    logprobs: None
-    finish_reason: Literal["stop", "length"] | None
-
-
-class Completion(BaseModel):
-    """POST /v1/completions, not streamed."""
-
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage
-
-
-class ChatMessageOut(BaseModel):
-    """The assistant's turn."""
-
-    role: Literal["assistant"]
-    content: str
-
-
-class ChatChoice(BaseModel):
-    """One choice of /v1/chat/completions."""
-
-    index: int
-    message: ChatMessageOut
-    logprobs: None
-    finish_reason: Literal["stop", "length"] | None
-
-
-class ChatCompletion(BaseModel):
-    """POST /v1/chat/completions, not streamed."""
-
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class GeneratedSample(BaseModel):
-    """One sample of /generate."""
-
-    index: int
-    text: str
-    finish_reason: str | None
-    generated_tokens: int
-
-
-class GenerateAnswer(BaseModel):
-    """POST /generate, not streamed (also the last event of a stream)."""
-
-    created: float
-    finished: float
-    generation_time: float
-    prompt: str
-    prompt_tokens: int
-    num_samples: int
-    responses: list[GeneratedSample]
-
-
-# pydantic writes a bound on an optional number whose type has its own validator (schemas.Int)
-# under the Field's name; JSON Schema knows these as:
 _KEYWORDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
 
 
