@@ -99,8 +99,9 @@ def test_backend_killed_mid_stream_then_recovery():
         reader = response.iter_content(chunk_size=None)
         next(reader)
         old.send_signal(signal.SIGKILL)
-        body = b"".join(reader)  # ends early instead of hanging
-        assert len(body) < 400 * 4
+        # Ends early instead of hanging, and cut: no client can take it for a whole answer.
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            b"".join(reader)
         assert wait_for(lambda: requests.get(server.url + "/health").status_code == 503, 10)
         assert wait_for(lambda: requests.get(server.url + "/health").status_code == 200, 300)
         assert backend_process(server).pid != old.pid
