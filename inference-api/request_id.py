@@ -5,7 +5,7 @@ import re
 import uuid
 
 # Safe in a log line and a header: no spaces, quotes or control characters, bounded length.
-# The API applies the same rule, so one request carries one id through both logs.
+# The proxy and the API apply this one rule, so a request carries one id through both logs.
 REQUEST_ID_PATTERN = r"[A-Za-z0-9._:@/+=-]{1,128}"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
@@ -17,10 +15,9 @@ from .frontend import Frontend
 from .metrics import install_metrics
 from .openapi import openapi
 from .quote import quote_name
+from .request_id import request_id_for
 from .web import ApiError, error_answer
 
-# The proxy's rule, so that the proxy's and the API's log lines of a request carry the same id.
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 def create_server(config: Config | None = None, start_backend: bool = True) -> Flask:
@@ -50,8 +47,7 @@ def frontend_of(app: Flask) -> Frontend:
 def _install_request_ids(app: Flask) -> None:
     @app.before_request
     def take_request_id():
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = request_id_for(request.headers.get("X-Request-ID"))
 
     @app.after_request
     def give_request_id(response):

@@ -6,6 +6,8 @@ import logging
 
 from aiohttp import web
 
+from inference_api.request_id import request_id_for
+
 from .auth import AuthError, token_from_header, verify_token
 from .body import read_body
 from .config import MIN_SECRET_BYTES, ProxyConfig
@@ -17,7 +19,6 @@ from .limits import TokenLimiter
 from .metrics import Metrics
 from .paths import target_problem
 from .relay import Relay
-from .request_id import request_id_for
 
 log = logging.getLogger("proxy")
 
