@@ -203,7 +203,7 @@ def parse_args(argv=None):
     parser.add_argument("--settle-s", type=float, default=5.0, help="pause before each run")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    parser.add_argument("--idle-timeout", type=float, default=120.0,
+    parser.add_argument("--idle-timeout", type=float, default=300.0,
                         help="seconds without a byte before a stream counts as failed")
     return parser.parse_args(argv)
 
