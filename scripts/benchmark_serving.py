@@ -160,7 +160,7 @@ def line(label: str, fig: dict) -> str:
     """One table row of a run's (or the medians') figures."""
     return (f"{label:<24} {fig['tokens_per_s']:8.1f} {fig['ttft_p50'] * 1000:9.0f} "
             f"{fig['ttft_p99'] * 1000:9.0f} {fig['itl_p50'] * 1000:8.1f} "
-            f"{fig['itl_p99'] * 1000:8.1f} {fig['errors']:6d}")
+            f"{fig['itl_p99'] * 1000:8.1f} {fig['errors']:6g}")
 
 
 HEADER = (f"{'run':<24} {'tok/s':>8} {'ttft p50':>9} {'ttft p99':>9} {'itl p50':>8} "
