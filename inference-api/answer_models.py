@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class NativeError(BaseModel):
@@ -60,12 +60,20 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class PromptTokensDetails(BaseModel):
+    """What became of the prompts' tokens."""
+
+    cached_tokens: int = Field(description="prompt tokens found in the cache (prefix reuse) "
+                                           "and not computed again")
+
+
 class Usage(BaseModel):
     """Tokens of the prompts (each once) and of every choice."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
 class CompletionChoice(BaseModel):

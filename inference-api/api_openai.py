@@ -109,7 +109,7 @@ def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool):
             "created": int(time.time()), "model": frontend.config.model_id}
     if body.stream:
         return sse_response(_events(frontend, answer, head, chat, body.include_usage,
-                                    prompt_tokens))
+                                    prompt_tokens, body.n))
     samples = run_to_end(frontend, answer)
     choices = []
     for index, sample in enumerate(samples):
@@ -121,16 +121,21 @@ def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool):
         else:
             choices.append({"index": index, "text": sample.text, "logprobs": None,
                             "finish_reason": finish})
-    return jsonify(**head, choices=choices, usage=_usage(prompt_tokens, samples))
+    return jsonify(**head, choices=choices, usage=_usage(prompt_tokens, samples, body.n))
 
 
-def _usage(prompt_tokens: int, samples) -> dict:
+def _usage(prompt_tokens: int, samples, n: int) -> dict:
+    """Token counts; a prompt's cached tokens are the fewest any of its n samples found."""
     completion = sum(s.completion_tokens for s in samples)
+    cached = sum(min(s.record.cached_tokens for s in samples[i:i + n])
+                 for i in range(0, len(samples), n))
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion}
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, prompt_tokens: int):
+def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, prompt_tokens: int,
+            n: int):
     """The stream's events: a chunk per batch of text, the usage chunk if asked, [DONE]."""
     head = dict(head, object="chat.completion.chunk" if chat else "text_completion")
     extra = {"usage": None} if include_usage else {}
@@ -157,5 +162,5 @@ def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, promp
         if text or reason is not None:
             yield chunk(index, text, FINISH_REASONS.get(reason))
     if include_usage:
-        yield sse_event({**head, "choices": [], "usage": _usage(prompt_tokens, answer.samples)})
+        yield sse_event({**head, "choices": [], "usage": _usage(prompt_tokens, answer.samples, n)})
     yield sse_event("[DONE]")

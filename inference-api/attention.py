@@ -121,6 +121,12 @@ class DecodeAttention:
         """Store a prompt chunk's keys k [c, kv, dim] at positions start.. of one layer's row."""
         k_cache[row, :, :, start:start + k.shape[0]] = k.permute(1, 2, 0)
 
+    def copy_positions(self, k_cache: torch.Tensor, v_cache: torch.Tensor, source: int,
+                       target: int, length: int) -> None:
+        """Copy positions [0, length) of row source to row target in every layer's cache."""
+        k_cache[:, target, ..., :length] = k_cache[:, source, ..., :length]
+        v_cache[:, target, :, :length] = v_cache[:, source, :, :length]
+
     def prompt_keys(self, k_cache: torch.Tensor, row: int, length: int) -> torch.Tensor:
         """One layer's keys of a row, positions [:length], as [kv, dim, length] (a view)."""
         return k_cache[row, ..., :length]

@@ -13,6 +13,7 @@ from .config import Config
 from .engine import Engine
 from .params import SamplingParams
 from .protocol import Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit
+from .step_budget import step_budget
 from .text_state import TextMaker
 
 log = logging.getLogger("inference_api.backend")
@@ -34,7 +35,9 @@ def build_engine(config: Config) -> tuple[Engine, dict]:
 
         runner = ModelRunner(config)
         texts = TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids)
-    engine = Engine(runner, texts, config.max_users, config.prefill_chunk, runner.max_seq_len)
+    budget = step_budget(config.itl_target_ms, config.prefill_chunk)
+    engine = Engine(runner, texts, config.max_users, budget, runner.max_seq_len,
+                    prefix_caching=config.prefix_caching)
     return engine, runner.info
 
 

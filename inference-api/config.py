@@ -32,7 +32,9 @@ class Config:
     max_users: int = 32
     max_seq_len: int = 2048
     max_queue: int = 64
-    prefill_chunk: int = 48  # prompt tokens per step while every row decodes (more when rows idle)
+    itl_target_ms: float = 100.0  # step time prompt chunks may fill; 0: PREFILL_CHUNK a step
+    prefill_chunk: int = 16  # prompt tokens every step takes at least, whatever its time
+    prefix_caching: bool = True
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     mock_model: bool = False
     mock_step_ms: float = 10.0
@@ -56,6 +58,7 @@ class Config:
         _check(16 <= self.max_seq_len <= 1 << 20, "MAX_SEQ_LEN", self.max_seq_len, "16..1048576")
         _check(0 <= self.max_queue <= 100_000, "MAX_QUEUE", self.max_queue, "0..100000")
         _check(1 <= self.prefill_chunk <= 65536, "PREFILL_CHUNK", self.prefill_chunk, "1..65536")
+        _check(0 <= self.itl_target_ms <= 60_000, "ITL_TARGET_MS", self.itl_target_ms, "0..60000")
         _check(0 <= self.mock_step_ms <= 60_000, "MOCK_STEP_MS", self.mock_step_ms, "0..60000")
         _check(bool(self.service_host.strip()) and " " not in self.service_host.strip(),
                "SERVICE_HOST", self.service_host, "a host name or address")

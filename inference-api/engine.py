@@ -1,6 +1,7 @@
 """The step loop: admit, run one forward, turn new tokens into text, finish what is done."""
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from .params import check_context
@@ -8,6 +9,7 @@ from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH
                        Submit)
 from .scheduler import StepPlan, Scheduler
 from .sequence import Sequence
+from .step_budget import FixedBudget, StepBudget
 from .text_state import TextMaker
 
 
@@ -17,7 +19,8 @@ class Runner(Protocol):
     max_seq_len: int
 
     def start(self, seq: Sequence) -> None:
-        """Prepare a newly admitted row; ValueError refuses this request alone."""
+        """Prepare a newly admitted row, copying its cached start from seq.copy_from first if
+        set; ValueError refuses this request alone."""
 
     def finish(self, seq: Sequence) -> None:
         """Forget a row's per-request state."""
@@ -29,12 +32,13 @@ class Runner(Protocol):
 class Engine:
     """Continuous batching: the scheduler plans each step, a runner (model or mock) runs it."""
 
-    def __init__(self, runner: Runner, texts: TextMaker, max_rows: int, prefill_budget: int,
-                 max_seq_len: int):
+    def __init__(self, runner: Runner, texts: TextMaker, max_rows: int,
+                 budget: StepBudget | FixedBudget, max_seq_len: int, prefix_caching: bool = True):
         self.runner = runner
         self.texts = texts
         self.max_seq_len = max_seq_len
-        self.scheduler = Scheduler(max_rows, prefill_budget)
+        self.budget = budget
+        self.scheduler = Scheduler(max_rows, budget, prefix_caching)
 
     @property
     def busy_rows(self) -> int:
@@ -82,12 +86,14 @@ class Engine:
 
     def step(self) -> list[Output]:
         """Admit waiting prompts, run one forward over all rows, and emit the new text."""
+        started = time.perf_counter()
         outputs = []
         for seq in self.scheduler.admit():
             seq.text = self.texts(seq)
             try:
                 self.runner.start(seq)
             except ValueError as exc:  # this request cannot run here; the others go on
+                seq.num_cached = 0  # its cached start may not have been copied
                 self._finish(seq)
                 outputs.append(self._final(seq, "", FINISH_ERROR, error=str(exc)))
         plan = self.scheduler.plan()
@@ -99,6 +105,8 @@ class Engine:
             out = self._emit(seq, token)
             if out is not None:
                 outputs.append(out)
+        self.budget.observe(len(plan.decode), sum(c.length for c in plan.prefill),
+                            time.perf_counter() - started)
         return outputs
 
     def _emit(self, seq: Sequence, token: int) -> Output | None:
@@ -131,6 +139,7 @@ class Engine:
         if state is not None:
             if not state.reported_queue and seq.admitted_at is not None:
                 out.queue_seconds = seq.admitted_at - seq.arrival
+                out.cached_tokens = seq.num_reused
                 state.reported_queue = True
             state.pending_tokens = 0
         return out

@@ -36,6 +36,7 @@ class Record:
     route: str
     started: float = field(default_factory=time.monotonic)
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt's tokens, those found in the cache (prefix reuse)
     completion_tokens: int = 0
     first_token_at: float | None = None
     last_token_at: float | None = None  # for the inter-token latency metric
@@ -45,9 +46,10 @@ class Record:
     def log_line(self, status: int = 200) -> None:
         """One line per request: id, status, tokens, time to first token, total time."""
         ttft = f"{self.first_token_at - self.started:.3f}s" if self.first_token_at else "-"
-        log.info("request %s %s status=%s prompt_tokens=%d completion_tokens=%d ttft=%s "
-                 "total=%.3fs finish=%s%s", self.request_id, self.route, status,
-                 self.prompt_tokens, self.completion_tokens, ttft,
+        log.info("request %s %s status=%s prompt_tokens=%d cached_tokens=%d "
+                 "completion_tokens=%d ttft=%s total=%.3fs finish=%s%s", self.request_id,
+                 self.route, status, self.prompt_tokens, self.cached_tokens,
+                 self.completion_tokens, ttft,
                  time.monotonic() - self.started, self.finish_reason,
                  f" error={self.error!r}" if self.error else "")
 
@@ -151,6 +153,8 @@ class Frontend:
     def _note(self, record: Record, batch: list[Output]) -> None:
         last = batch[-1]
         record.completion_tokens = last.completion_tokens or record.completion_tokens
+        if batch[0].cached_tokens is not None:  # the first Output of the generation
+            record.cached_tokens = batch[0].cached_tokens
         if record.first_token_at is None and any(o.num_tokens for o in batch):
             record.first_token_at = time.monotonic()
         if self.metrics is not None:

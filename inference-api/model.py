@@ -138,6 +138,15 @@ class DecoderModel:
             len(self.layers), self.max_rows, self.max_seq_len, self.device)
 
     @torch.inference_mode()
+    def copy_prefix(self, source: int, target: int, length: int) -> None:
+        """Copy positions [0, length) of one row's keys and values to another row, all layers."""
+        if not (0 <= source < self.max_rows and 0 <= target < self.max_rows
+                and 0 <= length <= self.max_seq_len):
+            raise IndexError(f"copy of {length} positions from row {source} to row {target} "
+                             "outside the cache")
+        self.attention.copy_positions(self.k_cache, self.v_cache, source, target, length)
+
+    @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
              decode_positions: torch.Tensor, prefills: list[PrefillInput]) -> torch.Tensor:
         """Run one step; float32 logits [D + len(prefills), vocab]: decode rows, then chunk ends.

@@ -63,7 +63,9 @@ class ModelRunner:
         log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
 
     def start(self, seq: Sequence) -> None:
-        """Prepare a newly admitted row's sampling parameters."""
+        """Copy a newly admitted row's cached start if it lies in another row; set its sampling."""
+        if seq.copy_from is not None:
+            self.model.copy_prefix(seq.copy_from, seq.row, seq.num_cached)
         self.sampler.add(seq.row, seq.params, seq.prompt_ids)
 
     def finish(self, seq: Sequence) -> None:

@@ -130,6 +130,14 @@ class NativeDecodeAttention:
         by_position.index_put_((positions // TILE, positions % TILE),
                                k.reshape(n, self.kv_heads, self.head_dim // 2, 2))
 
+    def copy_positions(self, k_cache: torch.Tensor, v_cache: torch.Tensor, source: int,
+                       target: int, length: int) -> None:
+        """Copy positions [0, length) of row source to row target in every layer's cache, in
+        whole tiles (the target overwrites the rest of the last tile when it prefills)."""
+        tiles = -(-length // TILE)
+        k_cache[:, target, :, :tiles] = k_cache[:, source, :, :tiles]
+        v_cache[:, target, :, :tiles * TILE] = v_cache[:, source, :, :tiles * TILE]
+
     def prompt_keys(self, k_cache: torch.Tensor, row: int, length: int) -> torch.Tensor:
         """One layer's keys of a row, positions [:length], as [kv, dim, length] (a copy)."""
         tiles = -(-length // TILE)

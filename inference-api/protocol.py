@@ -44,6 +44,7 @@ class Output:
     completion_tokens: int = 0
     error: str | None = None
     queue_seconds: float | None = None  # on the first Output: time from arrival to admission
+    cached_tokens: int | None = None  # on the first Output: prompt tokens reused from the cache
 
 
 @dataclass

@@ -5,12 +5,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from .prefix_cache import RowContents
 from .sequence import Sequence
-
-# A decoding row costs a step about as much as this many prompt tokens: its own weights' share
-# plus attention over its cache and its sampling (measured at 32 rows: ~1.3 ms against ~0.55 ms
-# per prompt token). A row that is not decoding leaves that much room for prompt tokens.
-DECODE_ROW_COST = 2
+from .step_budget import StepBudget
 
 
 @dataclass
@@ -41,12 +38,13 @@ class StepPlan:
 class Scheduler:
     """Admits waiting prompts into free rows (first come, first served) and plans each step."""
 
-    def __init__(self, max_rows: int, prefill_budget: int):
+    def __init__(self, max_rows: int, budget: StepBudget, prefix_caching: bool = True):
         self.max_rows = max_rows
-        self.prefill_budget = prefill_budget
+        self.budget = budget
+        self.contents = RowContents(enabled=prefix_caching)
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}  # row -> sequence
-        self.free_rows = list(range(max_rows - 1, -1, -1))  # pop() hands out row 0 first
+        self.free_rows = list(range(max_rows))  # oldest freed first
 
     @property
     def busy_rows(self) -> int:
@@ -74,8 +72,9 @@ class Scheduler:
         return None
 
     def release(self, seq: Sequence) -> None:
-        """Free the row of a finished sequence for the next step."""
+        """Free the row of a finished sequence for the next step; its cache stays for reuse."""
         if seq.row is not None and self.running.get(seq.row) is seq:
+            self.contents.keep(seq)
             del self.running[seq.row]
             self.free_rows.append(seq.row)
 
@@ -93,34 +92,41 @@ class Scheduler:
         seqs = list(self.running.values()) + list(self.waiting)
         for seq in list(self.running.values()):
             self.release(seq)
+        self.contents.forget_all()  # the failed step may have written some layers, not others
         self.waiting.clear()
         return seqs
 
     def admit(self) -> list[Sequence]:
-        """Move waiting prompts into free rows; returns the newly admitted ones."""
+        """Move waiting prompts into free rows, each where most of it is cached; returns them.
+
+        A sequence that copies its cached start from another row has copy_from set: the runner
+        copies before the step's forward, which is what writes to any row.
+        """
         admitted = []
         now = time.monotonic()
         while self.waiting and self.free_rows:
             seq = self.waiting.popleft()
-            seq.row = self.free_rows.pop()
-            seq.admitted_at = now
-            seq.num_cached = 0
+            reuse = self.contents.choose(seq.prompt_ids, self.free_rows, self.running)
+            self.free_rows.remove(reuse.row)
+            self.contents.taken(reuse.row)
+            seq.row, seq.admitted_at, seq.copy_from = reuse.row, now, reuse.copy_from
+            seq.num_cached = seq.num_reused = reuse.cached
             self.running[seq.row] = seq
             admitted.append(seq)
         return admitted
 
     def plan(self) -> StepPlan:
-        """Decode every row past its prompt; share the prefill budget among prompts, oldest first.
+        """Decode every row past its prompt; share the step's prompt tokens, oldest first.
 
-        Prompt tokens also take the place of rows that are not decoding, DECODE_ROW_COST each:
-        a step costs about as much as a full one whatever its mix, the running streams never
-        wait for more than that, yet prompts go in faster while few rows decode.
+        How many prompt tokens the step takes is the budget's answer for its decoding rows:
+        what fits in the inter-token target by the measured cost, so that the running streams
+        never wait much longer than the target, yet prompts go in faster while few rows decode.
         """
         plan = StepPlan()
         prefilling = []
         for seq in self.running.values():
             (prefilling if seq.prefilling else plan.decode).append(seq)
-        budget = self.prefill_budget + DECODE_ROW_COST * (self.max_rows - len(plan.decode))
+        budget = self.budget.tokens(len(plan.decode)) if prefilling else 0
         for seq in sorted(prefilling, key=lambda s: s.admitted_at):
             if budget <= 0:
                 break

@@ -19,6 +19,8 @@ class Sequence:
     row: int | None = None
     admitted_at: float | None = None
     num_cached: int = 0  # tokens whose keys and values are in the cache
+    num_reused: int = 0  # of them, prompt tokens found cached at admission (prefix reuse)
+    copy_from: int | None = None  # the row to copy those from before the first step, if not this
     generated: list[int] = field(default_factory=list)
     text: TextState | None = None  # the engine's: detokenizer, stop matcher, EOS ids, counts
 

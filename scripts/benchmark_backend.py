@@ -38,13 +38,16 @@ from inference_api.engine import Engine  # noqa: E402
 from inference_api.model_runner import ModelRunner  # noqa: E402
 from inference_api.params import SamplingParams  # noqa: E402
 from inference_api.protocol import Submit  # noqa: E402
+from inference_api.step_budget import step_budget  # noqa: E402
 from inference_api.text_state import TextMaker  # noqa: E402
 
 
 def run_engine(runner, config, prompt_ids, new_tokens, stagger_s):
     """Serve every prompt through the engine with staggered arrivals; returns timings."""
     texts = TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids)
-    engine = Engine(runner, texts, config.max_users, config.prefill_chunk, runner.max_seq_len)
+    engine = Engine(runner, texts, config.max_users,
+                    step_budget(config.itl_target_ms, config.prefill_chunk), runner.max_seq_len,
+                    prefix_caching=config.prefix_caching)
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     start = time.perf_counter()
     arrival = {f"r{i}": start + i * stagger_s for i in range(len(prompt_ids))}

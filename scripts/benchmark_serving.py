@@ -222,11 +222,13 @@ def main() -> int:
             return 2
         print(f"{t.name}: {t.url} serving {t.model}")
     runs, failed = {w: {t.name: [] for t in targets} for w in workloads}, 0
+    invocation = f"{int(time.time()) % 100_000:05d}"  # no tag repeats from an earlier run
     print(HEADER)
     for round_no in range(-args.warmup + 1, args.rounds + 1):
         for w in workloads:
-            # The same prompts for every target in a round; new tags each round (no cache hits).
-            prompts = workload_prompts(w, tag=f"{w[0]}{round_no + args.warmup}-")
+            # The same prompts for every target in a round; new tags each round and each run of
+            # the script (no cache hits beyond what the workload shares).
+            prompts = workload_prompts(w, tag=f"{invocation}{w[0]}{round_no + args.warmup}-")
             concurrency = args.concurrency or WORKLOADS[w][1]
             for t in targets:
                 time.sleep(args.settle_s)

@@ -7,6 +7,7 @@ import threading
 from inference_api.backend import serve
 from inference_api.config import Config
 from inference_api.engine import Engine
+from inference_api.step_budget import FixedBudget
 from inference_api.mock import MockDetokenizer, MockRunner, mock_answer
 from inference_api.params import SamplingParams
 from inference_api.protocol import Output, Shutdown, Submit
@@ -18,7 +19,8 @@ MAX_SEQ_LEN = 64
 def make_engine(runner=None, rows: int = 4, prefill_budget: int = 8) -> Engine:
     """An engine on the mock runner with no pause per step."""
     runner = runner or MockRunner(Config(mock_step_ms=0, max_seq_len=MAX_SEQ_LEN))
-    return Engine(runner, TextMaker(MockDetokenizer), rows, prefill_budget, MAX_SEQ_LEN)
+    return Engine(runner, TextMaker(MockDetokenizer), rows, FixedBudget(prefill_budget),
+                  MAX_SEQ_LEN)
 
 
 def submit(name: str, max_tokens: int, prompt: str = "a b c", **params) -> Submit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from inference_api.engine import Engine
+from inference_api.step_budget import FixedBudget
 from inference_api.params import SamplingParams
 from inference_api.protocol import Submit
 from inference_api.text_state import TextMaker
@@ -22,10 +23,11 @@ PROMPTS = [
 ]
 
 
-def make_engine(runner, prefill_budget: int = 16) -> Engine:
+def make_engine(runner, prefill_budget: int = 16, prefix_caching: bool = True) -> Engine:
     """A fresh engine over the shared runner (a small prefill budget forces chunked prefill)."""
     return Engine(runner, TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids),
-                  runner.model.max_rows, prefill_budget, runner.max_seq_len)
+                  runner.model.max_rows, FixedBudget(prefill_budget), runner.max_seq_len,
+                  prefix_caching=prefix_caching)
 
 
 def run(engine: Engine, arrivals: dict[int, list[Submit]], max_steps: int = 10_000):
@@ -151,3 +153,36 @@ def test_a_request_the_runner_refuses_fails_alone(model_runner_fp32):
     assert "eos_token_ids" in results["bad"][-1].error
     assert results["good"][-1].finish_reason == "length"
     assert results["good"][-1].completion_tokens == 6
+
+
+def test_prefix_reuse_keeps_greedy_answers_exact(model_runner_fp32, hf_model_fp32):
+    _, tokenizer = hf_model_fp32
+    system = "You are a careful assistant. Answer in one short sentence.\n"
+    document = "The quick brown fox jumps over the lazy dog. " * 12 + "Summarize the text above:"
+    prompts = {  # name: (arrival step, prompt)
+        "france": (0, system + "What is the capital of France?"),
+        "reader": (0, document),
+        "spain": (40, system + "What is the capital of Spain?"),  # starts like a finished one
+        "second-reader": (14, document + " In five words:"),  # while the reader still runs
+        "reader-again": (80, document),  # after the reader ended: all but its last token
+    }
+    answers = {}
+    for caching in (False, True):
+        # Empty caches: what the first run left in a row must not stand in for a missed copy.
+        model_runner_fp32.model.k_cache.zero_()
+        model_runner_fp32.model.v_cache.zero_()
+        arrivals = {}
+        for name, (step, prompt) in prompts.items():
+            max_tokens = 32 if name == "reader" else 12
+            arrivals.setdefault(step, []).append(
+                Submit(name, tokenizer(prompt)["input_ids"], greedy(max_tokens, ignore_eos=True)))
+        answers[caching] = run(make_engine(model_runner_fp32, prefix_caching=caching), arrivals)
+    cached = {name: outs[0].cached_tokens for name, outs in answers[True].items()}
+    length = {name: len(tokenizer(prompt)["input_ids"]) for name, (_, prompt) in prompts.items()}
+    assert all(outs[0].cached_tokens == 0 for outs in answers[False].values())
+    assert cached["france"] == cached["reader"] == 0
+    assert cached["spain"] >= len(tokenizer(system)["input_ids"]) - 1
+    assert cached["second-reader"] >= length["reader"] - 1  # copied from the running row
+    assert cached["reader-again"] == length["reader"] - 1
+    for name in prompts:
+        assert text_of(answers[True][name]) == text_of(answers[False][name]), name

@@ -61,6 +61,28 @@ def test_counts_match_the_traffic_sent(api):
     assert delta("inference_generations_finished_total", finish_reason="cancelled") == 0
 
 
+def test_prompt_tokens_found_in_the_cache_are_reported_and_counted(api):
+    prompt = "a long system prompt shared by every request of this test " * 3  # 33 mock tokens
+
+    def complete(question: str) -> dict:
+        response = requests.post(api.url + "/v1/completions", json={
+            "model": MODEL, "prompt": prompt + question, "max_tokens": 3})
+        assert response.status_code == 200
+        return response.json()["usage"]
+
+    delta = Delta(api)
+    first = complete("what is one?")
+    again = complete("what is one?")
+    other = complete("what is two?")
+    delta.stop()
+    assert first["prompt_tokens"] == 36
+    assert first["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert again["prompt_tokens_details"] == {"cached_tokens": 35}  # all but the last token
+    assert other["prompt_tokens_details"] == {"cached_tokens": 35}  # "what is" is shared too
+    assert delta("inference_prompt_cached_tokens_total") == 70
+    assert delta("inference_prompt_tokens_total") == 3 * 36
+
+
 def test_gauges_follow_the_load_and_cancellations_are_counted(api):
     delta = Delta(api)
     streams = [post(api, {"text": f"hold{i}", "max_tokens": 1500}, stream=True) for i in range(2)]

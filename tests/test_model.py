@@ -55,6 +55,12 @@ class Driver:
         self.seqs[row] = []
         self.prompts[row] = torch.randint(0, VOCAB, (length,), generator=self.gen).tolist()
 
+    def copy(self, source: int, target: int, length: int, rest: int) -> None:
+        """Start a prompt in target with source's first `length` tokens, copied, then `rest` new."""
+        self.model.copy_prefix(source, target, length)
+        self.seqs[target] = self.seqs[source][:length]
+        self.prompts[target] = torch.randint(0, VOCAB, (rest,), generator=self.gen).tolist()
+
     def step(self, decode: list[int], chunks: dict[int, int]) -> None:
         """Decode one random token in each row of `decode`; prefill `chunks[row]` prompt tokens."""
         new = {r: int(torch.randint(0, VOCAB, (1,), generator=self.gen)) for r in decode}
@@ -110,6 +116,27 @@ def test_schedule_matches_transformers(name, attention, kv_bucket, keep_buffers)
     assert d.checked == 52
     if attention == "torch":
         assert bool(d.model.attention.buffers) == keep_buffers
+
+
+@pytest.mark.parametrize("attention,kv_bucket", [("native", 32), ("torch", 4), ("torch", 32)])
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_a_prefix_copied_from_another_row_matches_transformers(name, attention, kv_bucket):
+    torch.manual_seed(0)
+    d = Driver(TINY_MODELS[name]().eval(), max_rows=3, max_seq_len=64, kv_bucket=kv_bucket,
+               attention=attention)
+    d.admit(0, 20)
+    d.admit(1, 30)
+    d.step([], {0: 20, 1: 30})
+    d.step([0, 1], {})
+    # Row 2 takes 13 of row 0's tokens (part of a 16-position tile), row 0 then 31 of row 1's,
+    # a decoded token included, while row 1 goes on decoding beside them.
+    d.copy(0, 2, 13, rest=5)
+    d.step([1], {2: 5})
+    d.copy(1, 0, 31, rest=3)
+    d.step([1, 2], {0: 3})
+    for _ in range(3):
+        d.step([0, 1, 2], {})
+    assert d.checked == 4 + 1 + 1 + 2 + 1 + 9
 
 
 def test_length_groups_split_long_from_short_and_cover_every_row():

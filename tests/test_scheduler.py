@@ -1,7 +1,9 @@
-"""The scheduler alone: admission order, row reuse and the per-step prefill budget."""
+"""The scheduler alone: admission order, row reuse, prefix reuse and the per-step prompt budget."""
 from inference_api.params import SamplingParams
-from inference_api.scheduler import DECODE_ROW_COST, Scheduler
+from inference_api.prefix_cache import MIN_COPY_TOKENS, shared_prefix
+from inference_api.scheduler import Scheduler
 from inference_api.sequence import Sequence
+from inference_api.step_budget import FixedBudget
 
 
 def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:
@@ -13,27 +15,45 @@ def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:
     return [s.session_id for s in plan.decode], {c.seq.session_id: c.length for c in plan.prefill}
 
 
-def add(scheduler: Scheduler, name: str, prompt_len: int) -> Sequence:
-    seq = Sequence(name, list(range(prompt_len)), SamplingParams(max_tokens=8))
+def add(scheduler: Scheduler, name: str, prompt: int | list[int]) -> Sequence:
+    ids = list(range(prompt)) if isinstance(prompt, int) else prompt
+    seq = Sequence(name, ids, SamplingParams(max_tokens=8))
     scheduler.add(seq)
     return seq
 
 
-def test_prompt_tokens_fill_the_places_of_rows_not_decoding():
-    assert DECODE_ROW_COST == 2
-    scheduler = Scheduler(max_rows=4, prefill_budget=8)
-    add(scheduler, "a", 40)
-    # No row decodes: 8 + 2 prompt tokens for each of 4 idle rows = 16 a step.
-    assert run_step(scheduler) == ([], {"a": 16})
-    assert run_step(scheduler) == ([], {"a": 16})
-    assert run_step(scheduler) == ([], {"a": 8})  # the prompt's end; its first token comes out
-    add(scheduler, "b", 40)
-    # One row decodes: 8 + 2 for each of 3 idle rows.
-    assert run_step(scheduler) == (["a"], {"b": 14})
+class RowsBudget:
+    """A budget that gives 40 prompt tokens less 10 per decoding row, and records its calls."""
+
+    def __init__(self):
+        self.asked = []
+
+    def tokens(self, decode_rows: int) -> int:
+        self.asked.append(decode_rows)
+        return max(1, 40 - 10 * decode_rows)
+
+
+def test_each_step_takes_the_prompt_tokens_the_budget_gives_for_its_decoding_rows():
+    budget = RowsBudget()
+    scheduler = Scheduler(max_rows=4, budget=budget, prefix_caching=False)
+    add(scheduler, "a", 100)
+    assert run_step(scheduler) == ([], {"a": 40})
+    assert run_step(scheduler) == ([], {"a": 40})
+    assert run_step(scheduler) == ([], {"a": 20})  # the prompt's end; its first token comes out
+    add(scheduler, "b", 100)
+    assert run_step(scheduler) == (["a"], {"b": 30})
+    add(scheduler, "c", 100)
+    assert run_step(scheduler) == (["a"], {"b": 30})  # oldest first: c waits for b's share
+    assert budget.asked == [0, 0, 0, 1, 1]
+    while any(seq.prefilling for seq in scheduler.running.values()):
+        run_step(scheduler)
+    asked = len(budget.asked)
+    assert run_step(scheduler) == (["a", "b", "c"], {})
+    assert len(budget.asked) == asked  # a step with no prompt to place does not ask
 
 
 def test_running_streams_never_wait_for_more_than_the_budget():
-    scheduler = Scheduler(max_rows=4, prefill_budget=8)
+    scheduler = Scheduler(max_rows=4, budget=FixedBudget(8))
     for name in "abc":
         add(scheduler, name, 2)
     run_step(scheduler)  # all three short prompts fit in one step
@@ -41,19 +61,131 @@ def test_running_streams_never_wait_for_more_than_the_budget():
     for _ in range(5):
         decoded, prefilled = run_step(scheduler)
         assert decoded == ["a", "b", "c"]
-        assert sum(prefilled.values()) == 8 + 2  # one idle row's place besides the budget
-        cost = DECODE_ROW_COST * len(decoded) + sum(prefilled.values())
-        assert cost <= DECODE_ROW_COST * 4 + 8
+        assert sum(prefilled.values()) == 8
 
 
 def test_prompts_share_the_budget_oldest_first_and_wait_for_free_rows():
-    scheduler = Scheduler(max_rows=2, prefill_budget=4)
+    scheduler = Scheduler(max_rows=2, budget=FixedBudget(8))
     first = add(scheduler, "first", 5)
     add(scheduler, "second", 5)
-    third = add(scheduler, "third", 1)
+    third = add(scheduler, "third", [7])
     assert run_step(scheduler) == ([], {"first": 5, "second": 3})
     assert third.row is None and list(scheduler.waiting) == [third]  # both rows are taken
     assert run_step(scheduler) == (["first"], {"second": 2})
     scheduler.release(first)
     assert run_step(scheduler) == (["second"], {"third": 1})
     assert third.row == first.row  # the freed row is reused at the next step
+
+
+def test_shared_prefix_is_the_longest_common_start():
+    assert shared_prefix([1, 2, 3, 4], [1, 2, 3, 4]) == 4
+    assert shared_prefix([1, 2, 3, 4], [1, 2, 9, 4]) == 2
+    assert shared_prefix([1, 2], [1, 2, 3]) == 2
+    assert shared_prefix([5], [1]) == 0
+    assert shared_prefix([], [1]) == 0
+    long = list(range(1000))
+    assert shared_prefix(long, long[:637] + [-1] + long[638:]) == 637
+
+
+def finish(scheduler: Scheduler, seq: Sequence) -> None:
+    """Run until seq has its prompt in the cache and one decode step, then free its row."""
+    while seq.prefilling:
+        run_step(scheduler)
+    run_step(scheduler)
+    scheduler.release(seq)
+
+
+def test_a_prompt_starting_like_a_finished_one_takes_its_row_and_skips_the_shared_start():
+    scheduler = Scheduler(max_rows=4, budget=FixedBudget(64))
+    system = list(range(100, 130))
+    first = add(scheduler, "first", system + [1, 2, 3])
+    finish(scheduler, first)
+    assert first.num_reused == 0
+    assert scheduler.contents.kept[first.row] == first.prompt_ids + [1]  # prompt, first token
+    second = add(scheduler, "second", system + [7, 8])
+    assert run_step(scheduler) == ([], {"second": 2})  # only what differs is prefilled
+    assert (second.row, second.num_reused, second.copy_from) == (first.row, 30, None)
+
+
+def test_a_repeated_prompt_still_prefills_its_last_token_for_the_first_logits():
+    scheduler = Scheduler(max_rows=2, budget=FixedBudget(64))
+    first = add(scheduler, "first", list(range(50)))
+    finish(scheduler, first)
+    again = add(scheduler, "again", list(range(50)))
+    assert run_step(scheduler) == ([], {"again": 1})
+    assert again.num_reused == 49
+
+
+def test_a_follow_up_turn_reuses_the_previous_answer_too():
+    scheduler = Scheduler(max_rows=2, budget=FixedBudget(64))
+    turn = add(scheduler, "turn", list(range(20)))
+    finish(scheduler, turn)  # generated [1, 1]; the cache holds the prompt and the first one
+    follow_up = add(scheduler, "follow-up", list(range(20)) + [1, 1, 500, 501])
+    run_step(scheduler)
+    assert follow_up.num_reused == 21
+
+
+def test_a_prompt_sharing_a_start_with_a_running_row_copies_it():
+    scheduler = Scheduler(max_rows=4, budget=FixedBudget(64))
+    document = list(range(1000, 1060))
+    reader = add(scheduler, "reader", document + [1])
+    run_step(scheduler)  # all 61 tokens in the cache; reader decodes from now on
+    other = add(scheduler, "other", document + [2, 3])
+    decoded, prefilled = run_step(scheduler)
+    assert decoded == ["reader"] and prefilled == {"other": 2}
+    assert other.copy_from == reader.row and other.row != reader.row
+    assert other.num_reused == 60
+
+
+def test_a_copy_is_planned_only_when_it_saves_enough_over_what_the_taken_row_holds():
+    for extra, copies in ((MIN_COPY_TOKENS - 1, False), (MIN_COPY_TOKENS, True)):
+        scheduler = Scheduler(max_rows=3, budget=FixedBudget(128))
+        base, more = list(range(2000, 2040)), list(range(3000, 3000 + extra))
+        running = add(scheduler, "running", base + more + [9])
+        run_step(scheduler)  # in the cache; decoding from now on
+        old = add(scheduler, "old", base + [5])
+        finish(scheduler, old)  # its row keeps base + [5, 1]
+        near = add(scheduler, "near", base + more + [8])
+        run_step(scheduler)
+        if copies:
+            assert (near.copy_from, near.num_reused) == (running.row, len(base) + extra)
+        else:
+            assert (near.row, near.copy_from, near.num_reused) == (old.row, None, len(base))
+
+
+def test_with_nothing_shared_the_row_freed_longest_ago_is_taken():
+    scheduler = Scheduler(max_rows=3, budget=FixedBudget(64))
+    seqs = [add(scheduler, name, [index] * 10) for index, name in enumerate("abc")]
+    run_step(scheduler)
+    for seq in (seqs[1], seqs[0], seqs[2]):  # freed in this order
+        scheduler.release(seq)
+    fresh = add(scheduler, "fresh", [77] * 10)
+    run_step(scheduler)
+    assert fresh.row == seqs[1].row and fresh.num_reused == 0
+    # The evicted row's prompt is gone from the cache; the others are still there.
+    again_a = add(scheduler, "again-a", [0] * 10)
+    again_b = add(scheduler, "again-b", [1] * 10)
+    run_step(scheduler)
+    assert again_b.num_reused == 0
+    assert (again_a.row, again_a.num_reused) == (seqs[0].row, 9)
+
+
+def test_prefix_caching_off_reuses_nothing():
+    scheduler = Scheduler(max_rows=2, budget=FixedBudget(64), prefix_caching=False)
+    first = add(scheduler, "first", 30)
+    finish(scheduler, first)
+    second = add(scheduler, "second", 30)
+    assert run_step(scheduler) == ([], {"second": 30})
+    assert second.num_reused == 0
+
+
+def test_after_a_failed_step_no_row_is_trusted():
+    scheduler = Scheduler(max_rows=2, budget=FixedBudget(64))
+    first = add(scheduler, "first", 30)
+    finish(scheduler, first)
+    add(scheduler, "doomed", 5)
+    scheduler.admit()
+    scheduler.drain()  # what the engine does when a step raises
+    second = add(scheduler, "second", 30)
+    assert run_step(scheduler) == ([], {"second": 30})
+    assert second.num_reused == 0

@@ -25,6 +25,7 @@ def test_streamed_greedy_answer_equals_the_backend_answer(real_server):
     from inference_api.model_runner import ModelRunner
     from inference_api.params import SamplingParams
     from inference_api.protocol import Submit
+    from inference_api.step_budget import FixedBudget
     from inference_api.text_state import TextMaker
 
     prompts = ["The capital of France is", "Water is made of", "My favourite food is"]
@@ -35,8 +36,8 @@ def test_streamed_greedy_answer_equals_the_backend_answer(real_server):
     runner = ModelRunner(Config(max_users=4, max_seq_len=1024))
     texts = []
     for prompt in prompts:
-        engine = Engine(runner, TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids), 4, 128,
-                        runner.max_seq_len)
+        engine = Engine(runner, TextMaker.for_tokenizer(runner.tokenizer, runner.eos_ids), 4,
+                        FixedBudget(128), runner.max_seq_len)
         ids = runner.tokenizer.encode(prompt).ids
         engine.add(Submit("alone", ids, SamplingParams(max_tokens=16, temperature=0)))
         texts.append("")
