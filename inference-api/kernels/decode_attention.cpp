@@ -23,42 +23,46 @@
 
 namespace {
 
-// GCC/Clang vector extensions: the compiler maps them to whatever the CPU has (AVX-512: one
-// register; AVX2: two), so one source serves every x86 and Arm machine.
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
-typedef uint16_t u16x16 __attribute__((vector_size(32)));
-typedef float f32x32 __attribute__((vector_size(128)));
-
-constexpr int W = 16;        // floats per vector; also positions per key tile
-// Block sizes keep every accumulator in a register. AVX-512 has 32 registers of 16 floats: 4
-// heads by 4 key tiles (or 4 vectors of head dims) is 16 accumulators beside the loaded keys.
-// Without it a 16-float vector takes two of only 16 registers, and those blocks spilled to the
-// stack at every step of the inner loops (measured 3x slower on an AVX2 machine): there,
-// 3 heads (a common group size) by one tile or one vector of dims.
+// GCC/Clang vector extensions of the CPU's own width: 16 floats with AVX-512, 8 otherwise (AVX2;
+// 4-float NEON registers take two). A wider vector than the machine has is not split into
+// registers: the compiler keeps it in memory and every operation goes through the stack
+// (measured 3x slower on an AVX2 machine), so the width follows the target.
 #ifdef __AVX512F__
-constexpr int TILES = 4;     // key tiles per q.k block
-constexpr int HEADS = 4;     // query heads sharing a kv head, handled together
-constexpr int DIM_VECS = 4;  // head dims per p.v block, in vectors
+constexpr int V = 16;
 #else
-constexpr int TILES = 1;
-constexpr int HEADS = 3;
-constexpr int DIM_VECS = 1;
+constexpr int V = 8;
 #endif
+typedef float vf __attribute__((vector_size(V * 4)));
+typedef int32_t vi __attribute__((vector_size(V * 4)));
+typedef uint32_t vu __attribute__((vector_size(V * 4)));
+typedef uint16_t vh __attribute__((vector_size(V * 2)));
+
+constexpr int W = 16;           // positions per key tile (the cache layout, whatever V is)
+constexpr int LINE = W / V;     // vectors per 16 positions
 constexpr int MAX_GROUP = 64;
+// Blocks keep every accumulator in a register beside what the inner loop loads: AVX-512 has 32,
+// AVX2 16. Query heads sharing a kv head are handled together so their keys are read once.
+#ifdef __AVX512F__
+constexpr int HEADS = 4;     // query heads per block
+constexpr int TILES = 4;     // key tiles per q.k block
+constexpr int DIM_VECS = 4;  // vectors of head dims per p.v block
+#else
+constexpr int HEADS = 3;
+constexpr int TILES = 1;
+constexpr int DIM_VECS = 2;
+#endif
 
 typedef uint16_t bf16;
 
-inline f32x16 splat(float x) { return f32x16{} + x; }
+inline vf splat(float x) { return vf{} + x; }
 
-inline f32x16 load16(const float *p) { f32x16 v; std::memcpy(&v, p, sizeof v); return v; }
+inline vf load(const float *p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 
-inline f32x16 load16(const bf16 *p) {  // bfloat16 is the top half of a float32
-    u16x16 h;
+inline vf load(const bf16 *p) {  // bfloat16 is the top half of a float32
+    vh h;
     std::memcpy(&h, p, sizeof h);
-    u32x16 u = __builtin_convertvector(h, u32x16) << 16;
-    f32x16 f;
+    vu u = __builtin_convertvector(h, vu) << 16;
+    vf f;
     std::memcpy(&f, &u, sizeof f);
     return f;
 }
@@ -82,102 +86,90 @@ inline void store(bf16 *p, float x) {  // round to nearest even, as torch does
 // e^x for x <= 0 (scores minus their maximum): 2^(x log2 e) split into an integer power of two
 // and Cephes' degree-6 polynomial for 2^f on [-0.5, 0.5]. Relative error measured under 3.3e-7
 // for x >= -20 and under 1.3e-6 down to -87, below which the result is held at e^-87.
-inline f32x16 exp_nonpositive(f32x16 x) {
+inline vf exp_nonpositive(vf x) {
     x = x < splat(-87.0f) ? splat(-87.0f) : x;
-    f32x16 t = x * 1.44269504f;
-    f32x16 r = (t + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23
-    f32x16 f = t - r;
-    f32x16 p = splat(1.535336188319500e-4f);
+    vf t = x * 1.44269504f;
+    vf r = (t + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23
+    vf f = t - r;
+    vf p = splat(1.535336188319500e-4f);
     p = p * f + 1.339887440266574e-3f;
     p = p * f + 9.618437357674640e-3f;
     p = p * f + 5.550332471162809e-2f;
     p = p * f + 2.402264791363012e-1f;
     p = p * f + 6.931472028550421e-1f;
     p = p * f + 1.0f;
-    i32x16 bits;
+    vi bits;
     std::memcpy(&bits, &p, sizeof bits);
-    bits += __builtin_convertvector(r, i32x16) << 23;
+    bits += __builtin_convertvector(r, vi) << 23;
     std::memcpy(&p, &bits, sizeof p);
     return p;
 }
 
-// One line of a key tile, two dimensions of 16 positions ([16, 2] pairs), as two vectors.
-inline void load_pairs(const bf16 *p, f32x16 &even, f32x16 &odd) {
-    u32x16 u;
-    std::memcpy(&u, p, sizeof u);
-    const u32x16 e = u << 16, o = u & 0xFFFF0000u;  // a float32 is its bfloat16 and 16 zero bits
-    std::memcpy(&even, &e, sizeof even);
-    std::memcpy(&odd, &o, sizeof odd);
-}
-
-inline void load_pairs(const float *p, f32x16 &even, f32x16 &odd) {
-    f32x32 x;
-    std::memcpy(&x, p, sizeof x);
-    even = __builtin_shufflevector(x, x, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    odd = __builtin_shufflevector(x, x, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-}
-
-// scores[g][t * 16 + i] = q[g] . key i of tile t, for `tiles` tiles of k [tiles, dim/2, 16, 2].
-template <typename T>
-void query_key(const float *q, int group, int dim, const T *k, int64_t tiles, float *scores,
+// scores[g][t * 16 + i] = q[g] . key i of tile t, for `tiles` tiles of bfloat16 keys
+// [tiles, dim/2, 16, 2]. A line holds dims (2p, 2p+1) of 16 positions as 32-bit pairs: a shift
+// and a mask turn each vector of pairs into two float vectors, one per dim.
+void query_key(const float *q, int group, int dim, const bf16 *k, int64_t tiles, float *scores,
                int64_t scores_stride) {
     const int64_t tile_size = int64_t(dim) * W;
     for (int64_t t0 = 0; t0 < tiles; t0 += TILES) {
         const int block = int(std::min<int64_t>(TILES, tiles - t0));
         for (int g0 = 0; g0 < group; g0 += HEADS) {
             const int heads = std::min(HEADS, group - g0);
-            f32x16 acc[HEADS][TILES] = {};
+            vf acc[HEADS][TILES][LINE] = {};
             for (int pair = 0; pair < dim / 2; pair++) {
-                f32x16 even[TILES], odd[TILES];
+                vf even[TILES][LINE], odd[TILES][LINE];
                 for (int t = 0; t < block; t++)
-                    load_pairs(k + (t0 + t) * tile_size + pair * 2 * W, even[t], odd[t]);
+                    for (int j = 0; j < LINE; j++) {
+                        vu u;
+                        std::memcpy(&u, k + (t0 + t) * tile_size + pair * 2 * W + j * 2 * V,
+                                    sizeof u);
+                        const vu e = u << 16, o = u & 0xFFFF0000u;
+                        std::memcpy(&even[t][j], &e, sizeof e);
+                        std::memcpy(&odd[t][j], &o, sizeof o);
+                    }
                 for (int g = 0; g < heads; g++) {
                     const float *qg = q + (g0 + g) * dim + 2 * pair;
-                    const f32x16 qe = splat(qg[0]), qo = splat(qg[1]);
-                    for (int t = 0; t < block; t++) acc[g][t] += qe * even[t] + qo * odd[t];
+                    const vf qe = splat(qg[0]), qo = splat(qg[1]);
+                    for (int t = 0; t < block; t++)
+                        for (int j = 0; j < LINE; j++) acc[g][t][j] += qe * even[t][j] + qo * odd[t][j];
                 }
             }
             for (int g = 0; g < heads; g++)
                 for (int t = 0; t < block; t++)
-                    std::memcpy(scores + (g0 + g) * scores_stride + (t0 + t) * W, &acc[g][t], 64);
+                    std::memcpy(scores + (g0 + g) * scores_stride + (t0 + t) * W, acc[g][t],
+                                sizeof acc[g][t]);
         }
     }
 }
 
-// The same for float32 keys, without taking each line's pairs apart: a line is 16 positions of
-// (dim 2p, dim 2p+1), so multiplying its two halves by (q[2p], q[2p+1], q[2p], ...) and adding
-// over p leaves each position's score as the sum of two neighbouring lanes, added once per
-// tile. Taking pairs apart at every line instead costs a dozen shuffles per line (measured 1.6x
-// slower on AVX2).
+// The same for float32 keys, without taking the pairs apart: multiplying a line's vectors by
+// (q[2p], q[2p+1], q[2p], ...) and adding over p leaves each position's score as the sum of two
+// neighbouring lanes, added once per tile. Taking pairs apart at every line costs a shuffle per
+// vector (measured 1.6x slower on AVX2).
 void query_key(const float *q, int group, int dim, const float *k, int64_t tiles, float *scores,
                int64_t scores_stride) {
-    constexpr int PAIR_HEADS = 2;
+    constexpr int PAIR_HEADS = V == 16 ? 4 : 2;  // 2 * LINE accumulators a head
     const int64_t tile_size = int64_t(dim) * W;
     for (int64_t t = 0; t < tiles; t++) {
         const float *tile = k + t * tile_size;
         for (int g0 = 0; g0 < group; g0 += PAIR_HEADS) {
             const int heads = std::min(PAIR_HEADS, group - g0);
-            f32x16 low[PAIR_HEADS] = {}, high[PAIR_HEADS] = {};
+            vf acc[PAIR_HEADS][2 * LINE] = {};
             for (int pair = 0; pair < dim / 2; pair++) {
-                const f32x16 first = load16(tile + pair * 2 * W), second = load16(tile + pair * 2 * W + W);
+                vf line[2 * LINE];
+                for (int j = 0; j < 2 * LINE; j++) line[j] = load(tile + pair * 2 * W + j * V);
                 for (int g = 0; g < heads; g++) {
                     const float *qg = q + (g0 + g) * dim + 2 * pair;
-                    f32x16 qq;
-                    for (int i = 0; i < W; i += 2) { qq[i] = qg[0]; qq[i + 1] = qg[1]; }
-                    low[g] += first * qq;
-                    high[g] += second * qq;
+                    vf qq;
+                    for (int i = 0; i < V; i += 2) { qq[i] = qg[0]; qq[i + 1] = qg[1]; }
+                    for (int j = 0; j < 2 * LINE; j++) acc[g][j] += line[j] * qq;
                 }
             }
             for (int g = 0; g < heads; g++) {
-                f32x32 both = __builtin_shufflevector(low[g], high[g], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
-                    10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29,
-                    30, 31);
-                f32x16 even = __builtin_shufflevector(both, both, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
-                    20, 22, 24, 26, 28, 30);
-                f32x16 odd = __builtin_shufflevector(both, both, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19,
-                    21, 23, 25, 27, 29, 31);
-                f32x16 sum = even + odd;
-                std::memcpy(scores + (g0 + g) * scores_stride + t * W, &sum, 64);
+                float lanes[2 * W];
+                std::memcpy(lanes, acc[g], sizeof lanes);
+                float *out = scores + (g0 + g) * scores_stride + t * W;
+                for (int i = 0; i < W; i++) out[i] = lanes[2 * i] + lanes[2 * i + 1];
             }
         }
     }
@@ -185,20 +177,20 @@ void query_key(const float *q, int group, int dim, const float *k, int64_t tiles
 
 // s[p] = e^(s[p] - max s) for p < n, about e^-87 in the padding; returns 1 / sum.
 float softmax_numerators(float *s, int64_t n) {
-    const int64_t vecs = (n + W - 1) / W;
-    for (int64_t p = n; p < vecs * W; p++) s[p] = -1e30f;
-    f32x16 m = load16(s);
-    for (int64_t j = 1; j < vecs; j++) { f32x16 x = load16(s + j * W); m = x > m ? x : m; }
+    const int64_t vecs = (n + V - 1) / V;
+    for (int64_t p = n; p < vecs * V; p++) s[p] = -1e30f;
+    vf m = load(s);
+    for (int64_t j = 1; j < vecs; j++) { vf x = load(s + j * V); m = x > m ? x : m; }
     float top = m[0];
-    for (int i = 1; i < W; i++) top = std::max(top, m[i]);
-    f32x16 sum = {};
+    for (int i = 1; i < V; i++) top = std::max(top, m[i]);
+    vf sum = {};
     for (int64_t j = 0; j < vecs; j++) {
-        f32x16 e = exp_nonpositive(load16(s + j * W) - top);
+        vf e = exp_nonpositive(load(s + j * V) - top);
         sum += e;
-        std::memcpy(s + j * W, &e, 64);
+        std::memcpy(s + j * V, &e, sizeof e);
     }
     float total = 0;
-    for (int i = 0; i < W; i++) total += sum[i];
+    for (int i = 0; i < V; i++) total += sum[i];
     return 1.0f / total;
 }
 
@@ -206,23 +198,23 @@ float softmax_numerators(float *s, int64_t n) {
 template <typename T>
 void weights_values(const float *weights, int group, int dim, const T *v, int64_t n,
                     int64_t weights_stride, float *out) {
-    for (int d0 = 0; d0 < dim; d0 += DIM_VECS * W) {
-        const int vecs = std::min(DIM_VECS, (dim - d0) / W);
+    for (int d0 = 0; d0 < dim; d0 += DIM_VECS * V) {
+        const int vecs = std::min(DIM_VECS, (dim - d0) / V);
         for (int g0 = 0; g0 < group; g0 += HEADS) {
             const int heads = std::min(HEADS, group - g0);
-            f32x16 acc[HEADS][DIM_VECS] = {};
+            vf acc[HEADS][DIM_VECS] = {};
             for (int64_t p = 0; p < n; p++) {
                 const T *row = v + p * dim + d0;
-                f32x16 values[DIM_VECS];
-                for (int j = 0; j < vecs; j++) values[j] = load16(row + j * W);
+                vf values[DIM_VECS];
+                for (int j = 0; j < vecs; j++) values[j] = load(row + j * V);
                 for (int g = 0; g < heads; g++) {
-                    const f32x16 w = splat(weights[(g0 + g) * weights_stride + p]);
+                    const vf w = splat(weights[(g0 + g) * weights_stride + p]);
                     for (int j = 0; j < vecs; j++) acc[g][j] += w * values[j];
                 }
             }
             for (int g = 0; g < heads; g++)
                 for (int j = 0; j < vecs; j++)
-                    std::memcpy(out + (g0 + g) * dim + d0 + j * W, &acc[g][j], 64);
+                    std::memcpy(out + (g0 + g) * dim + d0 + j * V, &acc[g][j], sizeof acc[g][j]);
         }
     }
 }
