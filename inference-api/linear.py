@@ -1,5 +1,5 @@
-"""The engine's linear layers: projections stacked into one matrix product, and on CPUs with
-native bfloat16 matrix math, weights reordered once into the matmul library's own layout."""
+"""The engine's linear layers: projections stacked into one matrix product, and on CPUs weights
+reordered once into the matmul library's own layout."""
 from __future__ import annotations
 
 import torch
@@ -11,16 +11,20 @@ PACK_BATCH_HINT = 32
 
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
-    """True where reordered weights are used: bfloat16 on a CPU that does bf16 matrix math.
+    """True where reordered weights are used: on a CPU, in float32, or in bfloat16 where the CPU
+    does bf16 matrix math.
 
-    F.linear in bfloat16 on the CPU hands the library plain row-major weights at every call;
-    reordered once, the same products give identical results in less time (the default model's
-    projections and lm_head, scripts/benchmark_linear.py: 9.8 against 14.0 ms for one token,
-    18.7 against 25.0 ms for 32, 38.8 against 44.0 ms for 100).
+    F.linear on the CPU hands the library plain row-major weights at every call; reordered once,
+    the same products take less time. bfloat16 (scripts/benchmark_linear.py, an AVX-512 BF16
+    CPU): 9.8 against 14.0 ms for one token, 18.7 against 25.0 ms for 32, with identical
+    results. float32 (an AVX2 CPU, 32 tokens): lm_head 16.5 against 34.9 ms, gate and up 0.86
+    against 1.41 ms; results differ from F.linear's in the last bits (a different order of
+    additions), as any two float32 matmul kernels do.
     """
-    return (device.type == "cpu" and dtype == torch.bfloat16
-            and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return dtype == torch.float32 or (dtype == torch.bfloat16
+                                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class Linear:

@@ -256,20 +256,24 @@ def test_logits_only_for_requested_positions(attention, k_shape, v_shape):
 
 def test_weights_are_shared_not_copied():
     hf_model = LlamaForCausalLM(LlamaConfig(**COMMON, tie_word_embeddings=True))
-    model = DecoderModel(hf_model, max_rows=1, max_seq_len=8)
-    assert not model.layers[0].o.packed  # float32 weights are used as they are
+    model = DecoderModel(hf_model, max_rows=1, max_seq_len=8, pack_weights=False)
+    assert not model.layers[0].o.packed  # weights not reordered are used as they are
     assert model.lm_head.weight.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
     o_proj = hf_model.model.layers[0].self_attn.o_proj
     assert model.layers[0].o.weight.data_ptr() == o_proj.weight.data_ptr()
 
 
-def test_reordered_bfloat16_weights_give_the_same_logits():
-    """Where the CPU does bf16 matrix math, bfloat16 weights are reordered once for the matmul
-    library; every step's logits stay those of the plain weights."""
-    hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).to(torch.bfloat16).eval()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_reordered_weights_give_the_same_logits(dtype):
+    """On CPUs, float32 weights, and bfloat16 ones where the CPU does bf16 matrix math, are
+    reordered once for the matmul library; every step's logits stay those of the plain weights
+    (identical in bfloat16; float32 kernels may add in another order)."""
+    hf_model = Qwen2ForCausalLM(Qwen2Config(**COMMON)).to(dtype).eval()
     auto = DecoderModel(hf_model, max_rows=2, max_seq_len=32)
     plain = DecoderModel(hf_model, max_rows=2, max_seq_len=32, pack_weights=False)
-    assert auto.layers[0].qkv.packed == can_pack(torch.device("cpu"), torch.bfloat16)
+    assert auto.layers[0].qkv.packed == can_pack(torch.device("cpu"), dtype)
+    if dtype == torch.float32:
+        assert auto.layers[0].qkv.packed == torch.backends.mkldnn.is_available()
     assert not plain.layers[0].qkv.packed
     empty = torch.empty(0, dtype=torch.long)
     prompts = [PrefillInput(0, torch.arange(3, 12), 0), PrefillInput(1, torch.arange(40, 45), 0)]
@@ -278,7 +282,11 @@ def test_reordered_bfloat16_weights_give_the_same_logits():
         for i in range(4)]
     for rows, tokens, positions, chunks in steps:
         expected = plain.step(rows, tokens, positions, chunks)
-        assert torch.equal(auto.step(rows, tokens, positions, chunks), expected)
+        got = auto.step(rows, tokens, positions, chunks)
+        if dtype == torch.bfloat16:
+            assert torch.equal(got, expected)
+        else:
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_unsupported_architecture():
