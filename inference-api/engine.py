@@ -19,14 +19,14 @@ class Runner(Protocol):
     max_seq_len: int
 
     def start(self, seq: Sequence) -> None:
-        """Prepare a newly admitted row, copying its cached start from seq.copy_from first if
-        set; ValueError refuses this request alone."""
+        """Prepare a newly admitted row; ValueError refuses this request alone."""
 
     def finish(self, seq: Sequence) -> None:
         """Forget a row's per-request state."""
 
     def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
-        """One forward over the plan: a new token id for every row that has one."""
+        """The plan's copies between rows, then one forward: a new token id for every row that
+        has one."""
 
 
 class Engine:
@@ -93,7 +93,6 @@ class Engine:
             try:
                 self.runner.start(seq)
             except ValueError as exc:  # this request cannot run here; the others go on
-                seq.num_cached = 0  # its cached start may not have been copied
                 self._finish(seq)
                 outputs.append(self._final(seq, "", FINISH_ERROR, error=str(exc)))
         plan = self.scheduler.plan()

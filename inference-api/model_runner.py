@@ -63,9 +63,7 @@ class ModelRunner:
         log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
 
     def start(self, seq: Sequence) -> None:
-        """Copy a newly admitted row's cached start if it lies in another row; set its sampling."""
-        if seq.copy_from is not None:
-            self.model.copy_prefix(seq.copy_from, seq.row, seq.num_cached)
+        """Set a newly admitted row's sampling parameters."""
         self.sampler.add(seq.row, seq.params, seq.prompt_ids)
 
     def finish(self, seq: Sequence) -> None:
@@ -73,7 +71,12 @@ class ModelRunner:
         self.sampler.remove(seq.row)
 
     def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
-        """One forward over the plan; returns a new token for every row that has one."""
+        """Copies between rows, then one forward over the plan; a new token for every row that
+        has one."""
+        for copy in plan.copies:
+            self.model.copy_prefix(copy.source, copy.target, copy.length)
+        if not (plan.decode or plan.prefill):
+            return []
         device = self.model.device
         decode = plan.decode
         rows = torch.tensor([s.row for s in decode], dtype=torch.long)

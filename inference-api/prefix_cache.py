@@ -3,9 +3,11 @@
 Rows are fixed, so the cache needs no blocks: a row's positions [0, n) hold the keys and values
 of the n tokens it last saw. A new prompt takes the free row whose tokens share the longest start
 with it and skips prefilling that part (llama.cpp's approach). When a busy row shares more, as
-when the same document comes in twice at once, its positions are copied into the new row first:
-a copy costs microseconds per token where the forward costs a millisecond or more. Keys and
-values at a position depend only on the tokens up to it, so the answer is the same either way.
+when the same document or system prompt comes in twice at once, its positions are copied into
+the new row, once the busy row has them in its cache: a copy costs microseconds per token where
+the forward costs a millisecond or more, so the new prompt waits for that rather than computing
+the same positions beside it. Keys and values at a position depend only on the tokens up to it,
+so the answer is the same either way.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ class Reuse:
     """How a newly admitted prompt starts: its row, and cached positions it need not prefill."""
 
     row: int
-    cached: int  # positions [0, cached) of the row hold the prompt's first tokens once copied
-    copy_from: int | None = None  # the row to copy them from; None when the row holds them
+    cached: int  # positions [0, cached) of the row hold the prompt's first tokens already
+    copy_from: Sequence | None = None  # a busy sequence whose row has, or will have, more
+    copy_length: int = 0  # positions to copy from its row once they are in its cache
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
@@ -73,21 +76,17 @@ class RowContents:
             return Reuse(free_rows[0], 0)
         in_place = {row: min(shared_prefix(prompt, self.kept.get(row, [])), limit)
                     for row in free_rows}
-        best = Reuse(max(free_rows, key=in_place.__getitem__), 0)  # ties: the oldest freed
-        best.cached = in_place[best.row]
-        for source, seq in running.items():
-            shared = min(shared_prefix(prompt, _cached_tokens(seq)), limit)
-            if shared >= best.cached + MIN_COPY_TOKENS:
-                best = Reuse(free_rows[0], shared, copy_from=source)
+        row = max(free_rows, key=in_place.__getitem__)  # ties: the oldest freed
+        best = Reuse(row, in_place[row])
+        most = best.cached + MIN_COPY_TOKENS - 1
+        for seq in running.values():
+            # What its row holds or will hold: the prompt and the answer but its newest token.
+            shared = min(shared_prefix(prompt, seq.prompt_ids + seq.generated[:-1]), limit)
+            if shared > most:
+                best.copy_from, best.copy_length, most = seq, shared, shared
         return best
 
     def taken(self, row: int) -> None:
         """A row was given to a new prompt: its contents are the new sequence's from now on."""
         self.kept.pop(row, None)
 
-
-def _cached_tokens(seq: Sequence) -> list[int]:
-    """The tokens in a busy row's cache: its prompt and answer up to what has been run."""
-    if seq.num_cached <= seq.num_prompt:
-        return seq.prompt_ids[:seq.num_cached]
-    return (seq.prompt_ids + seq.generated)[:seq.num_cached]

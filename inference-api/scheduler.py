@@ -25,14 +25,24 @@ class PromptChunk:
 
 
 @dataclass
+class RowCopy:
+    """Copy cache positions [0, length) of one row to another before the step's forward."""
+
+    source: int
+    target: int
+    length: int
+
+
+@dataclass
 class StepPlan:
-    """One step: a token for each decoding row and prompt chunks within the budget."""
+    """One step: cache copies, a token for each decoding row and prompt chunks within the budget."""
 
     decode: list[Sequence] = field(default_factory=list)
     prefill: list[PromptChunk] = field(default_factory=list)
+    copies: list[RowCopy] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.decode or self.prefill)
+        return bool(self.decode or self.prefill or self.copies)
 
 
 class Scheduler:
@@ -99,8 +109,8 @@ class Scheduler:
     def admit(self) -> list[Sequence]:
         """Move waiting prompts into free rows, each where most of it is cached; returns them.
 
-        A sequence that copies its cached start from another row has copy_from set: the runner
-        copies before the step's forward, which is what writes to any row.
+        A sequence whose start another busy row has, or is prefilling, gets copy_from set: plan()
+        copies it once that row has it in its cache, and the sequence waits until then.
         """
         admitted = []
         now = time.monotonic()
@@ -109,7 +119,8 @@ class Scheduler:
             reuse = self.contents.choose(seq.prompt_ids, self.free_rows, self.running)
             self.free_rows.remove(reuse.row)
             self.contents.taken(reuse.row)
-            seq.row, seq.admitted_at, seq.copy_from = reuse.row, now, reuse.copy_from
+            seq.row, seq.admitted_at = reuse.row, now
+            seq.copy_from, seq.copy_length = reuse.copy_from, reuse.copy_length
             seq.num_cached = seq.num_reused = reuse.cached
             self.running[seq.row] = seq
             admitted.append(seq)
@@ -130,7 +141,23 @@ class Scheduler:
         for seq in sorted(prefilling, key=lambda s: s.admitted_at):
             if budget <= 0:
                 break
+            if seq.copy_from is not None and not self._copy(seq, plan):
+                continue  # its start is still being prefilled in another row
             length = min(budget, seq.num_prompt - seq.num_cached)
             plan.prefill.append(PromptChunk(seq, seq.num_cached, length))
             budget -= length
         return plan
+
+    def _copy(self, seq: Sequence, plan: StepPlan) -> bool:
+        """Plan seq's copy if its source row has the positions; False while they are to come.
+
+        A source that has left (finished, cancelled) is given up: seq prefills what it lacks.
+        """
+        source = seq.copy_from
+        if self.running.get(source.row) is source and source.num_cached < seq.copy_length:
+            return False
+        if self.running.get(source.row) is source:
+            plan.copies.append(RowCopy(source.row, seq.row, seq.copy_length))
+            seq.num_cached = seq.num_reused = seq.copy_length
+        seq.copy_from = None
+        return True

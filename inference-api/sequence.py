@@ -19,8 +19,9 @@ class Sequence:
     row: int | None = None
     admitted_at: float | None = None
     num_cached: int = 0  # tokens whose keys and values are in the cache
-    num_reused: int = 0  # of them, prompt tokens found cached at admission (prefix reuse)
-    copy_from: int | None = None  # the row to copy those from before the first step, if not this
+    num_reused: int = 0  # of them, prompt tokens found cached (prefix reuse)
+    copy_from: "Sequence | None" = None  # a busy sequence whose row has more of the prompt
+    copy_length: int = 0  # positions to copy from copy_from's row before prefilling the rest
     generated: list[int] = field(default_factory=list)
     text: TextState | None = None  # the engine's: detokenizer, stop matcher, EOS ids, counts
 

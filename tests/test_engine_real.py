@@ -162,6 +162,7 @@ def test_prefix_reuse_keeps_greedy_answers_exact(model_runner_fp32, hf_model_fp3
     prompts = {  # name: (arrival step, prompt)
         "france": (0, system + "What is the capital of France?"),
         "reader": (0, document),
+        "twin": (0, document + " In one word:"),  # with the reader: waits for its start, copies
         "spain": (40, system + "What is the capital of Spain?"),  # starts like a finished one
         "second-reader": (14, document + " In five words:"),  # while the reader still runs
         "reader-again": (80, document),  # after the reader ended: all but its last token
@@ -183,6 +184,7 @@ def test_prefix_reuse_keeps_greedy_answers_exact(model_runner_fp32, hf_model_fp3
     assert cached["france"] == cached["reader"] == 0
     assert cached["spain"] >= len(tokenizer(system)["input_ids"]) - 1
     assert cached["second-reader"] >= length["reader"] - 1  # copied from the running row
+    assert cached["twin"] >= length["reader"] - 1
     assert cached["reader-again"] == length["reader"] - 1
     for name in prompts:
         assert text_of(answers[True][name]) == text_of(answers[False][name]), name

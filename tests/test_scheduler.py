@@ -1,18 +1,24 @@
 """The scheduler alone: admission order, row reuse, prefix reuse and the per-step prompt budget."""
 from inference_api.params import SamplingParams
 from inference_api.prefix_cache import MIN_COPY_TOKENS, shared_prefix
-from inference_api.scheduler import Scheduler
+from inference_api.scheduler import RowCopy, Scheduler, StepPlan
 from inference_api.sequence import Sequence
 from inference_api.step_budget import FixedBudget
 
 
 def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:
     """StepPlan one step, give each ready row a token; returns (decoded ids, prefilled tokens)."""
+    plan = plan_step(scheduler)
+    return [s.session_id for s in plan.decode], {c.seq.session_id: c.length for c in plan.prefill}
+
+
+def plan_step(scheduler: Scheduler) -> StepPlan:
+    """Admit, plan and advance one step as the engine does; returns the plan."""
     scheduler.admit()
     plan = scheduler.plan()
     ready = plan.decode + [c.seq for c in plan.prefill if c.completes_prompt]
     scheduler.advance(plan, [(seq, 1) for seq in ready])
-    return [s.session_id for s in plan.decode], {c.seq.session_id: c.length for c in plan.prefill}
+    return plan
 
 
 def add(scheduler: Scheduler, name: str, prompt: int | list[int]) -> Sequence:
@@ -131,10 +137,41 @@ def test_a_prompt_sharing_a_start_with_a_running_row_copies_it():
     reader = add(scheduler, "reader", document + [1])
     run_step(scheduler)  # all 61 tokens in the cache; reader decodes from now on
     other = add(scheduler, "other", document + [2, 3])
-    decoded, prefilled = run_step(scheduler)
-    assert decoded == ["reader"] and prefilled == {"other": 2}
-    assert other.copy_from == reader.row and other.row != reader.row
+    plan = plan_step(scheduler)
+    assert plan.copies == [RowCopy(reader.row, other.row, 60)] and other.row != reader.row
+    assert [s.session_id for s in plan.decode] == ["reader"]
+    assert [(c.seq.session_id, c.start, c.length) for c in plan.prefill] == [("other", 60, 2)]
     assert other.num_reused == 60
+
+
+def test_prompts_arriving_together_wait_for_their_shared_start_and_copy_it():
+    scheduler = Scheduler(max_rows=4, budget=FixedBudget(16))
+    system = list(range(500, 540))  # 40 tokens that every prompt starts with
+    first = add(scheduler, "first", system + [1, 2])
+    second = add(scheduler, "second", system + [3, 4, 5])
+    third = add(scheduler, "third", system + [6])
+    steps = [plan_step(scheduler) for _ in range(3)]
+    # The first prompt's start goes in 16 tokens a step; the others wait instead of computing it.
+    assert [[(c.seq.session_id, c.length) for c in p.prefill] for p in steps] == \
+        [[("first", 16)], [("first", 16)], [("first", 10)]]
+    assert all(not p.copies for p in steps)
+    plan = plan_step(scheduler)  # the first's 42 tokens are cached: both copy the 40 shared
+    assert plan.copies == [RowCopy(first.row, second.row, 40), RowCopy(first.row, third.row, 40)]
+    assert [(c.seq.session_id, c.start, c.length) for c in plan.prefill] == \
+        [("second", 40, 3), ("third", 40, 1)]
+    assert second.num_reused == third.num_reused == 40
+
+
+def test_a_copy_whose_source_leaves_first_is_given_up():
+    scheduler = Scheduler(max_rows=3, budget=FixedBudget(8))
+    first = add(scheduler, "first", list(range(30)))
+    second = add(scheduler, "second", list(range(30)) + [99])
+    plan_step(scheduler)
+    scheduler.release(first)  # cancelled with 8 of its tokens in the cache
+    plan = plan_step(scheduler)
+    assert not plan.copies
+    assert [(c.seq.session_id, c.start) for c in plan.prefill] == [("second", 0)]
+    assert second.copy_from is None and second.num_reused == 0
 
 
 def test_a_copy_is_planned_only_when_it_saves_enough_over_what_the_taken_row_holds():
@@ -144,13 +181,16 @@ def test_a_copy_is_planned_only_when_it_saves_enough_over_what_the_taken_row_hol
         running = add(scheduler, "running", base + more + [9])
         run_step(scheduler)  # in the cache; decoding from now on
         old = add(scheduler, "old", base + [5])
+        plan_step(scheduler)  # copies base from the running row
         finish(scheduler, old)  # its row keeps base + [5, 1]
         near = add(scheduler, "near", base + more + [8])
-        run_step(scheduler)
+        plan = plan_step(scheduler)
         if copies:
-            assert (near.copy_from, near.num_reused) == (running.row, len(base) + extra)
+            assert plan.copies == [RowCopy(running.row, near.row, len(base) + extra)]
+            assert near.num_reused == len(base) + extra
         else:
-            assert (near.row, near.copy_from, near.num_reused) == (old.row, None, len(base))
+            assert not plan.copies
+            assert (near.row, near.num_reused) == (old.row, len(base))
 
 
 def test_with_nothing_shared_the_row_freed_longest_ago_is_taken():
