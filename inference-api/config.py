@@ -33,7 +33,7 @@ class Config:
     max_seq_len: int = 2048
     max_queue: int = 64
     itl_target_ms: float = 100.0  # step time prompt chunks may fill; 0: PREFILL_CHUNK a step
-    prefill_chunk: int = 48  # prompt tokens every step takes at least, whatever its time
+    prefill_chunk: int = 16  # prompt tokens every step takes at least, whatever its time
     prefix_caching: bool = True
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     mock_model: bool = False
