@@ -92,6 +92,9 @@ class Completion(BaseModel):
     object: Literal["text_completion"]
     created: int
     model: str
+    system_fingerprint: str = Field(description="the model and how it runs (dtype, device, "
+                                                "server version): equal answers need equal "
+                                                "fingerprints")
     choices: list[CompletionChoice]
     usage: Usage
 
@@ -101,6 +104,7 @@ class ChatMessageOut(BaseModel):
 
     role: Literal["assistant"]
     content: str
+    refusal: None = Field(description="always null: the server never refuses in words")
 
 
 class ChatChoice(BaseModel):
@@ -119,6 +123,7 @@ class ChatCompletion(BaseModel):
     object: Literal["chat.completion"]
     created: int
     model: str
+    system_fingerprint: str = Field(description="as in Completion")
     choices: list[ChatChoice]
     usage: Usage
 

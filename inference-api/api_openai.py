@@ -1,8 +1,10 @@
 """OpenAI-compatible routes: GET /v1/models, POST /v1/completions and /v1/chat/completions."""
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from importlib import metadata
 
 from flask import Blueprint, jsonify, request
 
@@ -78,6 +80,17 @@ def _model_card() -> dict:
             "owned_by": "inference-api", "max_model_len": context}
 
 
+def _fingerprint(frontend) -> str:
+    """fp_ and a hash of what decides the answers: model, dtype, device, server version."""
+    info = frontend.link.info if frontend.link else {}
+    try:
+        version = metadata.version("inference-api")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    parts = [frontend.config.model_id, str(info.get("dtype")), str(info.get("device")), version]
+    return "fp_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+
+
 def _check_model(model_id: str) -> None:
     served = current_frontend().config.model_id
     if model_id != served:
@@ -106,7 +119,8 @@ def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool):
     prompt_tokens = sum(len(ids) for _, ids in prompts)  # each prompt once, as OpenAI counts
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": frontend.config.model_id}
+            "created": int(time.time()), "model": frontend.config.model_id,
+            "system_fingerprint": _fingerprint(frontend)}
     if body.stream:
         return sse_response(_events(frontend, answer, head, chat, body.include_usage,
                                     prompt_tokens, body.n))
@@ -116,7 +130,8 @@ def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool):
         finish = FINISH_REASONS.get(sample.finish_reason)
         if chat:
             choices.append({"index": index, "message": {"role": "assistant",
-                                                        "content": sample.text},
+                                                        "content": sample.text,
+                                                        "refusal": None},
                             "logprobs": None, "finish_reason": finish})
         else:
             choices.append({"index": index, "text": sample.text, "logprobs": None,

@@ -48,7 +48,7 @@ class _OpenAIRequest(BaseModel):
     min_p: MinP = 0.0
     n: Int = Field(1, ge=1, le=MAX_SAMPLES)
     stop: StopList = Field(default_factory=list)
-    seed: Int | None = None  # any integer, as OpenAI takes it; reduced to 64 bits
+    seed: Int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # a signed 64-bit integer, as vLLM
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     repetition_penalty: RepetitionPenalty = 1.0
@@ -66,6 +66,13 @@ class _OpenAIRequest(BaseModel):
             return body
         return {key: value for key, value in body.items()
                 if not (key not in cls.model_fields and _is_no_op(key, value))}
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_with_stream(cls, options, info):
+        if options is not None and not info.data.get("stream"):
+            raise ValueError("is only allowed when stream is true")
+        return options
 
     @property
     def wanted_tokens(self) -> int | None:

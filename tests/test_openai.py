@@ -82,6 +82,20 @@ def test_chat_uses_the_template_with_every_turn(client):
     assert result.usage.completion_tokens == 9
 
 
+def test_answers_carry_a_fingerprint_and_chat_messages_a_null_refusal(client):
+    chat = client.chat.completions.create(model=MODEL, max_tokens=3,
+                                          messages=[{"role": "user", "content": "hi"}])
+    assert chat.choices[0].message.refusal is None
+    assert chat.model_dump()["choices"][0]["message"]["refusal"] is None  # sent, as null
+    fingerprint = chat.system_fingerprint
+    assert fingerprint.startswith("fp_") and len(fingerprint) == 13
+    completion = client.completions.create(model=MODEL, prompt="a b", max_tokens=2, seed=2**63 - 1)
+    assert completion.system_fingerprint == fingerprint  # the same model, the same way
+    chunks = list(client.completions.create(model=MODEL, prompt="a b", max_tokens=2, stream=True,
+                                            seed=-(2**63)))
+    assert {chunk.system_fingerprint for chunk in chunks} == {fingerprint}
+
+
 def test_chat_stream_with_usage(client):
     messages = [{"role": "user", "content": "stream me"}]
     chunks = list(client.chat.completions.create(
@@ -197,6 +211,9 @@ BAD_VALUES = [
     ("presence_penalty", dict(presence_penalty=3)),
     ("stop", dict(stop=[""])),
     ("prompt", dict(prompt=[1, 2, 3])),
+    ("seed", dict(seed=2**63)),  # beyond a signed 64-bit integer, as vLLM refuses it
+    ("seed", dict(seed=-(2**63) - 1)),
+    ("stream_options", dict(stream_options={"include_usage": True})),  # without stream
 ]
 
 
