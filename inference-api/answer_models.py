@@ -128,6 +128,20 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class TokenizeAnswer(BaseModel):
+    """POST /tokenize."""
+
+    count: int
+    max_model_len: int = Field(description="the context in tokens: prompt and answer together")
+    tokens: list[int]
+
+
+class DetokenizeAnswer(BaseModel):
+    """POST /detokenize."""
+
+    prompt: str
+
+
 class GeneratedSample(BaseModel):
     """One sample of /generate."""
 

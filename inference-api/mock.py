@@ -14,12 +14,15 @@ MOCK_CHAT_TEMPLATE = (
 )
 
 
+MOCK_VOCAB_SIZE = 50_000
+
+
 class MockTokenizer:
     """One token per whitespace-separated word: enough for lengths and limits."""
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a text."""
-        return [zlib.crc32(word.encode()) % 50_000 for word in text.split()]
+        return [zlib.crc32(word.encode()) % MOCK_VOCAB_SIZE for word in text.split()]
 
 
 def mock_word(prompt_text: str, index: int) -> str:

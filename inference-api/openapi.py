@@ -8,10 +8,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from pydantic.json_schema import models_json_schema
 
-from .answer_models import (ChatCompletion, Completion, GenerateAnswer, Health, ModelCard,
-                            ModelList, NativeError, OpenAIError)
+from .answer_models import (ChatCompletion, Completion, DetokenizeAnswer, GenerateAnswer, Health,
+                            ModelCard, ModelList, NativeError, OpenAIError, TokenizeAnswer)
 from .schemas import GenerateRequest, InferenceRequest
 from .schemas_openai import ChatRequest, CompletionRequest
+from .schemas_tokens import DetokenizeRequest, TokenizeRequest
 from .web import current_frontend
 
 openapi = Blueprint("openapi", __name__)
@@ -61,11 +62,19 @@ def _generation(summary: str, request: str, ok: dict, shape: str) -> dict:
             "responses": {"200": ok, **_errors((400, 404, 413, 415, 500, 503), shape)}}
 
 
+def _tokens(summary: str, request: str, answer: str) -> dict:
+    return {"summary": summary,
+            "requestBody": {"required": True, "content": _content(_ref(request))},
+            "responses": {"200": {"description": "done", "content": _content(_ref(answer))},
+                          **_errors((400, 404, 413, 415, 503), "NativeError")}}
+
+
 def build_document(model_id: str) -> dict:
     """The OpenAPI 3.1 document of this server, for the served model's name."""
-    requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest]
+    requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest,
+                TokenizeRequest, DetokenizeRequest]
     answers = [NativeError, OpenAIError, Health, ModelList, ModelCard, Completion,
-               ChatCompletion, GenerateAnswer]
+               ChatCompletion, GenerateAnswer, TokenizeAnswer, DetokenizeAnswer]
     _, schemas = models_json_schema([(m, "validation") for m in requests]
                                     + [(m, "serialization") for m in answers],
                                     ref_template="#/components/schemas/{model}")
@@ -92,6 +101,10 @@ def build_document(model_id: str) -> dict:
                                                      sse_or("ChatCompletion"), "OpenAIError")},
         "/generate": {"post": _generation("num_samples continuations of text", "GenerateRequest",
                                           sse_or("GenerateAnswer"), "NativeError")},
+        "/tokenize": {"post": _tokens("the token ids of a prompt or of chat messages",
+                                      "TokenizeRequest", "TokenizeAnswer")},
+        "/detokenize": {"post": _tokens("the text of token ids", "DetokenizeRequest",
+                                        "DetokenizeAnswer")},
         "/v1/models": {"get": {"summary": "the served model", "responses": {
             "200": {"description": "one model", "content": _content(_ref("ModelList"))}}}},
         "/v1/models/{model_id}": {"get": {

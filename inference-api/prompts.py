@@ -9,8 +9,9 @@ from pathlib import Path
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .mock import MockTokenizer
+from .mock import MOCK_VOCAB_SIZE, MockTokenizer
 from .model_store import load_tokenizer
+from .quote import quote
 
 
 # The mock's tokens are words of any length: it takes them as at most this many characters, so
@@ -85,12 +86,14 @@ def _compile(template: str):
 
 
 def render_chat(template: str | None, messages: list[dict], bos_token: str | None = None,
-                eos_token: str | None = None) -> str:
-    """The prompt text for a conversation, ending where the assistant's answer begins."""
+                eos_token: str | None = None, add_generation_prompt: bool = True) -> str:
+    """The prompt text for a conversation, ending where the assistant's answer begins (unless
+    add_generation_prompt is false)."""
     if not template:
         raise ChatTemplateError("this model has no chat template; use the plain completion route")
     try:
-        return _compile(template).render(messages=messages, add_generation_prompt=True,
+        return _compile(template).render(messages=messages,
+                                         add_generation_prompt=add_generation_prompt,
                                          bos_token=bos_token or "", eos_token=eos_token or "")
     except TemplateError as exc:
         raise ChatTemplateError(f"cannot apply the chat template: {exc}") from None
@@ -105,6 +108,9 @@ class PromptEncoder:
         if info.get("mock") and tokenizer is None:
             self._encode = lambda text, special: MockTokenizer().encode(text)
             self.longest_token = MOCK_MAX_TOKEN_CHARS
+            # The mock's ids are hashes of words: there is no text to give back.
+            self._decode = lambda ids: " ".join(f"<{i}>" for i in ids)
+            self.vocab_size = MOCK_VOCAB_SIZE
             return
         if tokenizer is None:
             tokenizer = load_tokenizer(Path(info["folder"]))
@@ -112,6 +118,8 @@ class PromptEncoder:
         # the batch calls release it while the Rust code runs.
         batch = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
         self._encode = lambda text, special: batch([text], add_special_tokens=special)[0].ids
+        self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.longest_token = longest_token_chars(tokenizer)
 
     @property
@@ -129,22 +137,31 @@ class PromptEncoder:
                                 f"context of {self.context} tokens can hold (a token stands for "
                                 f"at most {self.longest_token} characters)")
 
-    def encode(self, text: str, bounded: bool = True) -> list[int]:
-        """Token ids of a plain prompt, with the special tokens the model's tokenizer adds.
+    def encode(self, text: str, bounded: bool = True, special: bool = True) -> list[int]:
+        """Token ids of a plain prompt, with the special tokens the model's tokenizer adds
+        (unless special is false).
 
         Text that cannot fit the context is refused before it is tokenized, unless the caller
         keeps only part of the tokens (bounded=False).
         """
         if bounded:
             self.check_length(len(text))
-        return self._encode(text, True)
+        return self._encode(text, special)
 
-    def chat_text(self, messages: list[dict]) -> str:
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids; ValueError naming the first id outside the vocabulary."""
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"token id {quote(bad)} is outside the vocabulary "
+                             f"(0..{self.vocab_size - 1})")
+        return self._decode(ids)
+
+    def chat_text(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text of a conversation in the model's own chat template."""
         # Checked before rendering too: a template renders every message's content.
         self.check_length(sum(len(m["content"]) for m in messages))
         return render_chat(self.info.get("chat_template"), messages, self.info.get("bos_token"),
-                           self.info.get("eos_token"))
+                           self.info.get("eos_token"), add_generation_prompt)
 
     def encode_chat_text(self, text: str) -> list[int]:
         """Token ids of rendered chat text (the template already holds the special tokens)."""

@@ -10,6 +10,7 @@ from .api_generate import generate
 from .api_health import health
 from .api_native import native
 from .api_openai import openai
+from .api_tokens import tokens
 from .config import Config
 from .frontend import Frontend
 from .metrics import install_metrics
@@ -31,6 +32,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.register_blueprint(health)
     app.register_blueprint(native)
     app.register_blueprint(openai)
+    app.register_blueprint(tokens)
     app.register_blueprint(generate)
     app.register_blueprint(openapi)
     install_metrics(app, frontend)
