@@ -49,10 +49,18 @@ def completions():
     """Continue each prompt as given."""
     frontend, body = _read(CompletionRequest)
     encoder = frontend.require_ready()
-    try:
-        prompts = [(text, encoder.encode(text)) for text in body.prompt]
-    except PromptTooLong as exc:
-        raise ApiError(400, str(exc), param="prompt", code="context_length_exceeded") from None
+    prompts = []
+    for index, prompt in enumerate(body.prompt):
+        try:
+            if isinstance(prompt, str):
+                prompts.append((prompt, encoder.encode(prompt)))
+            else:  # token ids, as given: their text is for the stop strings' context only
+                prompts.append((encoder.decode(prompt), list(prompt)))
+        except PromptTooLong as exc:
+            raise ApiError(400, str(exc), param="prompt",
+                           code="context_length_exceeded") from None
+        except ValueError as exc:  # an id outside the vocabulary
+            raise ApiError(400, f"prompt {index}: {exc}", param="prompt") from None
     return _answer(frontend, body, prompts, chat=False)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, Field, StrictBool, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from .params import MAX_SAMPLES, MAX_TOP_K
 from .quote import quote
@@ -12,6 +13,7 @@ from .schemas import (REQUEST_CONFIG, Float, Int, MinP, Penalty, RepetitionPenal
 # Token counts are 32-bit integers in OpenAI's API; no context comes near, and a count of
 # thousands of digits would otherwise be spelled out whole in the context-length error.
 MAX_COUNT = 2**31 - 1
+MAX_PROMPT_IDS = 1 << 20  # token ids in one prompt: more than any context holds
 
 # Parameters this server does not implement, with the values that ask for nothing and so are
 # accepted (null is accepted for every parameter). Any other value is refused with a 400.
@@ -98,18 +100,30 @@ def _is_no_op(key: str, value) -> bool:
     return any(value == ok and type(value) is type(ok) for ok in NO_OP_VALUES.get(key, ()))
 
 
+TokenIds = Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_PROMPT_IDS)]
+
+
 class CompletionRequest(_OpenAIRequest):
     """POST /v1/completions."""
 
-    prompt: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=MAX_SAMPLES)
+    # Each prompt is text or token ids, as OpenAI takes them: a string, a list of strings, a
+    # list of ids, or a list of lists of ids.
+    prompt: list[Annotated[str, Field(min_length=1)] | TokenIds] = Field(
+        min_length=1, max_length=MAX_SAMPLES)
 
     @field_validator("prompt", mode="before")
     @classmethod
     def _prompt_list(cls, prompt):
         if isinstance(prompt, str):
             return [prompt]
-        if isinstance(prompt, list) and prompt and not all(isinstance(p, str) for p in prompt):
-            raise ValueError("must be a string or a list of strings (token ids are not accepted)")
+        if isinstance(prompt, list) and prompt and all(
+                isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+            return [prompt]  # one prompt of token ids
+        if isinstance(prompt, list) and not all(
+                isinstance(p, str) or (isinstance(p, list) and all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in p)) for p in prompt):
+            raise ValueError("must be a string, a list of strings, a list of token ids or a "
+                             "list of lists of token ids")
         return prompt
 
     @model_validator(mode="after")

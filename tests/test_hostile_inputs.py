@@ -169,7 +169,7 @@ def test_the_server_still_serves_after_the_hostile_table(mock_server):
 
 OPENAI_ONLY = [
     ("too many choices", {"prompt": ["a"] * 8, "n": 2}, "choices"),
-    ("token-id prompts", {"prompt": [[1, 2, 3]]}, "token ids"),
+    ("a token id outside the vocabulary", {"prompt": [[1, 2, 10**30]]}, "vocabulary"),
     ("a model name of 100,000 characters", {"model": "m" * 100_000}, "characters"),
 ]
 

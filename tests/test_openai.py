@@ -82,6 +82,18 @@ def test_chat_uses_the_template_with_every_turn(client):
     assert result.usage.completion_tokens == 9
 
 
+def test_token_id_prompts_are_taken_as_they_are(client):
+    ids = [5, 6, 7]
+    result = client.completions.create(model=MODEL, prompt=ids, max_tokens=4)
+    assert result.usage.prompt_tokens == 3
+    assert result.choices[0].text == mock_answer("<5> <6> <7>", 4)
+    batch = client.completions.create(model=MODEL, prompt=[ids, [9]], max_tokens=2)
+    assert [c.index for c in batch.choices] == [0, 1] and batch.usage.prompt_tokens == 4
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt=[[1], [2, 123_456]], max_tokens=2)
+    assert "123456" in caught.value.body["message"] and caught.value.body["param"] == "prompt"
+
+
 def test_answers_carry_a_fingerprint_and_chat_messages_a_null_refusal(client):
     chat = client.chat.completions.create(model=MODEL, max_tokens=3,
                                           messages=[{"role": "user", "content": "hi"}])
@@ -210,7 +222,9 @@ BAD_VALUES = [
     ("max_tokens", dict(max_tokens=0)),
     ("presence_penalty", dict(presence_penalty=3)),
     ("stop", dict(stop=[""])),
-    ("prompt", dict(prompt=[1, 2, 3])),
+    ("prompt", dict(prompt=[1.5, 2])),  # ids are integers
+    ("prompt", dict(prompt=[[1, 2], [True]])),
+    ("prompt", dict(prompt=[7, 50_000])),  # the mock's vocabulary is 0..49999
     ("seed", dict(seed=2**63)),  # beyond a signed 64-bit integer, as vLLM refuses it
     ("seed", dict(seed=-(2**63) - 1)),
     ("stream_options", dict(stream_options={"include_usage": True})),  # without stream

@@ -53,7 +53,7 @@ def body_cases(route: str, model: str) -> list[tuple[str, bytes, dict]]:
                       "surrogate-part": dict(content=[{"type": "text", "text": RAW}],
                                              raw='"\\udc00"'),
                       "1000-choices": dict(n=1000)},
-             "completions": {"token-id-prompt": dict(content=[1, 2, 3]),
+             "completions": {"out-of-vocabulary-id-prompt": dict(content=[1, 2, 10**30]),
                              "empty-prompt-list": dict(content=[]), "1000-choices": dict(n=1000)},
              "generate": {"text-and-prompt": dict(prompt="b"), "zero-samples": dict(num_samples=0),
                           "1000-samples": dict(num_samples=1000),
