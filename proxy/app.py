@@ -12,7 +12,8 @@ from .auth import AuthError, token_from_header, verify_token
 from .body import read_body
 from .config import MIN_SECRET_BYTES, ProxyConfig
 from .drain import Drain
-from .errors import RequestError, error_response, over_limit, shutting_down, unauthorized
+from .errors import (RequestError, error_response, internal_error, over_limit, shutting_down,
+                     unauthorized)
 from .exchange import Exchange, own_headers, record
 from .forward import Upstream
 from .limits import TokenLimiter
@@ -64,7 +65,7 @@ class ProxyApp:
         path = target.split("?", 1)[0]
         if problem is None and path == "/metrics":
             # Scrapes would drown the access log and skew the request counts.
-            return self._metrics(request, exchange)
+            return self._metrics(request, exchange, target)
         self.drain.enter()
         response = None
         try:
@@ -75,9 +76,7 @@ class ProxyApp:
             return response
         except RequestError as err:
             exchange.outcome = err.outcome
-            response = error_response(err.status, err.message)
-            if err.close:
-                response.force_close()
+            response = error_response(err, target)
             return response
         except asyncio.CancelledError:
             # The client's connection closed (aiohttp cancels the handler at once), or the
@@ -92,7 +91,7 @@ class ProxyApp:
             exchange.outcome = "error"
             if exchange.status:
                 raise  # the answer has started: aiohttp drops the connection
-            response = error_response(500, "internal proxy error")
+            response = error_response(internal_error(), target)
             return response
         finally:
             if response is not None:
@@ -105,11 +104,13 @@ class ProxyApp:
     # Gunicorn loads only callables; called, the app answers a request like handle().
     __call__ = handle
 
-    def _metrics(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
+    def _metrics(self, request: web.BaseRequest, exchange: Exchange,
+                 target: str) -> web.StreamResponse:
         # No token: scrapers do not carry one and counts reveal no secrets (docs/proxy.md).
         if request.method not in ("GET", "HEAD"):
-            response = error_response(405, "the proxy's /metrics answers GET only",
-                                      headers={"Allow": "GET, HEAD"})
+            response = error_response(
+                RequestError(405, "the proxy's /metrics answers GET only", "bad_method",
+                             headers={"Allow": "GET, HEAD"}), target)
         else:
             response = web.Response(body=self.metrics.render(),
                                     headers={"Content-Type": self.metrics.content_type})
@@ -120,20 +121,17 @@ class ProxyApp:
                      target: str) -> web.StreamResponse:
         if request.method in ("GET", "HEAD") and exchange.path == "/health":
             if self.drain.draining:
-                exchange.outcome = "draining"
-                return shutting_down("the proxy is shutting down")
+                raise shutting_down("the proxy is shutting down")
             # Load balancers probe without credentials; upstream's own readiness is the answer.
             return await self.relay.forward(request, exchange, target, {}, b"")
         if self.drain.draining:
-            exchange.outcome = "draining"
-            return shutting_down("the proxy is shutting down; retry on another instance")
+            raise shutting_down("the proxy is shutting down; retry on another instance")
         try:
             claims = verify_token(token_from_header(request.headers.get("Authorization")),
                                   self.config.jwt_secret, self.config.max_token_lifetime_s)
         except AuthError as err:
             self.metrics.auth_failures.labels(err.reason).inc()
-            exchange.outcome = f"auth_{err.reason}"
-            return unauthorized(err.reason, err.message)
+            raise unauthorized(err.reason, err.message) from None
         team_id, token_id = claims["team_id"], claims["token_id"]
         exchange.team_id, exchange.token_id = team_id, token_id
         # Read before taking a slot: the body may still be refused.
@@ -141,8 +139,7 @@ class ProxyApp:
                                self.metrics)
         key = (team_id, token_id)
         if not self.limiter.acquire(key):
-            exchange.outcome = "over_limit"
-            return over_limit(self.limiter.limit)
+            raise over_limit(self.limiter.limit)
         try:
             return await self.relay.forward(request, exchange, target,
                                             {"X-Team-ID": team_id, "X-Token-ID": token_id}, body)

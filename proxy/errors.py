@@ -1,7 +1,8 @@
-"""Errors the proxy makes itself, all in the API's JSON shape."""
+"""Errors the proxy makes itself, in the shape the API gives on the same path."""
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -12,45 +13,84 @@ _CHALLENGE_ERROR = {"missing_header": "", "bad_scheme": "", "malformed": ', erro
 
 
 class RequestError(Exception):
-    """A request the proxy answers itself with a JSON error."""
+    """A request the proxy answers itself: status, message, log outcome, headers, OpenAI code."""
 
-    def __init__(self, status: int, message: str, outcome: str, close: bool = False):
+    def __init__(self, status: int, message: str, outcome: str, close: bool = False,
+                 headers: dict | None = None, code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.outcome, self.close = status, message, outcome, close
+        self.headers, self.code = headers or {}, code
 
 
-def error_response(status: int, message: str, headers: dict | None = None) -> web.Response:
-    """`{"status_code": N, "message": "..."}` with status N."""
-    body = json.dumps({"status_code": status, "message": message}).encode()
-    return web.Response(status=status, body=body, content_type="application/json",
-                        headers=headers)
+def error_response(error: RequestError, target: str) -> web.Response:
+    """The JSON answer to error, in the shape of target's path."""
+    body = json.dumps(error_body(error, target)).encode()
+    response = web.Response(status=error.status, body=body, content_type="application/json",
+                            headers=error.headers)
+    if error.close:
+        response.force_close()
+    return response
 
 
-def unauthorized(reason: str, message: str) -> web.Response:
+def error_body(error: RequestError, target: str) -> dict:
+    """OpenAI's `{"error": {...}}` under /v1/, else the native `{"status_code", "message"}`."""
+    if not is_openai_path(target):
+        return {"status_code": error.status, "message": error.message}
+    return {"error": {"message": error.message, "type": error_type(error.status),
+                      "param": None, "code": error.code}}
+
+
+def is_openai_path(target: str) -> bool:
+    """Whether the API answers target's errors in OpenAI's shape (its path is under /v1/)."""
+    # Decoded, as the API's router sees it: /%761/models reaches the API's /v1/models.
+    return unquote(target.split("?", 1)[0]).startswith("/v1/")
+
+
+def error_type(status: int) -> str:
+    """OpenAI's `type` for status: the API's own mapping, plus 429, which only the proxy gives."""
+    if status == 429:
+        return "rate_limit_exceeded"
+    if status >= 500:
+        return "server_error"
+    if status == 401:
+        return "authentication_error"
+    return "invalid_request_error"
+
+
+def unauthorized(reason: str, message: str) -> RequestError:
     """The 401 for a refused token, with the Bearer challenge its reason calls for."""
     challenge = 'Bearer realm="inference-api"' + _CHALLENGE_ERROR.get(
         reason, ', error="invalid_token"')
-    return error_response(401, message, headers={"WWW-Authenticate": challenge})
+    return RequestError(401, message, f"auth_{reason}", headers={"WWW-Authenticate": challenge},
+                        code="invalid_api_key")
 
 
-def shutting_down(message: str) -> web.Response:
-    """The 503 of a draining proxy."""
-    return error_response(503, message, headers={"Retry-After": str(DRAIN_RETRY_AFTER_S)})
+def shutting_down(message: str) -> RequestError:
+    """The 503 of a draining proxy; `unavailable` is the API's code for its own shutdown."""
+    return RequestError(503, message, "draining",
+                        headers={"Retry-After": str(DRAIN_RETRY_AFTER_S)}, code="unavailable")
 
 
-def over_limit(limit: int) -> web.Response:
+def over_limit(limit: int) -> RequestError:
     """The 429 for a token that already has `limit` requests in flight."""
-    return error_response(429, f"this token already has {limit} requests in flight",
-                          headers={"Retry-After": str(RETRY_AFTER_S)})
+    return RequestError(429, f"this token already has {limit} requests in flight", "over_limit",
+                        headers={"Retry-After": str(RETRY_AFTER_S)}, code="rate_limit_exceeded")
 
 
-def upstream_failure(kind: str, timeout_s: float) -> web.Response:
+def upstream_failure(kind: str, timeout_s: float) -> RequestError:
     """The 502 or 504 for an upstream that gave no answer, by error_kind()."""
+    outcome = f"upstream_{kind}"
     if kind == "timeout":
-        return error_response(504, f"upstream did not answer within {timeout_s:g} s")
+        return RequestError(504, f"upstream did not answer within {timeout_s:g} s", outcome,
+                            code="upstream_timeout")
     if kind == "connect":
-        return error_response(502, "upstream is unavailable")
-    return error_response(502, "upstream sent an invalid response")
+        return RequestError(502, "upstream is unavailable", outcome, code="upstream_unavailable")
+    return RequestError(502, "upstream sent an invalid response", outcome, code="upstream_error")
+
+
+def internal_error() -> RequestError:
+    """The 500 for a bug in the proxy (the log has the traceback)."""
+    return RequestError(500, "internal proxy error", "error")
 
 
 def first_line(text: object) -> str:

@@ -14,7 +14,7 @@ from typing import Callable
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-from .errors import error_response, first_line
+from .errors import RequestError, error_response, first_line
 
 log = logging.getLogger("proxy")
 
@@ -127,8 +127,10 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
             message = f"malformed request: {first_line(exc.message)}"
         else:
             message = message or "malformed request"
-        response = error_response(status, message)
-        response.force_close()  # after a parse error the rest of the stream means nothing
+        # After a parse error the rest of the stream means nothing. An unparsed request has
+        # aiohttp's placeholder path "/", so it gets the native shape: its path is unknown.
+        response = error_response(RequestError(status, message, "bad_request", close=True),
+                                  request.raw_path)
         self._on_bad_request(request, status, message)
         return response
 

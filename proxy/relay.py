@@ -36,7 +36,7 @@ class Relay:
         except UPSTREAM_ERRORS as exc:
             # No answer to relay: the proxy answers the client itself (502 or 504).
             kind = self._upstream_error(exchange, exc, "upstream error")
-            return upstream_failure(kind, self.upstream.idle_timeout_s)
+            raise upstream_failure(kind, self.upstream.idle_timeout_s) from None
 
         self.metrics.open_streams.inc()
         complete = False

@@ -7,6 +7,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 import requests
 
@@ -66,6 +67,24 @@ def test_api_errors_pass_through_unchanged(mock_proxy):
     response = requests.post(f"{mock_proxy.url}/inference/other-model", json={"text": "a"},
                              headers=bearer(token))
     assert response.status_code == 404 and MODEL in response.json()["message"]
+
+
+def test_openai_errors_have_one_shape_whether_the_proxy_or_the_api_answered(mock_proxy):
+    url = f"{mock_proxy.url}/v1/chat/completions"
+    body = {"model": "other-model", "messages": [{"role": "user", "content": "hi"}]}
+    by_proxy = requests.post(url, json=body, timeout=10)
+    by_api = requests.post(url, json=body, headers=bearer(make_token()), timeout=10)
+    assert (by_proxy.status_code, by_api.status_code) == (401, 404)
+    assert list(by_proxy.json()) == list(by_api.json()) == ["error"]
+    assert sorted(by_proxy.json()["error"]) == sorted(by_api.json()["error"])
+    assert by_proxy.json()["error"]["code"] == "invalid_api_key"
+    assert by_api.json()["error"]["code"] == "model_not_found"
+    client = openai.OpenAI(base_url=f"{mock_proxy.url}/v1", api_key="not-a-jwt", max_retries=0)
+    with pytest.raises(openai.AuthenticationError, match="not a well-formed JWT"):
+        client.chat.completions.create(model=MODEL, messages=body["messages"])
+    client = openai.OpenAI(base_url=f"{mock_proxy.url}/v1", api_key=make_token(), max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="other-model"):
+        client.chat.completions.create(**body)
 
 
 def test_client_disconnect_through_proxy_frees_the_row(mock_proxy, mock_server):
@@ -161,7 +180,8 @@ def test_idle_timeout_answers_504_and_the_api_stops_the_generation():
         answer = requests.post(f"{proxy.url}/v1/completions", headers=bearer(make_token()),
                                json={"model": MODEL, "prompt": "long", "max_tokens": 2000},
                                timeout=60)
-        assert answer.status_code == 504 and answer.json()["status_code"] == 504
+        assert answer.status_code == 504
+        assert answer.json()["error"]["code"] == "upstream_timeout"
         assert wait_for(lambda: health(api)["sessions"] == 0 and health(api)["busy_rows"] == 0,
                         timeout=20), health(api)
 

@@ -76,12 +76,15 @@ def parse(raw: bytes) -> tuple[int, dict, bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
-def json_error(raw: bytes, status: int) -> str:
-    """The message of a JSON error answer with this status."""
+def json_error(raw: bytes, status: int, openai: bool = False) -> str:
+    """The message of a JSON error answer with this status, in the native or OpenAI's shape."""
     got, headers, body = parse(raw)
     assert got == status, raw[:300]
     assert headers["content-type"].startswith("application/json"), headers
     payload = json.loads(body)
+    if openai:
+        assert payload["error"]["type"] == "invalid_request_error", payload
+        return payload["error"]["message"]
     assert payload["status_code"] == status
     return payload["message"]
 
@@ -237,7 +240,7 @@ def test_slow_but_complete_headers_within_the_deadline_are_served(upstream):
 def test_dot_segments_and_foreign_targets_are_refused_before_auth(proxy, target):
     raw = exchange(proxy.port, f"GET {target} HTTP/1.1\r\nHost: proxy\r\n".encode()
                    + auth_line() + close_header() + b"\r\n")
-    json_error(raw, 400)
+    json_error(raw, 400, openai=target.startswith("/v1/"))
 
 
 def test_api_metrics_are_not_reachable_through_the_proxy(proxy):
