@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from flask import Response, g, request, stream_with_context
@@ -11,7 +11,7 @@ from flask import Response, g, request, stream_with_context
 from .frontend import Frontend, Generations, Record
 from .link import Job
 from .params import SamplingParams
-from .protocol import FINISH_CANCELLED, FINISH_ERROR
+from .protocol import FINISH_CANCELLED, FINISH_ERROR, TokenLogprob
 from .web import ApiError, error_payload
 
 def sample_params(n: int, seed: int | None, **fields) -> list[SamplingParams]:
@@ -31,6 +31,10 @@ class Sample:
     text: str = ""
     finish_reason: str | None = None
     error: str | None = None
+    refused: bool = False  # the backend refused the request as given
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # every token's, when asked for
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    fresh_logprobs: list[TokenLogprob] = field(default_factory=list)  # of the latest batch
 
     @property
     def completion_tokens(self) -> int:
@@ -47,7 +51,14 @@ class Answer:
 
 
 def open_answer(frontend: Frontend, jobs: list[Job]) -> Answer:
-    """Send every job to the backend at once, or none of them (then a 503)."""
+    """Send every job to the backend at once, or none of them (then a 503).
+
+    Each job takes a row of its own, so a request may not hold more than the server has.
+    """
+    rows = frontend.config.max_users
+    if len(jobs) > rows:
+        raise ApiError(400, f"the request asks for {len(jobs)} generations (prompts times n), "
+                            f"over the {rows} this server runs at once", param="n")
     generations = frontend.open(jobs, g.request_id, request.path)
     return Answer(generations, [Sample(record) for record in generations.records])
 
@@ -63,8 +74,13 @@ def text_batches(frontend: Frontend, answer: Answer
             sample, last = answer.samples[index], batch[-1]
             text = "".join(o.text for o in batch)
             sample.text += text
+            sample.fresh_logprobs = [lp for o in batch for lp in o.logprobs or ()]
+            sample.logprobs += sample.fresh_logprobs
+            if batch[0].prompt_logprobs is not None:
+                sample.prompt_logprobs = batch[0].prompt_logprobs
             if last.finish_reason is not None:
                 sample.finish_reason, sample.error = last.finish_reason, last.error
+                sample.refused = last.refused
             if last.finish_reason == FINISH_CANCELLED:
                 return
             yield index, text, last.finish_reason, last.error
@@ -75,6 +91,8 @@ def run_to_end(frontend: Frontend, answer: Answer) -> list[Sample]:
     for _ in text_batches(frontend, answer):
         pass
     failed = next((s for s in answer.samples if s.finish_reason == FINISH_ERROR), None)
+    if failed is not None and failed.refused:
+        raise ApiError(400, failed.error)
     if failed is not None:
         raise ApiError(500, f"the generation failed: {failed.error}", code="generation_failed")
     return answer.samples

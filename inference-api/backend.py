@@ -28,8 +28,9 @@ def build_engine(config: Config) -> tuple[Engine, dict]:
     """
     if config.mock_model:
         from .mock import MockDetokenizer, MockRunner
+        from .mock_grammar import MockTextMaker
 
-        runner, texts = MockRunner(config), TextMaker(MockDetokenizer)
+        runner, texts = MockRunner(config), MockTextMaker(MockDetokenizer)
     else:
         from .model_runner import ModelRunner
 

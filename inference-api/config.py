@@ -36,6 +36,7 @@ class Config:
     prefill_chunk: int = 16  # prompt tokens every step takes at least, whatever its time
     prefix_caching: bool = True
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
+    strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it

@@ -6,9 +6,9 @@ from typing import Protocol
 
 from .params import check_context
 from .protocol import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, Output,
-                       Submit)
+                       Submit, TokenLogprob)
 from .scheduler import StepPlan, Scheduler
-from .sequence import Sequence
+from .sequence import NewToken, Sequence
 from .step_budget import FixedBudget, StepBudget
 from .text_state import TextMaker
 
@@ -24,8 +24,8 @@ class Runner(Protocol):
     def finish(self, seq: Sequence) -> None:
         """Forget a row's per-request state."""
 
-    def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
-        """The plan's copies between rows, then one forward: a new token id for every row that
+    def run(self, plan: StepPlan) -> list[NewToken]:
+        """The plan's copies between rows, then one forward: a new token for every row that
         has one."""
 
 
@@ -61,7 +61,8 @@ class Engine:
                 raise ValueError("the prompt is empty")
             check_context(len(submit.prompt_ids), submit.params.max_tokens, self.max_seq_len)
         except ValueError as exc:
-            return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=str(exc))]
+            return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=str(exc),
+                           refused=True)]
         self.scheduler.add(Sequence(submit.session_id, list(submit.prompt_ids), submit.params,
                                     prompt_text=submit.prompt_text))
         return []
@@ -94,23 +95,44 @@ class Engine:
                 self.runner.start(seq)
             except ValueError as exc:  # this request cannot run here; the others go on
                 self._finish(seq)
-                outputs.append(self._final(seq, "", FINISH_ERROR, error=str(exc)))
+                refusal = self._final(seq, "", FINISH_ERROR, error=str(exc))
+                refusal.refused = True
+                outputs.append(refusal)
         plan = self.scheduler.plan()
         if not plan:
             return outputs
         sampled = self.runner.run(plan)
         self.scheduler.advance(plan, sampled)
-        for seq, token in sampled:
-            out = self._emit(seq, token)
+        for new in sampled:
+            out = self._emit(new)
             if out is not None:
                 outputs.append(out)
         self.budget.observe(len(plan.decode), sum(c.length for c in plan.prefill),
                             time.perf_counter() - started)
         return outputs
 
-    def _emit(self, seq: Sequence, token: int) -> Output | None:
+    def _emit(self, new: NewToken) -> Output | None:
         """A sequence's Output for its new token: when there is text, or when it finished."""
-        text, finish = seq.text.push(token)
+        seq = new.seq
+        if new.error is not None:
+            self._finish(seq)
+            return self._final(seq, "", FINISH_ERROR, error=new.error)
+        tokens = new.closing or (new.token,)
+        if seq.params.max_tokens == 0:  # only the prompt's log probabilities were wanted
+            seq.generated.clear()
+            tokens = ()
+        elif seq.params.logprobs is not None:
+            # Tokens forced to complete a structured output had no choice: probability 1.
+            seq.logprobs += [new.logprob] if not new.closing else [
+                TokenLogprob(t, 0.0) for t in new.closing]
+        text, finish = "", None
+        for token in tokens:
+            piece, finish = seq.text.push(token)
+            text += piece
+            if finish is not None:
+                break
+        if new.closing:  # a structured output completed as max_tokens runs out
+            finish = finish or FINISH_LENGTH
         if finish is None and (len(seq.generated) >= seq.params.max_tokens
                                or seq.num_prompt + len(seq.generated) >= self.max_seq_len):
             finish = FINISH_LENGTH
@@ -135,10 +157,13 @@ class Engine:
         state = seq.text
         out = Output(seq.session_id, text, num_tokens=state.pending_tokens if state else 0,
                      completion_tokens=len(seq.generated), **extra)
+        if seq.params.logprobs is not None:
+            out.logprobs, seq.logprobs = seq.logprobs, []
         if state is not None:
             if not state.reported_queue and seq.admitted_at is not None:
                 out.queue_seconds = seq.admitted_at - seq.arrival
                 out.cached_tokens = seq.num_reused
+                out.prompt_logprobs = seq.prompt_logprobs
                 state.reported_queue = True
             state.pending_tokens = 0
         return out

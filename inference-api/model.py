@@ -22,6 +22,7 @@ class PrefillInput:
     row: int  # cache row of this prompt
     tokens: torch.Tensor  # [c] int64 prompt tokens of this chunk
     start: int  # position of tokens[0] in the sequence
+    all_logits: bool = False  # logits at every position (prompt logprobs), not just the last
 
 
 @dataclass
@@ -149,7 +150,8 @@ class DecoderModel:
     @torch.inference_mode()
     def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
              decode_positions: torch.Tensor, prefills: list[PrefillInput]) -> torch.Tensor:
-        """Run one step; float32 logits [D + len(prefills), vocab]: decode rows, then chunk ends.
+        """Run one step; float32 logits [D + P, vocab]: decode rows, then each chunk's last
+        position (every position of a chunk with all_logits).
 
         A row appears at most once per step, either decoding or in one prefill chunk.
         """
@@ -186,7 +188,10 @@ class DecoderModel:
         x = self.embed[tokens]  # [T, hidden]
         for index, layer in enumerate(self.layers):
             x = self._layer(index, layer, x, cos, sin, decode, chunks)
-        last = restore + [c.offset + c.n - 1 for c in chunks]
+        last = restore
+        for c, p in zip(chunks, prefills):
+            last = last + (list(range(c.offset, c.offset + c.n)) if p.all_logits
+                           else [c.offset + c.n - 1])
         h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
         return self.lm_head(h).float()  # lm_head only where logits are returned
 

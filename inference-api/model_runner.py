@@ -9,12 +9,13 @@ import torch
 from transformers import AutoConfig
 
 from .config import Config
+from .constrained import GrammarRows
 from .model import DecoderModel, PrefillInput
 from .model_store import (check_architecture, load_model, load_tokenizer, prepare_model_folder,
                           read_model_info, resolve_device, resolve_dtype)
-from .sampling import RowSampler
-from .scheduler import StepPlan
-from .sequence import Sequence
+from .sampling import RowSampler, token_logprobs
+from .scheduler import PromptChunk, StepPlan
+from .sequence import NewToken, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,25 @@ class ModelRunner:
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)
+        self.grammars = GrammarRows(self.tokenizer.to_str(), self.eos_ids, self.model.vocab_size,
+                                    config.max_users)
         self.info.update(max_seq_len=self.max_seq_len, vocab_size=self.model.vocab_size,
                          device=str(device),
                          dtype=str(dtype).removeprefix("torch."), mock=False)
         log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
 
     def start(self, seq: Sequence) -> None:
-        """Set a newly admitted row's sampling parameters."""
+        """Set a newly admitted row's sampling parameters and grammar."""
         self.sampler.add(seq.row, seq.params, seq.prompt_ids)
+        if seq.params.grammar is not None:
+            self.grammars.add(seq.row, seq.params.grammar, seq.params.max_tokens)
 
     def finish(self, seq: Sequence) -> None:
         """Forget a row's per-request state."""
         self.sampler.remove(seq.row)
+        self.grammars.remove(seq.row)
 
-    def run(self, plan: StepPlan) -> list[tuple[Sequence, int]]:
+    def run(self, plan: StepPlan) -> list[NewToken]:
         """Copies between rows, then one forward over the plan; a new token for every row that
         has one."""
         for copy in plan.copies:
@@ -83,18 +89,55 @@ class ModelRunner:
         tokens = torch.tensor([s.last_token for s in decode], dtype=torch.long)
         positions = torch.tensor([s.position for s in decode], dtype=torch.long)
         chunks = [PrefillInput(c.seq.row, torch.tensor(c.seq.prompt_ids[c.start:c.start + c.length]),
-                               c.start) for c in plan.prefill]
+                               c.start, all_logits=c.seq.wants_prompt_logprobs)
+                  for c in plan.prefill]
         logits = self.model.step(rows.to(device), tokens.to(device), positions.to(device), chunks)
+        # Rows of logits: the decode rows, then one per chunk (all of a chunk's with all_logits).
         # Only decode rows and chunks that end their prompt produce a token.
         wanted = list(range(len(decode)))
         seqs = list(decode)
-        for i, chunk in enumerate(plan.prefill):
+        offset = len(decode)
+        for chunk, given in zip(plan.prefill, chunks):
+            width = chunk.length if given.all_logits else 1
+            if given.all_logits:
+                record_prompt_logprobs(chunk, logits[offset:offset + width])
             if chunk.completes_prompt:
-                wanted.append(len(decode) + i)
+                wanted.append(offset + width - 1)
                 seqs.append(chunk.seq)
+            offset += width
         if not seqs:
             return []
         index = torch.tensor(wanted, device=logits.device)
-        sample_rows = torch.tensor([s.row for s in seqs], dtype=torch.long, device=logits.device)
-        new_tokens = self.sampler.sample(sample_rows, logits.index_select(0, index)).tolist()
-        return list(zip(seqs, new_tokens))
+        rows = [s.row for s in seqs]
+        chosen = logits.index_select(0, index).float()  # [len(seqs), vocab]
+        self.grammars.mask(rows, chosen)  # tokens a row's grammar rules out become -inf
+        new_tokens, logprobs = self.sampler.sample_with_logprobs(
+            torch.tensor(rows, dtype=torch.long, device=logits.device), chosen)
+        return [self._new_token(seq, token, logprob)
+                for seq, token, logprob in zip(seqs, new_tokens.tolist(), logprobs)]
+
+    def _new_token(self, seq: Sequence, token: int, logprob) -> NewToken:
+        """A row's new token; a grammar's row may take a closing instead as max_tokens nears."""
+        if seq.params.grammar is None:
+            return NewToken(seq, token, logprob)
+        remaining = min(seq.params.max_tokens, self.max_seq_len - seq.num_prompt) \
+            - len(seq.generated) - 1
+        accepted = self.grammars.accept(seq.row, token, remaining)
+        return NewToken(seq, token, logprob, accepted.closing, accepted.error)
+
+
+def record_prompt_logprobs(chunk: PromptChunk, logits: torch.Tensor) -> None:
+    """Append the log probabilities of the prompt tokens this chunk's logits predict.
+
+    logits [chunk.length, vocab] are the raw model's at each position of the chunk; position p
+    predicts prompt token p + 1 (the last prompt position predicts the first new token).
+    """
+    seq = chunk.seq
+    if seq.prompt_logprobs is None:
+        seq.prompt_logprobs = [None]  # the first prompt token has nothing before it
+    targets = seq.prompt_ids[chunk.start + 1:chunk.start + chunk.length + 1]
+    if targets:
+        found = token_logprobs(logits[:len(targets)].float(),
+                               torch.tensor(targets, device=logits.device),
+                               seq.params.prompt_logprobs)
+        seq.prompt_logprobs.extend(found)

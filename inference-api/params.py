@@ -14,7 +14,9 @@ MAX_SEED = 2**63 - 1  # seeds the routes take; SamplingParams reduces any int to
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_EXTRA_EOS = 16
-MAX_SAMPLES = 8  # generations one request may hold: each takes a row of its own
+MAX_SAMPLES = 1024  # generations one request may hold; the server's rows bound it further
+MAX_TOP_LOGPROBS = 20  # alternatives per token, as OpenAI's chat route allows
+MAX_LOGIT_BIAS = 300  # biased token ids per request (OpenAI allows 300)
 
 
 def _check(ok: bool, name: str, value, allowed: str):
@@ -48,6 +50,10 @@ class SamplingParams:
     ignore_eos: bool = False
     min_tokens: int = 0
     return_prompt: bool = False
+    logprobs: int | None = None  # log probability of each generated token and this many others
+    prompt_logprobs: int | None = None  # the same for every prompt token (the first has none)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit), -100..100
+    grammar: str | None = None  # an llguidance grammar every generated token must follow
 
     def __post_init__(self):
         # Accept a single string or a list where a tuple is expected, as JSON gives them.
@@ -56,8 +62,10 @@ class SamplingParams:
         for name in ("stop", "eos_token_ids"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        _check(_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens", self.max_tokens,
-               "an integer >= 1")
+        # 0 only when the prompt's own log probabilities are all that is wanted (echo).
+        _check(_is_int(self.max_tokens) and (self.max_tokens >= 1 or (
+            self.max_tokens == 0 and self.prompt_logprobs is not None)), "max_tokens",
+            self.max_tokens, "an integer >= 1")
         _check(_is_num(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
                "temperature", self.temperature, f"a number in 0..{MAX_TEMPERATURE:g} (0 = greedy)")
         _check(_is_int(self.top_k) and 0 <= self.top_k <= MAX_TOP_K, "top_k", self.top_k,
@@ -86,6 +94,23 @@ class SamplingParams:
             _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
         _check(_is_int(self.min_tokens) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
                self.min_tokens, f"an integer in 0..max_tokens ({self.max_tokens})")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            _check(value is None or (_is_int(value) and 0 <= value <= MAX_TOP_LOGPROBS), name,
+                   value, f"null or an integer in 0..{MAX_TOP_LOGPROBS}")
+        if isinstance(self.logit_bias, dict):
+            object.__setattr__(self, "logit_bias", tuple(self.logit_bias.items()))
+        _check(isinstance(self.logit_bias, tuple) and len(self.logit_bias) <= MAX_LOGIT_BIAS
+               and all(isinstance(pair, tuple) and len(pair) == 2 and _is_int(pair[0])
+                       and pair[0] >= 0 and _is_num(pair[1]) and -100 <= pair[1] <= 100
+                       for pair in self.logit_bias), "logit_bias", self.logit_bias,
+               f"at most {MAX_LOGIT_BIAS} token ids >= 0, each with a number in -100..100")
+        _check(self.grammar is None or isinstance(self.grammar, str), "grammar", self.grammar,
+               "null or a grammar")
+        if self.grammar is not None and (self.ignore_eos or self.min_tokens):
+            # The grammar decides where the answer ends; banning its end would leave no token.
+            raise ValueError("ignore_eos and min_tokens cannot be combined with a structured "
+                             "output (response_format, json_schema, grammar or tools)")
 
     @property
     def greedy(self) -> bool:

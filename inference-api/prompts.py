@@ -12,6 +12,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .mock import MOCK_VOCAB_SIZE, MockTokenizer
 from .model_store import load_tokenizer
 from .quote import quote
+from .tools import renders_tool_role
 
 
 # The mock's tokens are words of any length: it takes them as at most this many characters, so
@@ -86,17 +87,36 @@ def _compile(template: str):
 
 
 def render_chat(template: str | None, messages: list[dict], bos_token: str | None = None,
-                eos_token: str | None = None, add_generation_prompt: bool = True) -> str:
+                eos_token: str | None = None, add_generation_prompt: bool = True,
+                tools: list[dict] | None = None) -> str:
     """The prompt text for a conversation, ending where the assistant's answer begins (unless
-    add_generation_prompt is false)."""
+    add_generation_prompt is false); tools go to templates with their own tool syntax."""
     if not template:
         raise ChatTemplateError("this model has no chat template; use the plain completion route")
     try:
         return _compile(template).render(messages=messages,
                                          add_generation_prompt=add_generation_prompt,
-                                         bos_token=bos_token or "", eos_token=eos_token or "")
+                                         bos_token=bos_token or "", eos_token=eos_token or "",
+                                         tools=tools)
     except TemplateError as exc:
         raise ChatTemplateError(f"cannot apply the chat template: {exc}") from None
+
+
+def _byte_of_char() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (GPT-2's table), reversed."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+BYTE_OF_CHAR = _byte_of_char()
 
 
 class PromptEncoder:
@@ -105,12 +125,14 @@ class PromptEncoder:
     def __init__(self, info: dict, tokenizer=None):
         self.info = info
         self.context = info.get("max_seq_len")
+        self._tool_role: bool | None = None
         if info.get("mock") and tokenizer is None:
             self._encode = lambda text, special: MockTokenizer().encode(text)
             self.longest_token = MOCK_MAX_TOKEN_CHARS
             # The mock's ids are hashes of words: there is no text to give back.
             self._decode = lambda ids: " ".join(f"<{i}>" for i in ids)
             self.vocab_size = MOCK_VOCAB_SIZE
+            self._piece = lambda token_id: None
             return
         if tokenizer is None:
             tokenizer = load_tokenizer(Path(info["folder"]))
@@ -119,6 +141,7 @@ class PromptEncoder:
         batch = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
         self._encode = lambda text, special: batch([text], add_special_tokens=special)[0].ids
         self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
+        self._piece = tokenizer.id_to_token
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.longest_token = longest_token_chars(tokenizer)
 
@@ -156,12 +179,29 @@ class PromptEncoder:
                              f"(0..{self.vocab_size - 1})")
         return self._decode(ids)
 
-    def chat_text(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    @lru_cache(maxsize=65536)
+    def token_bytes(self, token_id: int) -> bytes:
+        """A token's own bytes: part of a character where a byte-level token splits one."""
+        piece = self._piece(token_id)
+        if piece is not None and all(c in BYTE_OF_CHAR for c in piece):
+            return bytes(BYTE_OF_CHAR[c] for c in piece)
+        return self._decode([token_id]).encode()
+
+    def chat_text(self, messages: list[dict], add_generation_prompt: bool = True,
+                  tools: list[dict] | None = None) -> str:
         """The prompt text of a conversation in the model's own chat template."""
         # Checked before rendering too: a template renders every message's content.
-        self.check_length(sum(len(m["content"]) for m in messages))
+        self.check_length(sum(len(m.get("content") or "") + len(str(m.get("tool_calls") or ""))
+                              for m in messages) + len(str(tools or "")))
         return render_chat(self.info.get("chat_template"), messages, self.info.get("bos_token"),
-                           self.info.get("eos_token"), add_generation_prompt)
+                           self.info.get("eos_token"), add_generation_prompt, tools)
+
+    @property
+    def renders_tool_role(self) -> bool:
+        """True when the chat template renders turns of role "tool"."""
+        if self._tool_role is None:
+            self._tool_role = renders_tool_role(lambda turns: self.chat_text(turns))
+        return self._tool_role
 
     def encode_chat_text(self, text: str) -> list[int]:
         """Token ids of rendered chat text (the template already holds the special tokens)."""

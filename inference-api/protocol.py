@@ -34,6 +34,16 @@ class Shutdown:
 
 
 @dataclass
+class TokenLogprob:
+    """A token's log probability and the most likely tokens at its position."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, log probability), most likely first
+    texts: dict[int, str] | None = None  # the backend's own text of these ids (the mock's)
+
+
+@dataclass
 class Output:
     """Backend -> frontend: new text for one session; the last one has finish_reason and usage."""
 
@@ -43,8 +53,12 @@ class Output:
     finish_reason: str | None = None
     completion_tokens: int = 0
     error: str | None = None
+    refused: bool = False  # with error: the request itself cannot run (a 400, not a failure)
     queue_seconds: float | None = None  # on the first Output: time from arrival to admission
     cached_tokens: int | None = None  # on the first Output: prompt tokens reused from the cache
+    logprobs: list[TokenLogprob] | None = None  # one per token of this Output, when asked for
+    # On the first Output when asked for: one per prompt token, None for the first.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass

@@ -7,6 +7,7 @@ import secrets
 import torch
 
 from .params import MAX_EXTRA_EOS, SamplingParams, check_token_ids  # noqa: F401 - SamplingParams re-exported
+from .protocol import TokenLogprob
 
 _M32 = 0xFFFFFFFF
 
@@ -122,6 +123,7 @@ class RowSampler:
         self.device = torch.device(device)
         self.default_eos = tuple(int(t) for t in default_eos_ids)
         self.params: list[SamplingParams | None] = [None] * max_rows
+        self.bias: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * max_rows  # ids, values
         d, f = self.device, torch.float32
         self.temperature = torch.ones(max_rows, dtype=f, device=d)
         self.top_k = torch.zeros(max_rows, dtype=torch.long, device=d)
@@ -148,6 +150,7 @@ class RowSampler:
     def add(self, row: int, params: SamplingParams, prompt_ids: list[int]) -> None:
         """Start a request in a row: store its parameters and reset its penalty state."""
         check_token_ids("eos_token_ids", params.eos_token_ids, self.vocab_size)
+        check_token_ids("logit_bias", [t for t, _ in params.logit_bias], self.vocab_size)
         seed = secrets.randbits(64) if params.seed is None else params.seed & (2 ** 64 - 1)
         eos = self.default_eos + tuple(t for t in params.eos_token_ids if t not in self.default_eos)
         self.params[row] = params
@@ -166,10 +169,16 @@ class RowSampler:
         self.eos_cols[row] = torch.tensor(cols + cols[:1] * (self.eos_cols.shape[1] - len(cols)))
         if not eos:  # no EOS id at all: nothing to ban
             self.min_tokens[row] = 0
+        self.bias[row] = None
+        if params.logit_bias:
+            ids, values = zip(*params.logit_bias)
+            self.bias[row] = (torch.tensor(ids, dtype=torch.long, device=self.device),
+                              torch.tensor(values, dtype=torch.float32, device=self.device))
 
     def remove(self, row: int) -> None:
         """Forget a row's request."""
         self.params[row] = None
+        self.bias[row] = None
 
     def sample(self, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Next token of each row: rows [n] int64, logits [n, vocab] -> tokens [n] int64.
@@ -177,24 +186,54 @@ class RowSampler:
         The logits are consumed: the sampler may write into them (a copy of a [rows, vocab]
         tensor every step would cost more than the sampling).
         """
+        return self.sample_with_logprobs(rows, logits)[0]
+
+    def sample_with_logprobs(self, rows: torch.Tensor, logits: torch.Tensor
+                             ) -> tuple[torch.Tensor, list[TokenLogprob | None]]:
+        """sample(), and for each row that asked for them its token's log probabilities.
+
+        They are the log-softmax of the logits the draw starts from: after logit_bias, the
+        penalties and a structured output's mask, before temperature, top_k, top_p and min_p.
+        """
         rows = rows.to(self.device)
         params = [self.params[r] for r in rows.tolist()]
-        x = logits.to(self.device, torch.float32)  # [n, vocab]
+        x = self._adjusted(rows, params, logits.to(self.device, torch.float32))  # [n, vocab]
+        tokens = self._pick(rows, params, x)
+        wanted = [i for i, p in enumerate(params) if p.logprobs is not None]
+        logprobs: list[TokenLogprob | None] = [None] * len(params)
+        if wanted:
+            top = max(params[i].logprobs for i in wanted)
+            found = token_logprobs(x[wanted], tokens[wanted], top)
+            for i, entry in zip(wanted, found):
+                logprobs[i] = TokenLogprob(entry.token_id, entry.logprob,
+                                           entry.top[:params[i].logprobs])
+        self.counts[rows, tokens] += 1  # rows are distinct, so plain indexing adds once per row
+        self.seen[rows, tokens] = True
+        self.step[rows] += 1
+        return tokens, logprobs
+
+    def _adjusted(self, rows: torch.Tensor, params: list, x: torch.Tensor) -> torch.Tensor:
+        """The logits with each row's penalties, logit_bias and EOS ban applied."""
         pen = [i for i, p in enumerate(params) if p.penalised]
         if pen:
             base = x.clone() if len(pen) < len(params) else x
             x = _apply(base, pen, self._penalise, rows, x)
+        biased = [(i, self.bias[r]) for i, r in enumerate(rows.tolist()) if self.bias[r]]
+        if biased:
+            i = torch.cat([torch.full_like(ids, i) for i, (ids, _) in biased])
+            ids = torch.cat([ids for _, (ids, _) in biased])
+            x.index_put_((i, ids), torch.cat([v for _, (_, v) in biased]), accumulate=True)
         if any(p.min_tokens or p.ignore_eos for p in params):
             x = self._ban_eos(rows, x)
+        return x
+
+    def _pick(self, rows: torch.Tensor, params: list, x: torch.Tensor) -> torch.Tensor:
+        """Each row's token from its adjusted logits: the argmax, or a draw."""
         tokens = torch.empty(len(params), dtype=torch.long, device=self.device)
         greedy = [i for i, p in enumerate(params) if p.greedy]
         tokens = _apply(tokens, greedy, lambda r, sub: sub.argmax(-1), rows, x)
         drawn = [i for i, p in enumerate(params) if not p.greedy]
-        tokens = _apply(tokens, drawn, self._draw, rows, x)
-        self.counts[rows, tokens] += 1  # rows are distinct, so plain indexing adds once per row
-        self.seen[rows, tokens] = True
-        self.step[rows] += 1
-        return tokens
+        return _apply(tokens, drawn, self._draw, rows, x)
 
     def _penalise(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Repetition (over prompt + output) then presence/frequency (over output) penalties."""
@@ -231,6 +270,24 @@ class RowSampler:
         return _apply(out, cut, lambda r, sub, it, uu: draw_top_k(
             sub, it, uu, self.top_k[r].clamp(max=k), self.top_p[r], self.min_p[r], k),
             rows, x, inv_t, u)
+
+
+# A log probability of minus infinity (a token a structured output rules out) is sent as this,
+# as vLLM does: JSON has no infinity.
+LOGPROB_FLOOR = -9999.0
+
+
+def token_logprobs(x: torch.Tensor, tokens: torch.Tensor, top: int) -> list[TokenLogprob]:
+    """Each row's token log probability and its `top` likeliest tokens ([n, vocab], [n])."""
+    logp = torch.log_softmax(x, -1)  # [n, vocab]
+    chosen = logp.gather(1, tokens[:, None])[:, 0].clamp_(min=LOGPROB_FLOOR).tolist()
+    if top:
+        values, ids = logp.topk(top, -1)  # [n, top]
+        tops = [tuple(zip(i, v)) for i, v in zip(ids.tolist(),
+                                                  values.clamp_(min=LOGPROB_FLOOR).tolist())]
+    else:
+        tops = [()] * len(chosen)
+    return [TokenLogprob(t, lp, alt) for t, lp, alt in zip(tokens.tolist(), chosen, tops)]
 
 
 def _apply(out: torch.Tensor, idx: list[int], fn, *tensors: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .prefix_cache import RowContents
-from .sequence import Sequence
+from .sequence import NewToken, Sequence
 from .step_budget import StepBudget
 
 
@@ -88,14 +88,14 @@ class Scheduler:
             del self.running[seq.row]
             self.free_rows.append(seq.row)
 
-    def advance(self, plan: StepPlan, sampled: list[tuple[Sequence, int]]) -> None:
+    def advance(self, plan: StepPlan, sampled: list[NewToken]) -> None:
         """After a step's forward: what it put in the cache, and each row's new token."""
         for seq in plan.decode:
             seq.num_cached += 1
         for chunk in plan.prefill:
             chunk.seq.num_cached += chunk.length
-        for seq, token in sampled:
-            seq.generated.append(token)
+        for new in sampled:
+            new.seq.generated.extend(new.closing or (new.token,))
 
     def drain(self) -> list[Sequence]:
         """Remove and return every sequence (after a failed step)."""
@@ -116,7 +116,9 @@ class Scheduler:
         now = time.monotonic()
         while self.waiting and self.free_rows:
             seq = self.waiting.popleft()
-            reuse = self.contents.choose(seq.prompt_ids, self.free_rows, self.running)
+            # A prompt whose own log probabilities are asked for is computed whole.
+            prompt = seq.prompt_ids[:1] if seq.wants_prompt_logprobs else seq.prompt_ids
+            reuse = self.contents.choose(prompt, self.free_rows, self.running)
             self.free_rows.remove(reuse.row)
             self.contents.taken(reuse.row)
             seq.row, seq.admitted_at = reuse.row, now

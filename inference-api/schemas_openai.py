@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 from pydantic import (BaseModel, Field, StrictBool, StrictInt, ValidationError, field_validator,
                       model_validator)
 
-from .params import MAX_SAMPLES, MAX_TOP_K
+from .params import MAX_LOGIT_BIAS, MAX_SAMPLES, MAX_TOP_K, MAX_TOP_LOGPROBS
 from .quote import quote
+from .tools import ToolCall, ToolFields
 from .schemas import (REQUEST_CONFIG, Float, Int, MinP, Penalty, RepetitionPenalty, StopList,
                       TopP, drop_nulls, error_text, field_path, join_problems)
 # Token counts are 32-bit integers in OpenAI's API; no context comes near, and a count of
@@ -15,14 +16,14 @@ from .schemas import (REQUEST_CONFIG, Float, Int, MinP, Penalty, RepetitionPenal
 MAX_COUNT = 2**31 - 1
 MAX_PROMPT_IDS = 1 << 20  # token ids in one prompt: more than any context holds
 
-# Parameters this server does not implement, with the values that ask for nothing and so are
-# accepted (null is accepted for every parameter). Any other value is refused with a 400.
+MAX_COMPLETION_LOGPROBS = 5  # alternatives per token on /v1/completions, as OpenAI allows
+# OpenAI parameters this server does not implement, with the values that ask for nothing and so
+# are accepted (null is accepted for every parameter). Any other value is refused with a 400;
+# fields OpenAI does not have are ignored and named in the X-Ignored-Fields header instead.
 NO_OP_VALUES = {
-    "logprobs": (False,), "top_logprobs": (0,), "echo": (False,), "best_of": (1,),
-    "logit_bias": ({},), "suffix": ("",), "tools": ([],), "functions": ([],),
-    "response_format": ({"type": "text"},), "parallel_tool_calls": (True, False),
-    "store": (False,), "metadata": ({},),
+    "best_of": (1,), "suffix": ("",), "functions": ([],), "store": (False,), "metadata": ({},),
 }
+UNSUPPORTED = frozenset(NO_OP_VALUES) | {"function_call", "audio", "modalities", "prediction"}
 
 
 class StreamOptions(BaseModel):
@@ -59,15 +60,38 @@ class _OpenAIRequest(BaseModel):
     user: str | None = None  # accepted for compatibility; not used
     ignore_eos: StrictBool = False
     min_tokens: Int = Field(0, ge=0, le=MAX_COUNT)
+    logit_bias: dict[str, Float] | None = Field(None, max_length=MAX_LOGIT_BIAS)
+    response_format: dict | None = None  # checked by grammar.grammar_for_response_format
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_range(cls, bias):
+        for key, value in (bias or {}).items():
+            if not (key.isascii() and key.isdigit() and len(key) <= 9):
+                raise ValueError(f"keys must be token ids, not {quote(key)}")
+            if not -100 <= value <= 100:
+                raise ValueError(f"the bias of token {key} is {value}: expected -100..100")
+        return bias
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_nulls_and_no_ops(cls, body):
+    def _drop_nulls_no_ops_and_unknown(cls, body, info):
+        """Nulls and no-op values go; unknown fields too when the context collects "ignored"."""
         body = drop_nulls(body)
         if not isinstance(body, dict):
             return body
-        return {key: value for key, value in body.items()
-                if not (key not in cls.model_fields and _is_no_op(key, value))}
+        ignored = (info.context or {}).get("ignored")
+        kept = {}
+        for key, value in body.items():
+            if key in cls.model_fields:
+                kept[key] = value
+            elif _is_no_op(key, value):
+                continue
+            elif ignored is not None and key not in UNSUPPORTED:
+                ignored.append(key)
+            else:  # refused by extra="forbid", with a message naming it
+                kept[key] = value
+        return kept
 
     @field_validator("stream_options")
     @classmethod
@@ -79,7 +103,8 @@ class _OpenAIRequest(BaseModel):
     @property
     def wanted_tokens(self) -> int | None:
         """max_completion_tokens, else max_tokens, else None (the route's default)."""
-        return self.max_completion_tokens or self.max_tokens
+        return self.max_tokens if self.max_completion_tokens is None else \
+            self.max_completion_tokens
 
     @property
     def include_usage(self) -> bool:
@@ -93,7 +118,8 @@ class _OpenAIRequest(BaseModel):
                     repetition_penalty=self.repetition_penalty,
                     presence_penalty=self.presence_penalty,
                     frequency_penalty=self.frequency_penalty, stop=tuple(self.stop),
-                    ignore_eos=self.ignore_eos, min_tokens=self.min_tokens)
+                    ignore_eos=self.ignore_eos, min_tokens=self.min_tokens,
+                    logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()))
 
 
 def _is_no_op(key: str, value) -> bool:
@@ -110,6 +136,11 @@ class CompletionRequest(_OpenAIRequest):
     # list of ids, or a list of lists of ids.
     prompt: list[Annotated[str, Field(min_length=1)] | TokenIds] = Field(
         min_length=1, max_length=MAX_SAMPLES)
+    logprobs: Int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+    echo: StrictBool = False
+    max_tokens: Int | None = Field(None, ge=0, le=MAX_COUNT)  # 0 with echo: score the prompt
+    json_schema: dict | None = None  # llama.cpp's: the answer follows this JSON schema
+    grammar: str | None = None  # llama.cpp's: the answer follows this GBNF grammar
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -126,22 +157,31 @@ class CompletionRequest(_OpenAIRequest):
                              "list of lists of token ids")
         return prompt
 
-    @model_validator(mode="after")
-    def _few_choices(self):
-        if len(self.prompt) * self.n > MAX_SAMPLES:
-            raise ValueError(f"{len(self.prompt)} prompts times n={self.n} is over the "
-                             f"{MAX_SAMPLES} choices one request may have")
-        return self
-
 
 class ChatMessage(BaseModel):
-    """One turn: the content as a string or a list of {"type": "text", "text": ...} parts."""
+    """One turn: the content as a string or a list of {"type": "text", "text": ...} parts.
+
+    An assistant turn may hold tool_calls instead of content; a tool turn answers one of them.
+    """
 
     model_config = REQUEST_CONFIG
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | None = None
     name: str | None = None  # accepted for compatibility; chat templates do not use it
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_or_calls(self):
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages may have tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only in an assistant message "
+                             "with tool_calls)")
+        return self
 
     @field_validator("content", mode="before")
     @classmethod
@@ -160,14 +200,28 @@ class ChatMessage(BaseModel):
 
     def turn(self) -> dict:
         """The message as the chat template takes it ("developer" is the newer "system")."""
-        return {"role": "system" if self.role == "developer" else self.role,
+        turn = {"role": "system" if self.role == "developer" else self.role,
                 "content": self.content}
+        if self.tool_calls:
+            turn["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
+        return turn
 
 
-class ChatRequest(_OpenAIRequest):
+class ChatRequest(_OpenAIRequest, ToolFields):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: StrictBool = False
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _only_with_logprobs(cls, top, info):
+        if top and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs set to true")
+        return top
 
 
 def describe_openai_error(exc: ValidationError) -> tuple[str, str | None, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .protocol import TokenLogprob
 from .text_state import TextState
 
 
@@ -24,6 +25,8 @@ class Sequence:
     copy_length: int = 0  # positions to copy from copy_from's row before prefilling the rest
     generated: list[int] = field(default_factory=list)
     text: TextState | None = None  # the engine's: detokenizer, stop matcher, EOS ids, counts
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent, when asked for
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # filled while the prompt prefills
 
     @property
     def num_prompt(self) -> int:
@@ -36,6 +39,11 @@ class Sequence:
         return self.num_cached < self.num_prompt
 
     @property
+    def wants_prompt_logprobs(self) -> bool:
+        """True when every prompt position's logits are needed (so none can come from a cache)."""
+        return self.params.prompt_logprobs is not None
+
+    @property
     def position(self) -> int:
         """Position of the next token to feed: the last generated one."""
         return self.num_prompt + len(self.generated) - 1
@@ -44,3 +52,16 @@ class Sequence:
     def last_token(self) -> int:
         """The token to feed at the next decode step."""
         return self.generated[-1]
+
+
+@dataclass
+class NewToken:
+    """What one step gave a sequence: its next token, and what comes with it when asked for."""
+
+    seq: Sequence
+    token: int
+    logprob: TokenLogprob | None = None
+    # Tokens that complete a structured output which max_tokens would otherwise cut: they
+    # replace `token`, and the sequence ends after them.
+    closing: tuple[int, ...] = ()
+    error: str | None = None  # the sequence cannot go on (its grammar failed): it ends with this

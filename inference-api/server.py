@@ -26,6 +26,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = config or Config.from_env()
     app = Flask(__name__)
+    app.json.sort_keys = False  # keep fields in the order made: top_logprobs likeliest first
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["inference"] = frontend = Frontend(config, start_backend=start_backend)
 

@@ -134,13 +134,13 @@ def current_frontend():
     return current_app.extensions["inference"]
 
 
-def validated(schema, describe):
+def validated(schema, describe, context: dict | None = None):
     """The request body validated by a pydantic schema, or a 400 as `describe` words it.
 
-    describe(ValidationError) returns (message, param, code).
+    describe(ValidationError) returns (message, param, code); context goes to the validators.
     """
     try:
-        return schema.model_validate(read_json_object())
+        return schema.model_validate(read_json_object(), context=context)
     except ValidationError as exc:
         message, param, code = describe(exc)
         raise ApiError(400, message, code=code, param=param) from None

@@ -89,7 +89,7 @@ BAD = [
     ("missing text", {"max_tokens": 3}, "text is required"),
     ("blank text", {"text": "  "}, "text"),
     ("text and prompt", {"text": "a", "prompt": "b"}, "prompt is not a known field"),
-    ("too many samples", {"text": "a", "num_samples": 9}, "num_samples=9"),
+    ("more samples than rows", {"text": "a", "num_samples": 33}, "33 generations"),
     ("max_tokens zero", {"text": "a", "max_tokens": 0}, "max_tokens=0"),
     ("negative eos id", {"text": "a", "eos_token_ids": [-1]}, "eos_token_ids"),
     ("stop not text", {"text": "a", "stop": [5]}, "stop"),

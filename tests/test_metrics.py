@@ -43,7 +43,7 @@ def test_counts_match_the_traffic_sent(api):
         "text": "six", "max_tokens": 4, "num_samples": 2}).status_code == 200
     assert post(api, {"text": "a", "temperature": 9}).status_code == 400
     assert requests.post(api.url + "/v1/completions", json={
-        "model": MODEL, "prompt": "a", "logprobs": 1}).status_code == 400
+        "model": MODEL, "prompt": "a", "logprobs": 6}).status_code == 400
     delta.stop()
     assert delta("inference_requests_total", route="/inference/<model_id>", status="200") == 1
     assert delta("inference_requests_total", route="/inference/<model_id>", status="400") == 1

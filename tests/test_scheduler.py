@@ -2,7 +2,7 @@
 from inference_api.params import SamplingParams
 from inference_api.prefix_cache import MIN_COPY_TOKENS, shared_prefix
 from inference_api.scheduler import RowCopy, Scheduler, StepPlan
-from inference_api.sequence import Sequence
+from inference_api.sequence import NewToken, Sequence
 from inference_api.step_budget import FixedBudget
 
 
@@ -17,7 +17,7 @@ def plan_step(scheduler: Scheduler) -> StepPlan:
     scheduler.admit()
     plan = scheduler.plan()
     ready = plan.decode + [c.seq for c in plan.prefill if c.completes_prompt]
-    scheduler.advance(plan, [(seq, 1) for seq in ready])
+    scheduler.advance(plan, [NewToken(seq, 1) for seq in ready])
     return plan
 
 
