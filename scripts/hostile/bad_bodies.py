@@ -8,9 +8,21 @@ from .routes import RAW, ROUTES, body
 from .stack import Target
 from .wire import request_head
 
-UNSUPPORTED = {"logprobs": True, "tools": [{"type": "function", "function": {"name": "f"}}],
-               "response_format": {"type": "json_object"}, "echo": True, "best_of": 2,
-               "suffix": "x", "logit_bias": {"1": 5}}  # OpenAI fields this server refuses
+# OpenAI fields this server refuses, and bad values of the ones it takes.
+UNSUPPORTED = {"best_of": 2, "suffix": "x", "functions": [{"name": "f"}]}
+BAD_OPENAI = {
+    "bad-schema": dict(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "nonsense"}}}),
+    "deep-schema": dict(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": RAW}}, raw='{"items": ' * 5000 + "{}" + "}" * 5000),
+    "huge-logit-bias": dict(logit_bias={"1": 500}),
+    "word-logit-bias-key": dict(logit_bias={"one": 5}),
+}
+BAD_TOOLS = {  # chat only: the completions route ignores these fields
+    "bad-tool-name": dict(tools=[{"type": "function", "function": {"name": "a b"}}]),
+    "unknown-tool-choice": dict(tools=[{"type": "function", "function": {"name": "f"}}],
+                                tool_choice={"type": "function", "function": {"name": "g"}}),
+}
 
 
 def body_cases(route: str, model: str) -> list[tuple[str, bytes, dict]]:
@@ -47,12 +59,13 @@ def body_cases(route: str, model: str) -> list[tuple[str, bytes, dict]]:
             "boolean-prompt": dict(content=True)}
     if route in ("completions", "chat"):
         changes |= {f"unsupported-{name}": {name: value} for name, value in UNSUPPORTED.items()}
+        changes |= BAD_OPENAI
     changes |= {"chat": {"no-messages": dict(messages=[]), "messages-object": dict(messages={}),
                       "root-role": dict(messages=[{"role": "root", "content": "hi"}]),
                       "image-part": dict(content=[{"type": "image_url", "image_url": {}}]),
                       "surrogate-part": dict(content=[{"type": "text", "text": RAW}],
                                              raw='"\\udc00"'),
-                      "1000-choices": dict(n=1000)},
+                      "1000-choices": dict(n=1000), **BAD_TOOLS},
              "completions": {"out-of-vocabulary-id-prompt": dict(content=[1, 2, 10**30]),
                              "empty-prompt-list": dict(content=[]), "1000-choices": dict(n=1000)},
              "generate": {"text-and-prompt": dict(prompt="b"), "zero-samples": dict(num_samples=0),

@@ -15,10 +15,11 @@ from .stack import Stack, Target
 from .wire import post, raw_exchange, request_head
 
 MAX_ERROR_BODY = 8192  # an error answer longer than this echoes the input back
-# Valid as documented (docs/api.md): OpenAI seeds have no range, chat content may be blank.
+# Valid as documented (docs/api.md): OpenAI seeds have no range, chat content may be blank,
+# fields OpenAI does not have are ignored on its routes.
 MAY_SUCCEED = {"completions:huge-seed", "chat:huge-seed", "completions:negative-seed",
                "chat:negative-seed", "chat:empty-prompt", "chat:whitespace-prompt",
-               "token-exp-1e300"}
+               "completions:unknown-field", "chat:unknown-field", "token-exp-1e300"}
 
 
 def sign(payload: str, secret: str, alg: str = "HS256") -> str:
