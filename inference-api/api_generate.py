@@ -39,11 +39,13 @@ def generate_text():
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
+    fields = {**dict(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                     repetition_penalty=body.repetition_penalty), **frontend.defaults_for(body)}
+    if not body.do_sample:
+        fields["temperature"] = 0.0
     params = sample_params(body.num_samples, body.seed, max_tokens=max_tokens,
-                           temperature=body.temperature if body.do_sample else 0.0,
-                           top_k=body.top_k, top_p=body.top_p,
-                           repetition_penalty=body.repetition_penalty, stop=tuple(body.stop),
-                           eos_token_ids=tuple(body.eos_token_ids))
+                           stop=tuple(body.stop),
+                           eos_token_ids=tuple(body.eos_token_ids), **fields)
     answer = open_answer(frontend, [Job(prompt_ids, p, body.text) for p in params])
     created = time.time()
     if body.stream:

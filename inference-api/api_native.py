@@ -49,8 +49,11 @@ def _generate(model_id: str, chat: bool):
         raise ApiError(400, str(exc), code="context_length_exceeded"
                        if isinstance(exc, PromptTooLong) else None) from None
     max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
-    generations = frontend.open([Job(prompt_ids, body.sampling(max_tokens), body.text)],
-                                g.request_id, request.path)
+    try:
+        params = body.sampling(max_tokens, frontend.defaults_for(body))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    generations = frontend.open([Job(prompt_ids, params, body.text)], g.request_id, request.path)
     if body.session_id is not None:
         log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
 

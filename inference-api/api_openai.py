@@ -216,7 +216,8 @@ def _answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool, fi
         default = frontend.context_len if chat else COMPLETIONS_DEFAULT_MAX_TOKENS
         max_tokens = frontend.fit_max_tokens(len(ids), body.wanted_tokens, default)
         jobs += [Job(ids, params, text) for params in sample_params(
-            body.n, body.seed, **body.sampling_fields(max_tokens), **fields)]
+            body.n, body.seed, **body.sampling_fields(max_tokens, frontend.defaults_for(body)),
+            **fields)]
     answer = open_answer(frontend, jobs)
     prompt_tokens = sum(len(ids) for _, ids in prompts)  # each prompt once, as OpenAI counts
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",

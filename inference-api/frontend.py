@@ -11,7 +11,7 @@ from typing import Iterator
 
 from .config import Config
 from .link import BackendLink, Job, LinkState, NotReady, Overloaded, RequestOutputs
-from .params import check_context
+from .params import check_context, sampling_defaults
 from .prompts import PromptEncoder
 from .protocol import FINISH_CANCELLED, FINISH_ERROR, Output
 from .web import ApiError
@@ -68,12 +68,19 @@ class Frontend:
     def __init__(self, config: Config, start_backend: bool = True):
         self.config = config
         self.encoder: PromptEncoder | None = None
+        self.sampling_defaults: dict = sampling_defaults({})
         self.draining = False
         self.metrics = None  # set by metrics.install_metrics; observes batches and generations
         self.link = BackendLink(config, on_ready=self._ready) if start_backend else None
 
     def _ready(self, info: dict) -> None:
         self.encoder = PromptEncoder(info)
+        self.sampling_defaults = sampling_defaults(info.get("generation_config") or {})
+
+    def defaults_for(self, body) -> dict:
+        """The sampling defaults of the fields a request body left out."""
+        return {name: value for name, value in self.sampling_defaults.items()
+                if name in type(body).model_fields and name not in body.model_fields_set}
 
     @property
     def context_len(self) -> int:

@@ -65,11 +65,37 @@ def model_source(model_path: str) -> Path:
     return path
 
 
+KEYS_FILE = "content-keys.json"  # in the cache: each GGUF file seen -> its content's hash
+
+
 def cache_folder(cache_dir: str, gguf: Path) -> Path:
-    """The cache folder for one GGUF file: keyed by name, size and modification time."""
+    """The cache folder for one GGUF file, keyed by its content: every copy of the same file,
+    wherever it lies (another clone, another virtualenv), shares one conversion."""
+    return Path(cache_dir) / f"{gguf.stem}-{content_key(cache_dir, gguf)[:16]}"
+
+
+def content_key(cache_dir: str, gguf: Path) -> str:
+    """The SHA-256 of a file's bytes, remembered by path, size and modification time so that
+    a file is read whole only the first time it is seen."""
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    return Path(cache_dir) / f"{gguf.stem}-{key[:16]}"
+    seen_as = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    keys_path = Path(cache_dir) / KEYS_FILE
+    keys = _read_json(keys_path)
+    if seen_as in keys:
+        return keys[seen_as]
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    keys[seen_as] = digest.hexdigest()
+    try:  # written aside and renamed: a reader never sees half a file
+        keys_path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = keys_path.with_name(f".{KEYS_FILE}.{os.getpid()}")
+        scratch.write_text(json.dumps(keys))
+        os.replace(scratch, keys_path)
+    except OSError:
+        pass  # a read-only cache: the hash is computed again next time
+    return keys[seen_as]
 
 
 def is_complete(folder: Path) -> bool:
@@ -185,6 +211,7 @@ def read_model_info(folder: Path) -> dict:
         "bos_token": _token_text(tok_config.get("bos_token")),
         "eos_token": _token_text(tok_config.get("eos_token")),
         "chat_template": template,
+        "generation_config": {k: v for k, v in gen.items() if not k.startswith("_")},
     }
 
 

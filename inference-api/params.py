@@ -124,6 +124,21 @@ class SamplingParams:
                 or self.frequency_penalty != 0)
 
 
+# Sampling fields a model's generation_config.json may give defaults for, and the defaults used
+# when it gives none: at temperature 1 over the whole vocabulary a small model's answers are
+# often gibberish; these keep them sensible (as llama.cpp's own defaults do).
+DEFAULTED_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+FALLBACK_DEFAULTS = {"temperature": 0.7, "top_k": 40, "top_p": 0.9}
+
+
+def sampling_defaults(generation_config: dict) -> dict:
+    """The defaults for fields a request leaves out: the model's own where it has any."""
+    own = {k: generation_config[k] for k in DEFAULTED_FIELDS if k in generation_config}
+    if generation_config.get("do_sample") is False:
+        own["temperature"] = 0.0
+    return own or dict(FALLBACK_DEFAULTS)
+
+
 def check_token_ids(name: str, ids, vocab_size: int) -> None:
     """ValueError naming the field unless every token id is below the vocabulary size."""
     _check(all(t < vocab_size for t in ids), name, ids,

@@ -91,12 +91,13 @@ class InferenceRequest(BaseModel):
         return (self.stop_sequence,) if isinstance(self.stop_sequence, str) else tuple(
             self.stop_sequence)
 
-    def sampling(self, max_tokens: int):
-        """The backend's SamplingParams for this request."""
-        return SamplingParams(max_tokens=max_tokens, temperature=self.temperature,
-                              top_k=self.top_k or 0, top_p=self.top_p, seed=self.seed,
-                              repetition_penalty=self.repetition_penalty, stop=self.stops(),
-                              return_prompt=self.return_prompt, ignore_eos=self.ignore_eos)
+    def sampling(self, max_tokens: int, defaults: dict):
+        """The backend's SamplingParams for this request; defaults for the fields left out."""
+        fields = dict(temperature=self.temperature, top_k=self.top_k or 0, top_p=self.top_p,
+                      repetition_penalty=self.repetition_penalty)
+        return SamplingParams(max_tokens=max_tokens, seed=self.seed, stop=self.stops(),
+                              return_prompt=self.return_prompt, ignore_eos=self.ignore_eos,
+                              **{**fields, **defaults})
 
 
 def _either(*names: str, **field):

@@ -111,11 +111,13 @@ class _OpenAIRequest(BaseModel):
         """True when a stream should end with a usage chunk."""
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
-    def sampling_fields(self, max_tokens: int) -> dict:
-        """The SamplingParams fields of this request (all but the seed)."""
-        return dict(max_tokens=max_tokens, temperature=self.temperature,
-                    top_k=max(self.top_k, 0), top_p=self.top_p, min_p=self.min_p,
-                    repetition_penalty=self.repetition_penalty,
+    def sampling_fields(self, max_tokens: int, defaults: dict) -> dict:
+        """The SamplingParams fields of this request (all but the seed); defaults for the
+        fields left out."""
+        chosen = {**dict(temperature=self.temperature, top_k=max(self.top_k, 0),
+                         top_p=self.top_p, min_p=self.min_p,
+                         repetition_penalty=self.repetition_penalty), **defaults}
+        return dict(max_tokens=max_tokens, **chosen,
                     presence_penalty=self.presence_penalty,
                     frequency_penalty=self.frequency_penalty, stop=tuple(self.stop),
                     ignore_eos=self.ignore_eos, min_tokens=self.min_tokens,

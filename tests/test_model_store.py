@@ -11,8 +11,8 @@ import pytest
 
 from helpers import api_server, health_response, wait_for
 from inference_api.config import Config
-from inference_api.model_store import (COMPLETE_MARKER, bundled_gguf_path, cache_folder,
-                                       is_complete, prepare_model_folder)
+from inference_api.model_store import (COMPLETE_MARKER, KEYS_FILE, bundled_gguf_path,
+                                       cache_folder, is_complete, prepare_model_folder)
 from processes import REPO
 
 
@@ -82,5 +82,28 @@ def test_corrupt_cache_folder_is_not_loaded_but_converted_again(tmp_path):
     (folder / COMPLETE_MARKER).unlink()
     assert not is_complete(folder)
     # Nothing half-written is left beside it.
-    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, KEYS_FILE])
     shutil.rmtree(folder)
+
+
+def test_the_cache_is_keyed_by_content_not_by_path(tmp_path):
+    gguf = bundled_gguf_path()
+    copy = tmp_path / "elsewhere" / gguf.name
+    copy.parent.mkdir()
+    shutil.copy(gguf, copy)
+    cache = tmp_path / "cache"
+    # Another clone's copy of the same file shares its conversion.
+    assert cache_folder(str(cache), copy) == cache_folder(str(cache), gguf)
+    other = tmp_path / "other" / gguf.name
+    other.parent.mkdir()
+    other.write_bytes(copy.read_bytes()[:-1] + b"x")
+    assert cache_folder(str(cache), other) != cache_folder(str(cache), gguf)
+    # A file seen before is not read again: its hash is remembered by path, size and mtime.
+    remembered = json.loads((cache / KEYS_FILE).read_text())
+    assert len(remembered) == 3
+    assert cache_folder(str(cache), copy) == cache_folder(str(cache), gguf)
+    assert json.loads((cache / KEYS_FILE).read_text()) == remembered
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: hashed anew
+    assert cache_folder(str(cache), copy) == cache_folder(str(cache), gguf)
+    assert len(json.loads((cache / KEYS_FILE).read_text())) == 4
