@@ -3,6 +3,7 @@ that fail in the ways the edge must handle: always 503, or a stream cut after it
 """
 from __future__ import annotations
 
+
 import os
 import shutil
 import signal
@@ -11,9 +12,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import api_server, wait_for
 from processes import REPO, free_port
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -174,3 +176,18 @@ class StubReplica:
 
 
 __all__ = ["NGINX", "NO_NGINX", "Edge", "StubReplica", "server_lines"]
+
+
+@contextmanager
+def mock_replicas(count: int, env: dict):
+    """count mock API servers with env, started together and stopped at the end."""
+    servers = [api_server(env) for _ in range(count)]
+    try:
+        for server in servers:
+            server.start(wait_ready=False)
+        for server in servers:
+            server.wait_healthy(60)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from helpers import MODEL, api_server, bearer, make_token, scrape, start_proxy, wait_for
-from nginx_edge import NGINX, NO_NGINX, Edge, StubReplica, server_lines
+from nginx_edge import NGINX, NO_NGINX, Edge, StubReplica, mock_replicas, server_lines
 from render_nginx import PLACEHOLDERS, TEMPLATE, render
 
 
@@ -89,16 +89,8 @@ def test_the_rendered_configuration_passes_nginx_check():
 
 @pytest.fixture(scope="module")
 def replicas():
-    servers = [api_server({**MOCK, "MOCK_STEP_MS": "50"}) for _ in range(2)]
-    try:
-        for server in servers:
-            server.start(wait_ready=False)
-        for server in servers:
-            server.wait_healthy(60)
+    with mock_replicas(2, {**MOCK, "MOCK_STEP_MS": "50"}) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -255,16 +247,8 @@ class Load:
 
 @pytest.fixture
 def two_fresh_replicas():
-    servers = [api_server(MOCK) for _ in range(2)]
-    try:
-        for server in servers:
-            server.start(wait_ready=False)
-        for server in servers:
-            server.wait_healthy(60)
+    with mock_replicas(2, MOCK) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 # Generous for a loaded 2-core machine: measured, no request started after the kill failed
