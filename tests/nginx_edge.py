@@ -3,7 +3,6 @@ that fail in the ways the edge must handle: always 503, or a stream cut after it
 """
 from __future__ import annotations
 
-
 import os
 import shutil
 import signal
