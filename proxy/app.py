@@ -20,6 +20,7 @@ from .limits import TokenLimiter
 from .metrics import Metrics
 from .paths import target_problem
 from .relay import Relay
+from .static import StaticFiles, is_static_path
 
 log = logging.getLogger("proxy")
 
@@ -34,6 +35,7 @@ class ProxyApp:
         self.metrics = Metrics()
         self.drain = Drain()
         self.relay = Relay(self.upstream, self.metrics, config.send_timeout_s, self.drain)
+        self.static = StaticFiles()
 
     async def start(self) -> None:
         """Open the upstream session; call from the serving event loop."""
@@ -69,6 +71,12 @@ class ProxyApp:
         self.drain.enter()
         response = None
         try:
+            if is_static_path(path):
+                # Before the target check: under /static/ every other spelling, dot segments
+                # included, is simply not one of the page's files (404).
+                exchange.path = path[:256] if problem is None else "-"
+                response = await self.static.answer(request, path)
+                return response
             if problem is not None:
                 raise RequestError(400, problem, "bad_target")
             exchange.path = path[:256]  # validated: what the log shows is what was forwarded

@@ -25,15 +25,20 @@ def check_settings() -> Config:
     return config
 
 
-def local_secret(env: dict) -> str:
-    """JWT_SECRET from the environment, or a fresh one for this run with a token printed."""
+def local_secret(env: dict) -> tuple[str, str | None]:
+    """JWT_SECRET from the environment, or a fresh one for this run and a token for it."""
     if env.get("JWT_SECRET"):
-        return env["JWT_SECRET"]
+        return env["JWT_SECRET"], None
     secret = secrets.token_urlsafe(32)
     token = jwt.encode({"team_id": "local", "token_id": "make-run"}, secret, algorithm="HS256")
     print("JWT_SECRET is not set: using a random secret for this run. A token for it:\n"
           f"  export TOKEN={token}\n", flush=True)
-    return secret
+    return secret, token
+
+
+def page_url(port: str, token: str | None) -> str:
+    """The chat page's address; the token rides in the fragment, which no server or log sees."""
+    return f"http://127.0.0.1:{port}/" + (f"#token={token}" if token else "")
 
 
 def main() -> int:
@@ -44,7 +49,7 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env["JWT_SECRET"] = local_secret(env)
+    env["JWT_SECRET"], token = local_secret(env)
     env.setdefault("UPSTREAM_URL", f"http://127.0.0.1:{config.service_port}")
     gunicorn = str(BIN / "gunicorn")
     servers = [
@@ -55,7 +60,9 @@ def main() -> int:
     print(f"API on :{config.service_port}, proxy on :{proxy_port}. Try:\n"
           f"  curl -N -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
           f"-d '{{\"text\": \"Hello\", \"max_tokens\": 40}}' "
-          f"http://127.0.0.1:{proxy_port}/predictions/{config.model_id}\n", flush=True)
+          f"http://127.0.0.1:{proxy_port}/predictions/{config.model_id}\n"
+          f"Chat in the browser: {page_url(proxy_port, token)}"
+          + ("" if token else " (paste a token made with scripts/jwt_util.py)") + "\n", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     code = 0
     try:

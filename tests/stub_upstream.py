@@ -1,5 +1,6 @@
-"""Stand-ins for the Inference API in proxy tests: slow chunked streams, echo, canned errors,
-and RawUpstream, a socket server that says exactly what it is told and then nothing.
+"""Stand-ins for the Inference API in proxy tests: slow chunked streams, echo, canned errors, a
+chat stream that ends as asked, and RawUpstream, a socket server that says exactly what it is
+told and then nothing.
 
 Run it under gunicorn with one gthread worker (stream states live in its memory):
     cd tests && gunicorn -k gthread --threads 160 stub_upstream:app
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import json
 import socket
 import sys
 import threading
@@ -131,6 +133,52 @@ def late_body():
             _set_state(stream_id, state)
 
     return Response(body(), content_type="text/plain; charset=utf-8")
+
+
+STUB_MODEL = "stub-model"
+# The ending of a stub chat stream, picked by its last message: what a page must put in words.
+CHAT_ENDINGS = ("fail", "cut", "busy")
+
+
+@app.get("/v1/models")
+def chat_models():
+    """The one model of the stub chat."""
+    return jsonify({"object": "list", "data": [{"id": STUB_MODEL, "object": "model"}]})
+
+
+@app.post("/v1/chat/completions")
+def chat_stream():
+    """A streamed chat answer, "one two ", ending as its last message says (CHAT_ENDINGS):
+    an error event, a dropped connection, a 503 with Retry-After before any answer, or [DONE]."""
+    ending = request.get_json()["messages"][-1]["content"].strip()
+    if ending == "busy":
+        response = jsonify({"error": {"message": "too many prompts wait", "type": "server_error",
+                                      "param": None, "code": "overloaded"}})
+        response.status_code, response.headers["Retry-After"] = 503, "7"
+        return response
+
+    def event(data: str) -> bytes:
+        return f"data: {data}\n\n".encode()
+
+    def chunk(delta: dict) -> bytes:
+        return event(json.dumps({"object": "chat.completion.chunk", "model": STUB_MODEL,
+                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
+
+    def events():
+        yield chunk({"role": "assistant", "content": ""})
+        for word in ("one ", "two "):
+            time.sleep(0.05)
+            yield chunk({"content": word})
+        if ending == "fail":
+            yield event(json.dumps({"error": {"message": "the generation failed: stub",
+                                              "type": "server_error", "param": None,
+                                              "code": "generation_failed"}}))
+        elif ending == "cut":
+            raise ConnectionResetError(errno.ECONNRESET, "stub drops the stream")
+        else:
+            yield event("[DONE]")
+
+    return Response(events(), content_type="text/event-stream")
 
 
 @app.get("/stub/stats")

@@ -1,0 +1,253 @@
+// The chat page: the conversation, the settings, and one streamed answer at a time.
+
+import { ApiError, fetchModelName, streamChat } from "./api.js";
+import { loadSettings, loadToken, saveSettings, saveToken, takeTokenFromFragment } from "./store.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  token: $("token"), system: $("system"), temperature: $("temperature"), topP: $("top-p"),
+  maxTokens: $("max-tokens"), settings: $("settings"), model: document.querySelector("[data-testid=model-name]"),
+  messages: $("messages"), composer: $("composer"), prompt: $("prompt"), send: $("send"),
+  stop: $("stop"), status: $("status"), newChat: $("new-chat"),
+};
+const SETTING_FIELDS = { system: ui.system, temperature: ui.temperature, top_p: ui.topP, max_tokens: ui.maxTokens };
+// A small model can ramble until its context is full; a bound keeps a first try quick.
+const DEFAULT_SETTINGS = { max_tokens: "512" };
+
+const state = {
+  history: [], // the turns sent with the next request: {role, content}
+  controller: null, // the AbortController of the answer being streamed, if any
+  model: "",
+};
+
+function init() {
+  ui.token.value = takeTokenFromFragment() || loadToken();
+  const settings = { ...DEFAULT_SETTINGS, ...loadSettings() };
+  for (const [name, field] of Object.entries(SETTING_FIELDS)) field.value = settings[name] || "";
+
+  ui.token.addEventListener("change", onTokenChange);
+  for (const field of Object.values(SETTING_FIELDS)) field.addEventListener("input", storeSettings);
+  ui.composer.addEventListener("submit", (event) => { event.preventDefault(); send(); });
+  ui.prompt.addEventListener("keydown", onPromptKey);
+  ui.stop.addEventListener("click", stop);
+  ui.newChat.addEventListener("click", newChat);
+
+  if (ui.token.value) {
+    loadModel();
+    ui.prompt.focus();
+  } else {
+    askForToken("Paste your token to start.");
+  }
+}
+
+function onTokenChange() {
+  ui.token.value = ui.token.value.trim();
+  saveToken(ui.token.value);
+  state.model = "";
+  if (ui.token.value) loadModel();
+}
+
+function storeSettings() {
+  const settings = {};
+  for (const [name, field] of Object.entries(SETTING_FIELDS)) settings[name] = field.value;
+  saveSettings(settings);
+}
+
+/** Enter sends, Shift+Enter is a new line (the textarea's own), Escape stops an answer. */
+function onPromptKey(event) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  } else if (event.key === "Escape" && state.controller) {
+    stop();
+  }
+}
+
+async function loadModel() {
+  try {
+    showModel(await fetchModelName(ui.token.value));
+  } catch (err) {
+    if (err instanceof ApiError && err.kind === "auth") askForToken(err.message);
+    else setStatus(err.message);
+  }
+}
+
+function showModel(name) {
+  state.model = name;
+  ui.model.textContent = name || "unknown";
+}
+
+function askForToken(message) {
+  setStatus(message);
+  ui.settings.open = true;
+  ui.token.focus();
+}
+
+function setStatus(text) {
+  ui.status.textContent = text;
+}
+
+function setBusy(busy) {
+  ui.send.disabled = busy;
+  ui.stop.disabled = !busy;
+}
+
+async function send() {
+  const text = ui.prompt.value.trim();
+  if (!text) return;
+  if (state.controller) {
+    setStatus("An answer is still coming: wait for it or press Stop.");
+    return;
+  }
+  const token = ui.token.value.trim();
+  if (!token) {
+    askForToken("Paste your token first.");
+    return;
+  }
+  ui.prompt.value = "";
+  const turn = { role: "user", content: text };
+  // New chat may replace the history while this answer is still ending: keep to this one.
+  const context = state.history;
+  addMessage("user", "You", text);
+  const view = addAssistantMessage();
+  const controller = (state.controller = new AbortController());
+  setBusy(true);
+  setStatus("Generating…");
+  const answer = { text: "", started: performance.now(), first: 0, last: 0, pieces: 0, usage: null, finish: null };
+  let outcome = "done";
+  try {
+    if (!state.model) showModel(await fetchModelName(token));
+    const request = buildRequest([...context, turn]);
+    for await (const chunk of streamChat(request, token, controller.signal)) take(chunk, answer, view);
+  } catch (err) {
+    outcome = controller.signal.aborted ? "stopped" : "error";
+    if (outcome === "error") showError(view, err);
+  }
+  const follow = nearEnd();
+  finish(view, answer, outcome);
+  scrollToEnd(follow);
+  // What the user saw answered (stopped answers too) is context for the next turn; a failed
+  // turn is not, and its prompt goes back in the box so that trying again is one key.
+  if (outcome !== "error" && answer.text) context.push(turn, { role: "assistant", content: answer.text });
+  else if (outcome === "error" && !ui.prompt.value) ui.prompt.value = text;
+  state.controller = null;
+  setBusy(false);
+  if (!(outcome === "error" && view.error.dataset.kind === "auth")) ui.prompt.focus();
+}
+
+function stop() {
+  if (state.controller) state.controller.abort();
+}
+
+function newChat() {
+  stop();
+  state.history = [];
+  ui.messages.replaceChildren();
+  setStatus("New chat.");
+  ui.prompt.focus();
+}
+
+/** The request body for these turns, with the system prompt and the sampling settings set. */
+function buildRequest(turns) {
+  const system = ui.system.value.trim();
+  const request = { model: state.model, messages: system ? [{ role: "system", content: system }, ...turns] : turns };
+  for (const [name, field] of [["temperature", ui.temperature], ["top_p", ui.topP], ["max_tokens", ui.maxTokens]]) {
+    // Left empty, the server's defaults apply; out of range, the server's 400 says why.
+    if (field.value.trim() !== "" && !Number.isNaN(field.valueAsNumber)) request[name] = field.valueAsNumber;
+  }
+  return request;
+}
+
+/** Add one streamed chunk to the answer and to its message. */
+function take(chunk, answer, view) {
+  if (chunk.usage) answer.usage = chunk.usage;
+  for (const choice of chunk.choices || []) {
+    const piece = choice.delta && choice.delta.content;
+    if (piece) {
+      const now = performance.now();
+      if (!answer.first) answer.first = now;
+      answer.last = now;
+      answer.pieces += 1;
+      answer.text += piece;
+      appendText(view.text, piece);
+    }
+    if (choice.finish_reason) answer.finish = choice.finish_reason;
+  }
+}
+
+function finish(view, answer, outcome) {
+  view.item.dataset.state = outcome;
+  view.item.setAttribute("aria-busy", "false");
+  view.meta.textContent = answerStats(answer, outcome);
+  const words = { done: "Answer complete.", stopped: "Stopped.", error: "The answer failed." };
+  setStatus(words[outcome]);
+}
+
+/** "first token 0.21 s · 40 tokens · 31.5 tokens/s", from the usage when the server sent it. */
+function answerStats(answer, outcome) {
+  const parts = [];
+  if (outcome === "stopped") parts.push("stopped");
+  if (answer.first) parts.push(`first token ${((answer.first - answer.started) / 1000).toFixed(2)} s`);
+  // Without usage (a stopped stream has none) each streamed piece is about one token.
+  const tokens = answer.usage ? answer.usage.completion_tokens : answer.pieces;
+  if (tokens) parts.push(`${answer.usage ? "" : "~"}${tokens} token${tokens === 1 ? "" : "s"}`);
+  const seconds = (answer.last - answer.first) / 1000;
+  if (tokens > 1 && seconds > 0) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
+  if (answer.finish === "length") parts.push("cut at max tokens");
+  return parts.join(" · ");
+}
+
+function showError(view, err) {
+  const message = err instanceof ApiError ? err.message : `Something went wrong: ${err.message || err}`;
+  view.error.textContent = message;
+  view.error.dataset.kind = err.kind || "unknown";
+  if (err.kind === "auth") askForToken(message);
+}
+
+function addMessage(role, who, text) {
+  const item = document.createElement("li");
+  item.className = `message ${role}`;
+  const label = document.createElement("span");
+  label.className = "who";
+  label.textContent = who;
+  const body = document.createElement("div");
+  body.className = "text";
+  body.dataset.testid = "message-text";
+  body.textContent = text; // never HTML: model and user text alike
+  item.append(label, body);
+  ui.messages.append(item);
+  scrollToEnd(true);
+  return { item, text: body };
+}
+
+function addAssistantMessage() {
+  const view = addMessage("assistant", "Assistant", "");
+  view.item.dataset.testid = "assistant-message";
+  view.item.dataset.state = "streaming";
+  // Screen readers announce the answer once it is whole, not piece by piece.
+  view.item.setAttribute("aria-busy", "true");
+  view.meta = document.createElement("p");
+  view.meta.className = "meta";
+  view.error = document.createElement("p");
+  view.error.className = "error";
+  view.error.setAttribute("role", "alert");
+  view.item.append(view.meta, view.error);
+  return view;
+}
+
+function appendText(element, piece) {
+  const follow = nearEnd();
+  element.append(piece); // a text node
+  scrollToEnd(follow);
+}
+
+/** Whether the reader is at the end of the page, where new text should keep them. */
+function nearEnd() {
+  return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+}
+
+function scrollToEnd(follow) {
+  if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
+}
+
+init();
