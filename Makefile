@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-mock test test-fast benchmark clean
+.PHONY: install run run-mock test test-fast test-docker benchmark clean
 
 $(STAMP): requirements.txt requirements_dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not processes"
+
+# The compose stacks on a real Docker engine (started if none runs): builds, mock and production
+# stacks, tokens, scale-out, down. Needs root and Docker; not part of `make test`.
+# COMPOSE=docker-compose picks Compose 1.29 where `docker compose` (v2) is installed too.
+test-docker: $(STAMP)
+	$(PY) scripts/docker_smoke.py $(if $(COMPOSE),--compose "$(COMPOSE)")
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_backend.py

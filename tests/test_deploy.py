@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import MISSING, fields
@@ -31,7 +32,15 @@ SOURCES = [*REPO.glob("inference-api/*.py"), *REPO.glob("proxy/*.py"), *REPO.glo
            REPO / "gunicorn.conf.py"]
 # Set in the Dockerfiles for Python and pip themselves; not settings of this project.
 TOOL_ENV = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_NO_CACHE_DIR",
-            "PIP_DISABLE_PIP_VERSION_CHECK"}
+            "PIP_DISABLE_PIP_VERSION_CHECK", "PATH"}
+# Read by docker-compose.yml only (build arguments, resource limits), with compose's defaults.
+DEPLOY_VARIABLES = {"BASE_IMAGE": "python:3.11-slim", "TORCH_SOURCE": "pytorch",
+                    "TORCH_VARIANT": "cpu", "API_CPUS": "2", "API_MEMORY": "4G",
+                    "PROXY_CPUS": "1", "PROXY_MEMORY": "512M", "EDGE_CPUS": "1",
+                    "EDGE_MEMORY": "256M"}
+EDGE = REPO / "deploy" / "nginx"
+# The services running this project's code; the edge runs nginx.
+CODE_SERVICES = ("inference-api", "proxy")
 MODEL = api_config.DEFAULT_MODEL_ID
 
 
@@ -120,10 +129,20 @@ def test_env_example_documents_every_variable_with_its_default():
 
 
 def test_env_example_names_nothing_the_code_does_not_read():
-    # TORCH_VARIANT is the one build setting, passed by compose to the Dockerfile's ARG.
-    unknown = set(env_example()) - set(all_variables()) - {"TORCH_VARIANT"}
+    # Besides the code's settings, only what docker-compose.yml reads: build arguments and limits.
+    unknown = set(env_example()) - set(all_variables()) - set(DEPLOY_VARIABLES)
     assert not unknown, f".env.example documents variables nobody reads: {sorted(unknown)}"
-    assert "TORCH_VARIANT" in dockerfile_args(REPO / "Dockerfile")
+    for name in ("BASE_IMAGE", "TORCH_SOURCE", "TORCH_VARIANT"):
+        assert name in dockerfile_args(REPO / "Dockerfile")
+
+
+def test_env_example_documents_the_compose_variables_with_compose_defaults():
+    entries = env_example()
+    text = (REPO / "docker-compose.yml").read_text()
+    for name, default in DEPLOY_VARIABLES.items():
+        assert entries.get(name) == default, f".env.example: {name}={entries.get(name)!r}"
+        fallbacks = {m[3] for m in SUBST.finditer(text) if m[1] == name}
+        assert fallbacks == {default}, f"docker-compose.yml: {name} falls back to {fallbacks}"
 
 
 def test_env_example_sets_only_the_required_secret():
@@ -166,9 +185,9 @@ def service_env(service: dict, environ: dict[str, str]) -> dict[str, str]:
 WITH_SECRET = {"JWT_SECRET": "s" * 40}
 
 
-def test_compose_has_the_two_services_and_the_cache_volume():
+def test_compose_has_the_three_services_and_the_cache_volume():
     compose = load_compose()
-    assert set(compose["services"]) == {"inference-api", "proxy"}
+    assert set(compose["services"]) == {"inference-api", "proxy", "edge"}
     assert set(compose["volumes"]) == {"model-cache"}
 
 
@@ -176,7 +195,7 @@ def test_compose_environment_names_only_real_settings():
     services = load_compose()["services"]
     overlay = load_compose("docker-compose.mock.yml")["services"]
     allowed = {"inference-api": set(api_settings()) | set(other_env_reads()),
-               "proxy": set(proxy_settings())}
+               "proxy": set(proxy_settings()), "edge": template_placeholders()}
     for source in (services, overlay):
         for name, service in source.items():
             unknown = set(service.get("environment") or {}) - allowed[name]
@@ -186,6 +205,8 @@ def test_compose_environment_names_only_real_settings():
 def test_compose_substitutions_pass_each_variable_to_itself_with_the_code_default():
     for file in ("docker-compose.yml", "docker-compose.mock.yml"):
         for name, service in load_compose(file)["services"].items():
+            if name not in CODE_SERVICES:
+                continue
             for key, value in (service.get("environment") or {}).items():
                 match = SUBST.fullmatch(str(value))
                 if not match:
@@ -207,7 +228,7 @@ def test_every_setting_in_dotenv_reaches_its_service():
         assert not missing, f"{name} does not pass on: {sorted(missing)}"
     variables = set(SUBST.findall((REPO / "docker-compose.yml").read_text()))
     referenced = {v[0] for v in variables}
-    assert referenced - set(all_variables()) == {"TORCH_VARIANT"}
+    assert referenced - set(all_variables()) == set(DEPLOY_VARIABLES)
 
 
 @pytest.mark.parametrize("environ", [{}, {"SERVICE_PORT": "7100", "PROXY_PORT": "1300"}],
@@ -217,19 +238,29 @@ def test_compose_ports_follow_the_settings(environ):
     api_port = environ.get("SERVICE_PORT", str(api_settings()["SERVICE_PORT"]))
     proxy_port = environ.get("PROXY_PORT", str(proxy_settings()["PROXY_PORT"]))
     services = load_compose()["services"]
-    api, proxy = services["inference-api"], services["proxy"]
+    api, proxy, edge = services["inference-api"], services["proxy"], services["edge"]
 
-    # The API is reachable only on the compose network, on the port it listens on.
-    assert "ports" not in api
+    # The API and the proxy are reachable only on the compose network, on their own ports.
+    assert "ports" not in api and "ports" not in proxy
     assert [interpolate(p, environ) for p in api["expose"]] == [api_port]
     assert service_env(api, environ)["SERVICE_PORT"] == api_port
+    assert [interpolate(p, environ) for p in proxy["expose"]] == [proxy_port]
 
-    # The proxy is published on the port it listens on, and forwards to the API's port.
-    assert [interpolate(p, environ) for p in proxy["ports"]] == [f"{proxy_port}:{proxy_port}"]
+    # The proxy forwards to the edge's internal port, which stands in for the API's.
     env = service_env(proxy, environ)
     assert env["PROXY_PORT"] == proxy_port
-    assert env["UPSTREAM_URL"] == f"http://inference-api:{api_port}"
+    assert env["UPSTREAM_URL"] == f"http://edge:{api_port}"
     assert env["JWT_SECRET"] == environ["JWT_SECRET"]
+
+    # The edge is published on the proxy's port and passes to the proxy; its internal server
+    # listens on the API's port and spreads over the API service's replicas.
+    assert [interpolate(p, environ) for p in edge["ports"]] == [f"{proxy_port}:{proxy_port}"]
+    env = service_env(edge, environ)
+    assert env["PUBLIC_PORT"] == proxy_port
+    assert env["PROXY_UPSTREAM"] == f"proxy:{proxy_port}"
+    assert env["INTERNAL_PORT"] == api_port
+    servers = re.findall(r"server (\S+) max_fails=\d+ fail_timeout=\d+s;", env["API_UPSTREAM_SERVERS"])
+    assert servers == [f"inference-api:{api_port}"]
 
 
 def test_compose_requires_the_jwt_secret():
@@ -249,6 +280,13 @@ def test_compose_health_checks_use_each_services_own_port_setting():
 def test_compose_startup_order_restarts_limits_and_drain_time():
     services = load_compose()["services"]
     assert services["proxy"]["depends_on"]["inference-api"]["condition"] == "service_healthy"
+    # nginx resolves the replicas' and the proxy's names once, at start.
+    assert services["edge"]["depends_on"] == {"inference-api": {"condition": "service_healthy"},
+                                              "proxy": {"condition": "service_started"}}
+    # docker-compose 1.29 knows only `condition` in depends_on (no `restart`, no `required`).
+    for service in services.values():
+        for dependency in (service.get("depends_on") or {}).values():
+            assert set(dependency) == {"condition"}
     for name, service in services.items():
         assert service["restart"] in ("always", "unless-stopped", "on-failure"), name
         limits = service["deploy"]["resources"]["limits"]
@@ -286,9 +324,12 @@ def test_compose_volumes_and_cache_dir_agree():
 
 def test_compose_builds_the_production_image_and_runs_the_proxy_from_it():
     services = load_compose()["services"]
-    for service in services.values():
+    for name in CODE_SERVICES:
+        service = services[name]
         assert service["build"]["dockerfile"] == "Dockerfile"
-        assert service["build"]["args"]["TORCH_VARIANT"] == "${TORCH_VARIANT:-cpu}"
+        assert service["build"]["args"] == {"BASE_IMAGE": "${BASE_IMAGE:-python:3.11-slim}",
+                                            "TORCH_SOURCE": "${TORCH_SOURCE:-pytorch}",
+                                            "TORCH_VARIANT": "${TORCH_VARIANT:-cpu}"}
     assert services["proxy"]["image"] == services["inference-api"]["image"]
     config_file = services["proxy"]["command"][-1]
     assert services["proxy"]["command"] == ["gunicorn", "--config", config_file]
@@ -367,7 +408,8 @@ DOCKERFILES = ["Dockerfile", "Dockerfile-local"]
 
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_copy_sources_exist_and_reach_the_build_context(name):
-    copies = [args for instruction, args in dockerfile(REPO / name) if instruction in ("COPY", "ADD")]
+    copies = [args for instruction, args in dockerfile(REPO / name) if instruction in ("COPY", "ADD")
+              and "--from=" not in args]  # a COPY from another stage reads no context file
     assert copies
     for args in copies:
         parts = [p for p in shlex.split(args) if not p.startswith("--")]
@@ -389,7 +431,10 @@ def test_dockerignore_keeps_local_state_out():
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_images_run_gunicorn_as_a_non_root_user_with_a_health_check(name):
     steps = dockerfile(REPO / name)
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    # Every stage starts from the BASE_IMAGE build argument, python:3.11-slim by default.
+    assert dockerfile_args(REPO / name)["BASE_IMAGE"] == "python:3.11-slim"
+    froms = [args.split()[0] for instruction, args in steps if instruction == "FROM"]
+    assert froms and set(froms) == {"${BASE_IMAGE}"}
     users = [args for instruction, args in steps if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")
     cmd = exec_form([args for instruction, args in steps if instruction == "CMD"][-1])
@@ -470,6 +515,169 @@ def test_local_image_has_no_torch_and_runs_the_mock_with_reload():
     assert dockerfile_env(REPO / "Dockerfile-local")["MOCK_MODEL"] == "1"
     cmd = exec_form([args for instruction, args in steps if instruction == "CMD"][-1])
     assert "--reload" in cmd
+
+
+def test_production_image_takes_torch_from_pytorch_pypi_or_the_wheels_folder():
+    args = dockerfile_args(REPO / "Dockerfile")
+    assert args["TORCH_SOURCE"] == "pytorch"
+    text = "\n".join(f"{i} {a}" for i, a in dockerfile(REPO / "Dockerfile"))
+    for source in ("pytorch", "pypi", "wheels"):
+        assert f" {source}) pip install " in text, source
+    assert "--no-index --no-deps --find-links wheels" in text
+    # The wheels folder is in the build context but not in git, except its README.
+    assert (REPO / "wheels/README.md").is_file() and not ignored("wheels/torch-2.13.0+cpu.whl")
+    gitignore = (REPO / ".gitignore").read_text().splitlines()
+    assert "wheels/*" in gitignore and "!wheels/README.md" in gitignore
+    # Only the first stage reads it; the image copies the virtual environment from there.
+    steps = dockerfile(REPO / "Dockerfile")
+    stages = [i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"]
+    assert len(stages) == 2
+    wheel_copy = [i for i, (instruction, args) in enumerate(steps)
+                  if instruction == "COPY" and args.startswith("wheels/")]
+    assert wheel_copy and stages[0] < wheel_copy[0] < stages[1]
+    assert ("COPY", "--from=deps /opt/venv /opt/venv") in steps[stages[1]:]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_run_from_a_virtual_environment_on_any_base(name):
+    """Debian's python3 has no `python` or `pip` command; python:3.11-slim has both."""
+    steps = dockerfile(REPO / name)
+    runs = " ".join(args for instruction, args in steps if instruction == "RUN")
+    assert "python3 -m venv /opt/venv" in runs
+    assert dockerfile_env(REPO / name)["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_compose_build_arguments_are_all_declared_by_the_dockerfiles():
+    """Compose merges build args of docker-compose.yml into the overlay's: an argument that
+    Dockerfile-local did not declare would be reported as not consumed."""
+    base = load_compose()["services"]
+    overlay = load_compose("docker-compose.mock.yml")["services"]
+    for name, service in base.items():
+        build = service["build"]
+        merged = {**build, **overlay.get(name, {}).get("build", {})}
+        for build_config in (build, merged):
+            path = REPO / build_config["context"] / build_config.get("dockerfile", "Dockerfile")
+            unused = set(build.get("args", {})) - set(dockerfile_args(path))
+            assert not unused, f"{name}: {path.name} does not declare {sorted(unused)}"
+
+
+def cpus_by_default(service: dict) -> float:
+    return float(interpolate(service["deploy"]["resources"]["limits"]["cpus"], {}))
+
+
+def test_compose_limits_fit_a_two_core_host_and_come_from_the_environment():
+    for file in ("docker-compose.yml", "docker-compose.mock.yml"):
+        for name, service in load_compose(file)["services"].items():
+            if "deploy" in service:
+                assert 0 < cpus_by_default(service) <= 2, (file, name)
+    limits = {name: service["deploy"]["resources"]["limits"]
+              for name, service in load_compose()["services"].items()}
+    prefix = {"inference-api": "API", "proxy": "PROXY", "edge": "EDGE"}
+    for name, limit in limits.items():
+        assert SUBST.fullmatch(limit["cpus"])[1] == f"{prefix[name]}_CPUS"
+        assert SUBST.fullmatch(limit["memory"])[1] == f"{prefix[name]}_MEMORY"
+    environ = {"API_CPUS": "8", "API_MEMORY": "16G"}
+    assert interpolate(limits["inference-api"]["cpus"], environ) == "8"
+    assert interpolate(limits["inference-api"]["memory"], environ) == "16G"
+
+
+def installed_compose() -> list[list[str]]:
+    found = []
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        try:
+            if subprocess.run([*argv, "version"], capture_output=True, timeout=30).returncode == 0:
+                found.append(argv)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return found
+
+
+@pytest.mark.parametrize("files", [["docker-compose.yml"],
+                                   ["docker-compose.yml", "docker-compose.mock.yml"]],
+                         ids=["production", "mock"])
+def test_compose_files_are_accepted_by_the_installed_compose(files, tmp_path):
+    commands = installed_compose()
+    if not commands:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), **WITH_SECRET}
+    for argv in commands:
+        args = [a for f in files for a in ("-f", str(REPO / f))]
+        result = subprocess.run([*argv, *args, "config"], capture_output=True, text=True,
+                                env=env, cwd=tmp_path, timeout=60)
+        assert result.returncode == 0, (argv, result.stderr)
+        config = yaml.safe_load(result.stdout)
+        for name, service in config["services"].items():
+            assert float(service["deploy"]["resources"]["limits"]["cpus"]) <= 2, (argv, name)
+        assert "ports" not in config["services"]["inference-api"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The nginx edge (deploy/nginx)
+
+PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
+def template_placeholders() -> set[str]:
+    template = EDGE / "nginx.conf.template"
+    lines = [line for line in template.read_text().splitlines() if not line.lstrip().startswith("#")]
+    return set(PLACEHOLDER.findall("\n".join(lines)))
+
+
+def test_edge_entrypoint_renders_exactly_the_template_placeholders():
+    assert template_placeholders() == {"PUBLIC_PORT", "PROXY_UPSTREAM", "INTERNAL_PORT",
+                                       "API_UPSTREAM_SERVERS"}
+    entrypoint = (EDGE / "entrypoint.sh").read_text()
+    listed = re.search(r"envsubst '([^']*)'", entrypoint)[1]
+    assert set(PLACEHOLDER.findall(listed)) == template_placeholders()
+    edge = load_compose()["services"]["edge"]
+    assert set(edge["environment"]) == template_placeholders()
+
+
+def test_edge_image_runs_nginx_unprivileged_from_the_rendered_template():
+    path = EDGE / "Dockerfile"
+    steps = dockerfile(path)
+    assert dockerfile_args(path)["BASE_IMAGE"]
+    assert [args for instruction, args in steps if instruction == "FROM"] == ["${BASE_IMAGE}"]
+    runs = " ".join(args for instruction, args in steps if instruction == "RUN")
+    assert re.search(r"apt-get install .*\bnginx\b.*\bgettext-base\b", runs)
+    for instruction, args in steps:
+        if instruction == "COPY":
+            assert (EDGE / args.split()[0]).is_file(), args
+    users = [args for instruction, args in steps if instruction == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert ("STOPSIGNAL", "SIGQUIT") in steps
+    entrypoint = exec_form([a for i, a in steps if i == "ENTRYPOINT"][-1])
+    cmd = exec_form([a for i, a in steps if i == "CMD"][-1])
+    assert entrypoint == ["edge-entrypoint"] and cmd[0] == "nginx"
+    # The template says `daemon off;` itself: nginx refuses it twice, so no -g here.
+    assert "-g" not in cmd and re.search(r"^daemon off;", (EDGE / "nginx.conf.template").read_text(), re.M)
+    build = load_compose()["services"]["edge"]["build"]
+    assert (REPO / build["context"]) == EDGE and build["args"]["BASE_IMAGE"] == \
+        "${BASE_IMAGE:-python:3.11-slim}"
+
+
+@pytest.mark.skipif(not shutil.which("envsubst"), reason="envsubst (gettext-base) is not installed")
+def test_edge_entrypoint_renders_the_compose_values(tmp_path):
+    """entrypoint.sh with its paths pointed at a scratch folder, the compose environment given."""
+    script = (EDGE / "entrypoint.sh").read_text()
+    script = script.replace("/etc/edge/nginx.conf.template", str(EDGE / "nginx.conf.template"))
+    script = script.replace("/var/lib/edge", str(tmp_path))
+    (tmp_path / "entrypoint.sh").write_text(script)
+    env = {"PATH": "/usr/bin:/bin", **service_env(load_compose()["services"]["edge"], {})}
+    result = subprocess.run(["sh", str(tmp_path / "entrypoint.sh"), "true"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    rendered = (tmp_path / "nginx.conf").read_text()
+    body = "\n".join(l for l in rendered.splitlines() if not l.lstrip().startswith("#"))
+    assert not PLACEHOLDER.search(body)
+    assert "server inference-api:7000 max_fails=1 fail_timeout=3s;" in body
+    assert "listen 1223;" in body and "listen 7000;" in body and "server proxy:1223;" in body
+    assert "$host" in body  # nginx's own variables are left alone
+    # A missing value stops the container with a line naming it.
+    del env["PROXY_UPSTREAM"]
+    result = subprocess.run(["sh", str(tmp_path / "entrypoint.sh"), "true"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "PROXY_UPSTREAM" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
