@@ -76,12 +76,21 @@ class Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy log probabilities, one entry per token (echo: the prompt's first)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None] = Field(description="null for a prompt's first token")
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int] = Field(description="where each token starts in the choice's text")
+
+
 class CompletionChoice(BaseModel):
     """One choice of /v1/completions."""
 
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None = Field(description="null unless logprobs was asked")
     finish_reason: Literal["stop", "length"] | None
 
 
@@ -99,12 +108,49 @@ class Completion(BaseModel):
     usage: Usage
 
 
+class CalledFunction(BaseModel):
+    """The function a tool call names, and its arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    """One tool call of an answer."""
+
+    id: str
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class ChatMessageOut(BaseModel):
-    """The assistant's turn."""
+    """The assistant's turn: text, or tool calls (then content is null)."""
 
     role: Literal["assistant"]
-    content: str
+    content: str | None
     refusal: None = Field(description="always null: the server never refuses in words")
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class TopLogprob(BaseModel):
+    """One of the likeliest tokens at a position."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(TopLogprob):
+    """A generated token's log probability and the likeliest tokens at its position."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    """The chat shape of log probabilities."""
+
+    content: list[TokenLogprobOut]
+    refusal: None
 
 
 class ChatChoice(BaseModel):
@@ -112,8 +158,8 @@ class ChatChoice(BaseModel):
 
     index: int
     message: ChatMessageOut
-    logprobs: None
-    finish_reason: Literal["stop", "length"] | None
+    logprobs: ChatLogprobs | None = Field(description="null unless logprobs was asked")
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
 
 
 class ChatCompletion(BaseModel):
