@@ -35,6 +35,7 @@ class Config:
     itl_target_ms: float = 100.0  # step time prompt chunks may fill; 0: PREFILL_CHUNK a step
     prefill_chunk: int = 16  # prompt tokens every step takes at least, whatever its time
     prefix_caching: bool = True
+    cpu_threads: int = 0  # torch's CPU threads; 0: every core the process may run on
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
     mock_model: bool = False
@@ -55,6 +56,8 @@ class Config:
                self.decode_attention, "one of " + "|".join(DECODE_ATTENTIONS))
         _check(bool(self.model_id.strip()) and "/" not in self.model_id,
                "MODEL_ID", self.model_id, "a non-empty name without '/'")
+        _check(0 <= self.cpu_threads <= 4096, "CPU_THREADS", self.cpu_threads,
+               "0..4096 (0: every core the process may run on)")
         _check(1 <= self.max_users <= 1024, "MAX_USERS", self.max_users, "1..1024")
         _check(16 <= self.max_seq_len <= 1 << 20, "MAX_SEQ_LEN", self.max_seq_len, "16..1048576")
         _check(0 <= self.max_queue <= 100_000, "MAX_QUEUE", self.max_queue, "0..100000")

@@ -38,12 +38,22 @@ def retain_freed_memory() -> None:
         pass
 
 
+def cpu_threads() -> int:
+    """Threads for torch's CPU work unless CPU_THREADS says: every core this process may run
+    on (its affinity, which a cpuset or taskset narrows).
+
+    Replicas sharing a host's cores should split them (CPU_THREADS): torch's threads wait for
+    each other by spinning, so two processes with a thread per core each starve each other.
+    """
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 class ModelRunner:
     """Owns the model, its KV cache and the row sampler; the tokenizer is loaded for callers."""
 
     def __init__(self, config: Config):
         retain_freed_memory()
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(config.cpu_threads or cpu_threads())
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Aggregate throughput of one API replica against several behind the nginx edge.
 
-Starts --replicas API servers on the real model (gunicorn, free loopback ports) and one nginx
-edge per replica count k (deploy/nginx/nginx.conf.template, its internal server in front of
-the first k replicas), then runs scripts/benchmark_serving.py against the edges side by side:
-"1 replica", "2 replicas", ... with --concurrency requests in flight for every target. Needs
-nginx on the PATH.
+For each replica count k up to --replicas, starts k API servers on the real model (gunicorn,
+free loopback ports) that split the machine's cores between them: each pinned to its own share
+of the cores with as many torch threads (CPU_THREADS), since replicas whose threads compete
+for the same cores starve each other. One nginx edge per k (deploy/nginx/nginx.conf.template,
+its internal server in front of that group) is a target; scripts/benchmark_serving.py then
+runs the targets side by side: "1 replica", "2 replicas", ... with --concurrency requests in
+flight for each. Idle groups cost nothing while another is measured. Needs nginx on the PATH.
 
     .venv/bin/python scripts/benchmark_replicas.py --replicas 2 --workload mixed --rounds 2
 """
@@ -36,13 +38,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(port: int, max_users: int) -> subprocess.Popen:
-    """A real-model API server on the port, in a process group of its own."""
+def start_api(port: int, max_users: int, cores: list[int]) -> subprocess.Popen:
+    """A real-model API server on the port, on these cores only, in a process group of its own."""
     env = {**os.environ, "SERVICE_PORT": str(port), "MOCK_MODEL": "0",
-           "MAX_USERS": str(max_users)}
+           "MAX_USERS": str(max_users), "CPU_THREADS": str(len(cores))}
     return subprocess.Popen([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py"], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores))
+
+
+def core_shares(cores: list[int], k: int) -> list[list[int]]:
+    """The cores split into k shares as even as they go (a share of one core when too few)."""
+    if k >= len(cores):
+        return [[cores[i % len(cores)]] for i in range(k)]
+    size = len(cores) // k
+    return [cores[i * size:(i + 1) * size] for i in range(k)]
 
 
 def wait_healthy(url: str, timeout: float) -> None:
@@ -94,22 +105,24 @@ def main() -> int:
     # Stopped from outside too, the servers it started are stopped (the finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    ports = [free_port() for _ in range(args.replicas)]
+    cores = sorted(os.sched_getaffinity(0))
+    groups = {k: [free_port() for _ in range(k)] for k in range(1, args.replicas + 1)}
     procs, folder = [], Path(tempfile.mkdtemp(prefix="replicas-"))
     try:
-        for port in ports:
-            procs.append(start_api(port, args.max_users))
-        for port in ports:
+        for k, ports in groups.items():
+            for port, share in zip(ports, core_shares(cores, k)):
+                procs.append(start_api(port, args.max_users, share))
+        for port in (p for ports in groups.values() for p in ports):
             wait_healthy(f"http://127.0.0.1:{port}", 900)
         targets = []
-        for k in range(1, args.replicas + 1):
-            edge, internal = start_edge(ports[:k], folder / f"edge{k}")
+        for k, ports in groups.items():
+            edge, internal = start_edge(ports, folder / f"edge{k}")
             procs.append(edge)
             url = f"http://127.0.0.1:{internal}"
             wait_healthy(url, 30)
             targets += ["--target", f"{k} replica{'s' if k > 1 else ''}={url}"]
-        print(f"{args.replicas} replicas of {args.max_users} rows on {os.cpu_count()} cores",
-              flush=True)
+        print(f"up to {args.replicas} replicas of {args.max_users} rows sharing {len(cores)} "
+              f"cores", flush=True)
         return subprocess.call([sys.executable, str(REPO / "scripts" / "benchmark_serving.py"),
                                 *targets, "--workload", args.workload, "--rounds",
                                 str(args.rounds), "--concurrency", str(args.concurrency)])

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import api_server, health_response, wait_for
-from inference_api.config import Config
+from inference_api.config import Config, ConfigError
 from inference_api.model_store import (COMPLETE_MARKER, KEYS_FILE, bundled_gguf_path,
                                        cache_folder, is_complete, prepare_model_folder)
 from processes import REPO
@@ -107,3 +107,30 @@ def test_the_cache_is_keyed_by_content_not_by_path(tmp_path):
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: hashed anew
     assert cache_folder(str(cache), copy) == cache_folder(str(cache), gguf)
     assert len(json.loads((cache / KEYS_FILE).read_text())) == 4
+
+
+CPU_THREADS_PROBE = """
+import os, torch
+from inference_api.config import Config
+from inference_api.model_runner import ModelRunner, cpu_threads
+print(cpu_threads())
+ModelRunner(Config(cpu_threads=int(os.environ["WANTED"]), max_users=1, max_seq_len=64))
+print(torch.get_num_threads())
+"""
+
+
+@pytest.mark.slow
+def test_torch_threads_follow_cpu_threads_else_the_cores_the_process_may_use():
+    def probe(wanted: int, cores: set[int]) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", CPU_THREADS_PROBE], cwd=REPO, text=True,
+                              capture_output=True, timeout=300,
+                              env={**os.environ, "WANTED": str(wanted)},
+                              preexec_fn=lambda: os.sched_setaffinity(0, cores))
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    one_core = {min(os.sched_getaffinity(0))}
+    assert probe(0, one_core) == ["1", "1"]  # a process pinned to one core: one thread
+    assert probe(3, one_core) == ["1", "3"]  # CPU_THREADS wins
+    with pytest.raises(ConfigError):
+        Config(cpu_threads=-1)
