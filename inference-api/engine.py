@@ -95,9 +95,7 @@ class Engine:
                 self.runner.start(seq)
             except ValueError as exc:  # this request cannot run here; the others go on
                 self._finish(seq)
-                refusal = self._final(seq, "", FINISH_ERROR, error=str(exc))
-                refusal.refused = True
-                outputs.append(refusal)
+                outputs.append(self._final(seq, "", FINISH_ERROR, error=str(exc), refused=True))
         plan = self.scheduler.plan()
         if not plan:
             return outputs
@@ -168,5 +166,6 @@ class Engine:
             state.pending_tokens = 0
         return out
 
-    def _final(self, seq: Sequence, text: str, finish: str, error: str | None = None) -> Output:
-        return self._output(seq, text, finish_reason=finish, error=error)
+    def _final(self, seq: Sequence, text: str, finish: str, error: str | None = None,
+               refused: bool = False) -> Output:
+        return self._output(seq, text, finish_reason=finish, error=error, refused=refused)

@@ -112,7 +112,7 @@ def record_mock_prompt_logprobs(chunk: PromptChunk) -> None:
     if seq.prompt_logprobs is None:
         seq.prompt_logprobs = [None]
     end = min(chunk.start + chunk.length + 1, seq.num_prompt)
-    for position in range(max(chunk.start + 1, 1), end):
+    for position in range(chunk.start + 1, end):
         token = seq.prompt_ids[position]
         seq.prompt_logprobs.append(TokenLogprob(
             token, -1.0, tuple((token + j, -1.0 - j) for j in range(seq.params.prompt_logprobs))))
