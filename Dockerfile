@@ -119,7 +119,7 @@ USER app
 # Convert the default model once, with the server's own settings and code, so the first start
 # only loads it. A different MODEL_PATH at run time is converted on first start instead.
 RUN python -c "from inference_api.config import Config; \
-from inference_api.model_store import prepare_model_folder; \
+from inference_api.model.files import prepare_model_folder; \
 c = Config.from_env(); \
 print('model ready in', prepare_model_folder(c.model_path, c.model_cache_dir))"
 

@@ -9,12 +9,12 @@ except ConfigError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
 
-wsgi_app = "inference_api.server:create_server()"
+wsgi_app = "inference_api.http.app:create_server()"
 bind = f"{_config.service_host}:{_config.service_port}"
 # One worker: the worker process owns the decode backend, which owns the model and its rows.
 workers = 1
 # gthread that keeps answering (503) while it drains on SIGTERM, with JSON error pages.
-worker_class = "inference_api.gunicorn_worker.ApiWorker"
+worker_class = "inference_api.http.worker.ApiWorker"
 # A thread per running stream, per waiting prompt, and spare for health checks and refusals.
 threads = _config.max_users + _config.max_queue + 16
 # gthread's timeout watches the worker's own loop, not request length: long streams are safe.

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from inference_api.request_id import request_id_for
+from common.request_id import request_id_for
 
 from .auth import AuthError, token_from_header, verify_token
 from .body import read_body

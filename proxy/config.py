@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from inference_api.settings import ConfigError, from_env
-from inference_api.settings import check as _check
-from inference_api.settings import env_field as _env
+from common.settings import ConfigError, from_env
+from common.settings import check as _check
+from common.settings import env_field as _env
 
 # Below this many bytes an HS256 secret can be brute-forced offline from any token.
 MIN_SECRET_BYTES = 32

@@ -34,12 +34,12 @@ from prompt_set import benchmark_prompts  # noqa: E402
 from stats import percentile  # noqa: E402
 
 from inference_api.config import Config  # noqa: E402
-from inference_api.engine import Engine  # noqa: E402
-from inference_api.model_runner import ModelRunner  # noqa: E402
-from inference_api.params import SamplingParams  # noqa: E402
-from inference_api.protocol import Submit  # noqa: E402
-from inference_api.step_budget import step_budget  # noqa: E402
-from inference_api.text_state import TextMaker  # noqa: E402
+from inference_api.engine.core import Engine  # noqa: E402
+from inference_api.model.runner import ModelRunner  # noqa: E402
+from inference_api.sampling_params import SamplingParams  # noqa: E402
+from inference_api.process_messages import Submit  # noqa: E402
+from inference_api.engine.step_budget import step_budget  # noqa: E402
+from inference_api.engine.text_state import TextMaker  # noqa: E402
 
 
 def run_engine(runner, config, prompt_ids, new_tokens, stagger_s):
@@ -222,7 +222,7 @@ def main() -> int:
     if not args.skip_transformers:
         from transformers import AutoModelForCausalLM
 
-        from inference_api.model_store import prepare_model_folder, resolve_dtype
+        from inference_api.model.files import prepare_model_folder, resolve_dtype
 
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
         dtype = resolve_dtype(config.dtype, "cpu")

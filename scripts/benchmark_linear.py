@@ -17,9 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from inference_api.config import Config  # noqa: E402
-from inference_api.linear import can_pack  # noqa: E402
-from inference_api.model import DecoderModel  # noqa: E402
-from inference_api.model_store import load_model, prepare_model_folder  # noqa: E402
+from inference_api.model.linear import can_pack  # noqa: E402
+from inference_api.model.forward import DecoderModel  # noqa: E402
+from inference_api.model.files import load_model, prepare_model_folder  # noqa: E402
 
 
 def all_products(model: DecoderModel, x: torch.Tensor, h: torch.Tensor) -> list[torch.Tensor]:

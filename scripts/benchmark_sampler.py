@@ -13,9 +13,9 @@ import time
 
 import torch
 
-import inference_api.sampling as sampling
-from inference_api.params import SamplingParams
-from inference_api.sampling import RowSampler
+import inference_api.sampling.sampler as sampling
+from inference_api.sampling_params import SamplingParams
+from inference_api.sampling.sampler import RowSampler
 
 KINDS = {
     "greedy": SamplingParams(temperature=0),

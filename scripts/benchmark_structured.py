@@ -20,13 +20,13 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from inference_api.config import Config  # noqa: E402
-from inference_api.engine import Engine  # noqa: E402
-from inference_api.grammar import grammar_for_json_schema  # noqa: E402
-from inference_api.model_runner import ModelRunner  # noqa: E402
-from inference_api.params import SamplingParams  # noqa: E402
-from inference_api.protocol import Submit  # noqa: E402
-from inference_api.step_budget import FixedBudget  # noqa: E402
-from inference_api.text_state import TextMaker  # noqa: E402
+from inference_api.engine.core import Engine  # noqa: E402
+from inference_api.sampling.closing import grammar_for_json_schema  # noqa: E402
+from inference_api.model.runner import ModelRunner  # noqa: E402
+from inference_api.sampling_params import SamplingParams  # noqa: E402
+from inference_api.process_messages import Submit  # noqa: E402
+from inference_api.engine.step_budget import FixedBudget  # noqa: E402
+from inference_api.engine.text_state import TextMaker  # noqa: E402
 
 SCHEMA = {
     "type": "object",

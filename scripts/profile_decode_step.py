@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from inference_api.config import Config  # noqa: E402
-from inference_api.model_runner import ModelRunner  # noqa: E402
+from inference_api.model.runner import ModelRunner  # noqa: E402
 
 
 def median_ms(run, repeats: int, warmup: int = 3) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 
 from inference_api.config import Config, ConfigError
-from inference_api.model_store import ModelLoadError, model_source
+from inference_api.model.files import ModelLoadError, model_source
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

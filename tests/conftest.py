@@ -42,7 +42,7 @@ def real_server():
 def model_runner_fp32():
     """The default model's runner in this process, in float32 (for exact comparisons)."""
     from inference_api.config import Config
-    from inference_api.model_runner import ModelRunner
+    from inference_api.model.runner import ModelRunner
 
     return ModelRunner(Config(dtype="float32", device="cpu", max_users=32, max_seq_len=1024))
 

@@ -6,9 +6,9 @@ import json
 import jsonschema
 import pytest
 
-from inference_api.grammar import grammar_for_json_schema
-from inference_api.params import SamplingParams
-from inference_api.protocol import Submit
+from inference_api.sampling.closing import grammar_for_json_schema
+from inference_api.sampling_params import SamplingParams
+from inference_api.process_messages import Submit
 from test_engine_real import PROMPTS, greedy, make_engine, run, text_of
 from test_structured_outputs import PERSON
 

@@ -23,12 +23,13 @@ import yaml
 
 from helpers import GUNICORN, api_server
 from inference_api import config as api_config
-from inference_api.settings import parse
-from inference_api.mock import mock_answer
+from common.settings import parse
+from inference_api.mock.runner import mock_answer
 from processes import REPO, ServerProcess, free_port
 from proxy import config as proxy_config
 
-SOURCES = [*REPO.glob("inference-api/*.py"), *REPO.glob("proxy/*.py"), *REPO.glob("scripts/*.py"),
+SOURCES = [*REPO.glob("inference-api/**/*.py"), *REPO.glob("proxy/*.py"), *REPO.glob("common/*.py"),
+           *REPO.glob("scripts/*.py"),
            REPO / "gunicorn.conf.py"]
 # Set in the Dockerfiles for Python and pip themselves; not settings of this project.
 TOOL_ENV = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_NO_CACHE_DIR",
@@ -499,7 +500,7 @@ def test_production_image_conversion_step_runs(tmp_path):
     result = subprocess.run(["sh", "-c", command], env=env, cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    from inference_api.model_store import is_complete
+    from inference_api.model.files import is_complete
 
     folder = Path(result.stdout.split("model ready in", 1)[1].strip())
     assert folder.parent == tmp_path / "models" and is_complete(folder)

@@ -5,7 +5,7 @@ import json
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from inference_api.detokenize import IncrementalDetokenizer, StopMatcher
+from inference_api.engine.detokenize import IncrementalDetokenizer, StopMatcher
 
 TEXT = " world, 你好世界 🎉👍🏽 naïve café done"
 # The real tokenizer is read from the bundled GGUF file (seconds): the slow tier runs it.

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import AliasChoices
 
-from inference_api.api_generate import GenerateRequest
-from inference_api.schemas import InferenceRequest
-from inference_api.schemas_openai import ChatMessage, ChatRequest, CompletionRequest, StreamOptions
+from inference_api.http.native.generate import GenerateRequest
+from inference_api.http.fields import InferenceRequest
+from inference_api.http.openai.protocol import ChatMessage, ChatRequest, CompletionRequest, StreamOptions
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import queue
 import threading
 
-from inference_api.backend import serve
+from inference_api.backend.process import serve
 from inference_api.config import Config
-from inference_api.engine import Engine
-from inference_api.step_budget import FixedBudget
-from inference_api.mock import MockDetokenizer, MockRunner, mock_answer
-from inference_api.params import SamplingParams
-from inference_api.protocol import Output, Shutdown, Submit
-from inference_api.text_state import TextMaker
+from inference_api.engine.core import Engine
+from inference_api.engine.step_budget import FixedBudget
+from inference_api.mock.runner import MockDetokenizer, MockRunner, mock_answer
+from inference_api.sampling_params import SamplingParams
+from inference_api.process_messages import Output, Shutdown, Submit
+from inference_api.engine.text_state import TextMaker
 
 MAX_SEQ_LEN = 64
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from inference_api.engine import Engine
-from inference_api.step_budget import FixedBudget
-from inference_api.params import SamplingParams
-from inference_api.protocol import Submit
-from inference_api.text_state import TextMaker
+from inference_api.engine.core import Engine
+from inference_api.engine.step_budget import FixedBudget
+from inference_api.sampling_params import SamplingParams
+from inference_api.process_messages import Submit
+from inference_api.engine.text_state import TextMaker
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from inference_api.grammar import (closing, grammar_for_gbnf, grammar_for_json_schema,
+from inference_api.sampling.closing import (closing, grammar_for_gbnf, grammar_for_json_schema,
                                    grammar_for_response_format, start_matcher)
-from inference_api.mock import MockDetokenizer
-from inference_api.mock_grammar import (BYTE_TOKENS, MOCK_GRAMMAR_EOS, ByteDetokenizer,
+from inference_api.mock.runner import MockDetokenizer
+from inference_api.mock.grammar import (BYTE_TOKENS, MOCK_GRAMMAR_EOS, ByteDetokenizer,
                                         MockGrammarRows, MockTextMaker, byte_tokenizer)
-from inference_api.params import SamplingParams
+from inference_api.sampling_params import SamplingParams
 
 PERSON = {
     "type": "object",
@@ -179,7 +179,7 @@ def test_unsupported_keyword_is_named_not_ignored():
 
 
 def test_frontend_and_mock_modules_need_neither_torch_nor_numpy():
-    code = ("import sys, inference_api.grammar, inference_api.mock_grammar; "
+    code = ("import sys, inference_api.sampling.closing, inference_api.mock.grammar; "
             "print(sorted({'torch', 'numpy'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -267,7 +267,7 @@ def test_mock_text_maker_ends_constrained_rows_at_the_byte_eos():
 def served():
     """The served model's tokenizer, EOS ids and logits width, without loading its weights."""
     from inference_api.config import Config
-    from inference_api.model_store import (load_tokenizer, prepare_model_folder,
+    from inference_api.model.files import (load_tokenizer, prepare_model_folder,
                                            read_model_info)
 
     config = Config()
@@ -282,7 +282,7 @@ def sample_rows(served, grammar: str, budgets: list[int], plain_rows: int = 2, s
     "length", or "closed" when a closing replaced its last token)."""
     import torch
 
-    from inference_api.constrained import GrammarRows
+    from inference_api.sampling.grammar_rows import GrammarRows
 
     tokenizer, eos_ids, vocab_size = served
     rows = GrammarRows(tokenizer.to_str(), eos_ids, vocab_size, len(budgets) + plain_rows)
@@ -333,7 +333,7 @@ def test_masked_random_logits_give_valid_json(served):
 def test_outputs_cut_by_max_tokens_are_closed_valid(served):
     tokenizer, eos_ids, vocab_size = served
     grammar = grammar_for_json_schema(PERSON)
-    from inference_api.constrained import GrammarRows
+    from inference_api.sampling.grammar_rows import GrammarRows
 
     rows = GrammarRows(tokenizer.to_str(), eos_ids, vocab_size, 1)
     with pytest.raises(ValueError, match="max_tokens 12 is too small for this schema"):

@@ -319,7 +319,7 @@ def small_tokenizer():
 
 
 def test_character_bound_never_refuses_a_prompt_that_fits():
-    from inference_api.prompts import PromptEncoder, PromptTooLong
+    from inference_api.serving.prompts import PromptEncoder, PromptTooLong
 
     tokenizer = small_tokenizer()
     encoder = PromptEncoder({"max_seq_len": 64}, tokenizer=tokenizer)
@@ -340,7 +340,7 @@ def test_character_bound_never_refuses_a_prompt_that_fits():
 
 def test_prompt_tokenization_lets_other_threads_run():
     """The reader thread that feeds every stream keeps running while a long prompt is encoded."""
-    from inference_api.prompts import PromptEncoder
+    from inference_api.serving.prompts import PromptEncoder
 
     tokenizer = small_tokenizer()
     encoder = PromptEncoder({"max_seq_len": None}, tokenizer=tokenizer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference_api.protocol import Submit
+from inference_api.process_messages import Submit
 from test_engine_real import PROMPTS, greedy, make_engine, run
 
 pytestmark = pytest.mark.slow

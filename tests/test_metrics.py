@@ -115,7 +115,7 @@ def test_metrics_is_prometheus_text(api):
 
 def test_each_app_has_its_own_registry():
     from inference_api.config import Config
-    from inference_api.server import create_server
+    from inference_api.http.app import create_server
 
     apps = [create_server(Config(mock_model=True), start_backend=False) for _ in range(2)]
     clients = [app.test_client() for app in apps]

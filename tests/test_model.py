@@ -4,12 +4,12 @@ import torch
 from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-from inference_api.attention import DecodeAttention, length_groups
-from inference_api.linear import can_pack
-from inference_api.model import DecoderModel, PrefillInput
-from inference_api.model_store import (SUPPORTED_ARCHITECTURES, UnsupportedArchitecture,
+from inference_api.model.attention.torch_decode import DecodeAttention, length_groups
+from inference_api.model.linear import can_pack
+from inference_api.model.forward import DecoderModel, PrefillInput
+from inference_api.model.files import (SUPPORTED_ARCHITECTURES, UnsupportedArchitecture,
                                        check_architecture)
-from inference_api.native_attention import NativeDecodeAttention
+from inference_api.model.attention.native_decode import NativeDecodeAttention
 
 VOCAB = 128
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,

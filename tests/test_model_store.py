@@ -11,7 +11,7 @@ import pytest
 
 from helpers import api_server, health_response, wait_for
 from inference_api.config import Config, ConfigError
-from inference_api.model_store import (COMPLETE_MARKER, KEYS_FILE, bundled_gguf_path,
+from inference_api.model.files import (COMPLETE_MARKER, KEYS_FILE, bundled_gguf_path,
                                        cache_folder, is_complete, prepare_model_folder)
 from processes import REPO
 
@@ -53,8 +53,8 @@ def test_server_with_an_unreadable_model_says_why_on_health(tmp_path):
 def test_unsupported_architecture_is_refused_at_start(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from inference_api.model_store import UnsupportedArchitecture
-    from inference_api.model_runner import ModelRunner
+    from inference_api.model.files import UnsupportedArchitecture
+    from inference_api.model.runner import ModelRunner
 
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)).save_pretrained(
         tmp_path / "gpt2")
@@ -112,7 +112,7 @@ def test_the_cache_is_keyed_by_content_not_by_path(tmp_path):
 CPU_THREADS_PROBE = """
 import os, torch
 from inference_api.config import Config
-from inference_api.model_runner import ModelRunner, cpu_threads
+from inference_api.model.runner import ModelRunner, cpu_threads
 print(cpu_threads())
 ModelRunner(Config(cpu_threads=int(os.environ["WANTED"]), max_users=1, max_seq_len=64))
 print(torch.get_num_threads())

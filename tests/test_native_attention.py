@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from helpers import api_server, health_response, post, wait_for
-from inference_api import native_attention
-from inference_api.attention import DecodeAttention
+from inference_api.model.attention import native_decode as native_attention
+from inference_api.model.attention.torch_decode import DecodeAttention
 from inference_api.config import Config, ConfigError
-from inference_api.native_attention import (KernelUnavailable, NativeDecodeAttention,
+from inference_api.model.attention.native_decode import (KernelUnavailable, NativeDecodeAttention,
                                             choose_decode_attention)
 
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from helpers import MODEL, api_server, backend_process, health, post, wait_for
-from inference_api.mock import MOCK_CHAT_TEMPLATE, mock_answer
+from inference_api.mock.runner import MOCK_CHAT_TEMPLATE, mock_answer
 
 
 def client_for(server) -> openai.OpenAI:

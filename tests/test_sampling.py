@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-import inference_api.sampling as sampling
-from inference_api.sampling import RowSampler, SamplingParams
+import inference_api.sampling.sampler as sampling
+from inference_api.sampling.sampler import RowSampler, SamplingParams
 
 V = 64
 EOS = 1

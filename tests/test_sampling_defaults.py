@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from helpers import MODEL
-from inference_api.params import FALLBACK_DEFAULTS, sampling_defaults
+from inference_api.sampling_params import FALLBACK_DEFAULTS, sampling_defaults
 from test_openai import client_for
 
 

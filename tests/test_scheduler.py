@@ -1,9 +1,9 @@
 """The scheduler alone: admission order, row reuse, prefix reuse and the per-step prompt budget."""
-from inference_api.params import SamplingParams
-from inference_api.prefix_cache import MIN_COPY_TOKENS, shared_prefix
-from inference_api.scheduler import RowCopy, Scheduler, StepPlan
-from inference_api.sequence import NewToken, Sequence
-from inference_api.step_budget import FixedBudget
+from inference_api.sampling_params import SamplingParams
+from inference_api.engine.prefix_cache import MIN_COPY_TOKENS, shared_prefix
+from inference_api.engine.scheduler import RowCopy, Scheduler, StepPlan
+from inference_api.engine.sequence import NewToken, Sequence
+from inference_api.engine.step_budget import FixedBudget
 
 
 def run_step(scheduler: Scheduler) -> tuple[list[str], dict[str, int]]:

@@ -11,7 +11,7 @@ import requests
 
 from helpers import (BAD_REQUESTS, MODEL, api_server, backend_process, health, post, post_body,
                      wait_for)
-from inference_api.mock import mock_answer
+from inference_api.mock.runner import mock_answer
 
 
 def test_health_reports_ready_and_load(mock_server):
@@ -171,7 +171,7 @@ def test_backend_killed_mid_stream_ends_streams_then_recovers():
 
 def test_flask_test_client_validates_and_streams():
     from inference_api.config import Config
-    from inference_api.server import create_server, frontend_of
+    from inference_api.http.app import create_server, frontend_of
 
     app = create_server(Config(mock_model=True, mock_step_ms=1))
     frontend = frontend_of(app)

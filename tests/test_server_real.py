@@ -21,12 +21,12 @@ def greedy_text(server, prompt: str, n: int, route: str = "inference") -> str:
 
 def test_streamed_greedy_answer_equals_the_backend_answer(real_server):
     from inference_api.config import Config
-    from inference_api.engine import Engine
-    from inference_api.model_runner import ModelRunner
-    from inference_api.params import SamplingParams
-    from inference_api.protocol import Submit
-    from inference_api.step_budget import FixedBudget
-    from inference_api.text_state import TextMaker
+    from inference_api.engine.core import Engine
+    from inference_api.model.runner import ModelRunner
+    from inference_api.sampling_params import SamplingParams
+    from inference_api.process_messages import Submit
+    from inference_api.engine.step_budget import FixedBudget
+    from inference_api.engine.text_state import TextMaker
 
     prompts = ["The capital of France is", "Water is made of", "My favourite food is"]
     streamed = [greedy_text(real_server, p, 16) for p in prompts]

@@ -6,7 +6,7 @@ from processes import REPO
 sys.path.insert(0, str(REPO / "scripts"))
 from serving_prompts import SHARED_TOKENS, WORKLOADS, workload_prompts  # noqa: E402
 
-from inference_api.prefix_cache import shared_prefix  # noqa: E402
+from inference_api.engine.prefix_cache import shared_prefix  # noqa: E402
 
 
 def words(text: str) -> list[str]:

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from inference_api.config import Config, ConfigError
-from inference_api.step_budget import (MAX_STEP_PROMPT_TOKENS, WINDOW, FixedBudget, StepBudget,
+from inference_api.engine.step_budget import (MAX_STEP_PROMPT_TOKENS, WINDOW, FixedBudget, StepBudget,
                                        step_budget)
 
 

@@ -1,8 +1,8 @@
 """A sequence's text state: EOS ids, stop strings and the detokenizer, token by token."""
-from inference_api.params import SamplingParams
-from inference_api.protocol import FINISH_EOS, FINISH_STOP
-from inference_api.sequence import Sequence
-from inference_api.text_state import TextMaker
+from inference_api.sampling_params import SamplingParams
+from inference_api.process_messages import FINISH_EOS, FINISH_STOP
+from inference_api.engine.sequence import Sequence
+from inference_api.engine.text_state import TextMaker
 
 EOS = 2
 WORDS = {5: "Hel", 6: "lo", 7: " wor", 8: "ld", 9: "!"}

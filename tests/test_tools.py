@@ -8,11 +8,11 @@ import llguidance
 import pytest
 from pydantic import ValidationError
 
-from inference_api.grammar import grammar_for_json_schema
-from inference_api.prompts import render_chat
-from inference_api.schemas_openai import describe_openai_error
-from inference_api.tool_stream import ToolStream, parse_answer
-from inference_api.tools import (ToolCall, ToolFields, answer_schema, history_turns,
+from inference_api.sampling.closing import grammar_for_json_schema
+from inference_api.serving.prompts import render_chat
+from inference_api.http.openai.protocol import describe_openai_error
+from inference_api.serving.tool_stream import ToolStream, parse_answer
+from inference_api.serving.tool_format import (ToolCall, ToolFields, answer_schema, history_turns,
                                  prepare_turns, renders_tool_role, template_supports_tools,
                                  template_turns, tool_prompt)
 

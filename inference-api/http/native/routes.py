@@ -1,0 +1,71 @@
+"""POST /inference/<model> (prompt as given) and /predictions/<model> (as one chat turn)."""
+from __future__ import annotations
+
+import errno
+import logging
+from contextlib import closing
+
+from flask import Blueprint, Response, g, request, stream_with_context
+
+from inference_api.serving.engine_client import StreamCut
+from inference_api.serving.backend_link import Job
+from inference_api.serving.prompts import ChatTemplateError, PromptTooLong
+from inference_api.process_messages import FINISH_ERROR
+from inference_api.quote import quote
+from inference_api.http.fields import InferenceRequest, describe_validation_error
+from inference_api.http.plumbing import ApiError, current_frontend, validated
+
+native = Blueprint("native", __name__)
+log = logging.getLogger("inference_api.requests")
+
+
+@native.post("/inference/<model_id>")
+def inference(model_id: str):
+    """Stream the continuation of the prompt as given."""
+    return _generate(model_id, chat=False)
+
+
+@native.post("/predictions/<model_id>")
+def predictions(model_id: str):
+    """Stream the model's answer to the prompt as a single user turn."""
+    return _generate(model_id, chat=True)
+
+
+def _generate(model_id: str, chat: bool):
+    frontend = current_frontend()
+    served = frontend.config.model_id
+    if model_id != served:
+        raise ApiError(404, f"model {quote(model_id)} is not served here; the served model is "
+                            f"{served!r}")
+    body = validated(InferenceRequest, describe_validation_error)
+    encoder = frontend.require_ready()
+    try:
+        if chat:
+            prompt_text = encoder.chat_text([{"role": "user", "content": body.text}])
+            prompt_ids = encoder.encode_chat_text(prompt_text)
+        else:
+            prompt_text, prompt_ids = body.text, encoder.encode(body.text)
+    except (ChatTemplateError, PromptTooLong) as exc:
+        raise ApiError(400, str(exc), code="context_length_exceeded"
+                       if isinstance(exc, PromptTooLong) else None) from None
+    max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
+    try:
+        params = body.sampling(max_tokens, frontend.defaults_for(body))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    generations = frontend.open([Job(prompt_ids, params, body.text)], g.request_id, request.path)
+    if body.session_id is not None:
+        log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
+
+    def chunks():
+        yield b""  # sends the headers now, even while the prompt waits for a row
+        with closing(frontend.batches(generations, request.environ)) as batches:
+            for _, batch in batches:
+                text = "".join(o.text for o in batch)
+                if text:
+                    yield text.encode()
+                if batch[-1].finish_reason == FINISH_ERROR:
+                    raise StreamCut(errno.ECONNRESET, f"generation failed: {batch[-1].error}")
+
+    return Response(stream_with_context(chunks()), status=200,
+                    content_type="text/plain; charset=utf-8")

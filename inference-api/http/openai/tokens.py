@@ -1,0 +1,51 @@
+"""POST /tokenize and /detokenize: the served model's tokenizer, for clients that count tokens."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from inference_api.serving.prompts import ChatTemplateError, PromptTooLong
+from inference_api.quote import quote
+from .tokens_protocol_TMP import DetokenizeRequest, TokenizeRequest
+from inference_api.http.fields import describe_validation_error
+from inference_api.http.plumbing import ApiError, current_frontend, validated
+
+tokens = Blueprint("tokens", __name__)
+
+
+def _ready_encoder(body):
+    """The prompt encoder, once the body names the served model (or none)."""
+    frontend = current_frontend()
+    served = frontend.config.model_id
+    if body.model is not None and body.model != served:
+        raise ApiError(404, f"The model {quote(body.model)} does not exist; this server serves "
+                            f"{served!r}")
+    return frontend, frontend.require_ready()
+
+
+@tokens.post("/tokenize")
+def tokenize():
+    """A prompt's or a conversation's token ids, as the generation routes would make them."""
+    body = validated(TokenizeRequest, describe_validation_error)
+    frontend, encoder = _ready_encoder(body)
+    try:
+        if body.messages is not None:
+            text = encoder.chat_text([m.turn() for m in body.messages],
+                                     body.add_generation_prompt)
+            ids = encoder.encode_chat_text(text)
+        else:
+            ids = encoder.encode(body.prompt, special=body.add_special_tokens)
+    except (ChatTemplateError, PromptTooLong) as exc:
+        raise ApiError(400, str(exc)) from None
+    return jsonify(count=len(ids), max_model_len=frontend.context_len, tokens=ids)
+
+
+@tokens.post("/detokenize")
+def detokenize():
+    """The text of token ids; an id outside the vocabulary is a 400 that names it."""
+    body = validated(DetokenizeRequest, describe_validation_error)
+    _, encoder = _ready_encoder(body)
+    try:
+        text = encoder.decode(body.tokens)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return jsonify(prompt=text)

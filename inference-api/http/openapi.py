@@ -1,0 +1,139 @@
+"""GET /openapi.json: the OpenAPI 3.1 document of every route, built from the pydantic models.
+
+The request bodies are the models the routes validate with, so the document cannot drift from
+what the server accepts; the answers are described by the models below, which only document.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from pydantic.json_schema import models_json_schema
+
+from inference_api.http.openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnswer, GenerateAnswer, Health,
+                            ModelCard, ModelList, NativeError, OpenAIError, TokenizeAnswer)
+from .fields import GenerateRequest, InferenceRequest
+from inference_api.http.openai.protocol import ChatRequest, CompletionRequest
+from inference_api.http.openai.tokens_protocol_TMP import DetokenizeRequest, TokenizeRequest
+from .plumbing import current_frontend
+
+openapi = Blueprint("openapi", __name__)
+JSON, TEXT, SSE = "application/json", "text/plain", "text/event-stream"
+
+
+_KEYWORDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _standard_keywords(node):
+    """The schema with pydantic's ge/le/gt/lt renamed to JSON Schema's keywords."""
+    if isinstance(node, list):
+        return [_standard_keywords(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    is_number = node.get("type") in ("integer", "number")
+    return {(_KEYWORDS[key] if is_number and key in _KEYWORDS else key): _standard_keywords(value)
+            for key, value in node.items()}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# One server-sent event as a reader of the stream sees it: a data line (JSON, or [DONE] on /v1).
+SSE_EVENT = {"type": "object", "required": ["data"],
+             "properties": {"data": {"type": "string"}, "event": {"const": "message"}}}
+
+
+def _content(schema: dict | None = None, media: str = JSON) -> dict:
+    default = SSE_EVENT if media == SSE else {"type": "string"}
+    return {media: {"schema": schema if schema is not None else default}}
+
+
+def _errors(statuses: tuple[int, ...], shape: str) -> dict:
+    reasons = {400: "a bad body or field (the message says which)", 404: "unknown model",
+               413: "the body is over MAX_BODY_BYTES", 415: "a compressed body",
+               500: "the generation failed", 503: "loading, restarting, shutting down or "
+               "too many prompts waiting (Retry-After)"}
+    return {str(s): {"description": reasons[s], "content": _content(_ref(shape))}
+            for s in statuses}
+
+
+def _generation(summary: str, request: str, ok: dict, shape: str) -> dict:
+    return {"summary": summary,
+            "requestBody": {"required": True, "content": _content(_ref(request))},
+            "responses": {"200": ok, **_errors((400, 404, 413, 415, 500, 503), shape)}}
+
+
+def _tokens(summary: str, request: str, answer: str) -> dict:
+    return {"summary": summary,
+            "requestBody": {"required": True, "content": _content(_ref(request))},
+            "responses": {"200": {"description": "done", "content": _content(_ref(answer))},
+                          **_errors((400, 404, 413, 415, 503), "NativeError")}}
+
+
+def build_document(model_id: str) -> dict:
+    """The OpenAPI 3.1 document of this server, for the served model's name."""
+    requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest,
+                TokenizeRequest, DetokenizeRequest]
+    answers = [NativeError, OpenAIError, Health, ModelList, ModelCard, Completion,
+               ChatCompletion, GenerateAnswer, TokenizeAnswer, DetokenizeAnswer]
+    _, schemas = models_json_schema([(m, "validation") for m in requests]
+                                    + [(m, "serialization") for m in answers],
+                                    ref_template="#/components/schemas/{model}")
+    components = _standard_keywords(schemas["$defs"])
+    for name in ("CompletionRequest", "ChatRequest"):  # any other model is a 404
+        components[name]["properties"]["model"]["enum"] = [model_id]
+    model_param = {"name": "model_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "enum": [model_id]}}
+    stream = {"description": "the text as it is generated", "content": _content(media=TEXT)}
+
+    def sse_or(name: str) -> dict:
+        return {"description": "the answer; with \"stream\": true, server-sent events",
+                "content": {**_content(_ref(name)), **_content(media=SSE)}}
+
+    def native_doc(summary: str) -> dict:
+        return {"parameters": [model_param],
+                **_generation(summary, "InferenceRequest", stream, "NativeError")}
+    paths = {
+        "/inference/{model_id}": {"post": native_doc("stream the continuation of text")},
+        "/predictions/{model_id}": {"post": native_doc("stream the answer to text as a user turn")},
+        "/v1/completions": {"post": _generation("continue each prompt", "CompletionRequest",
+                                                sse_or("Completion"), "OpenAIError")},
+        "/v1/chat/completions": {"post": _generation("the assistant's next turn", "ChatRequest",
+                                                     sse_or("ChatCompletion"), "OpenAIError")},
+        "/generate": {"post": _generation("num_samples continuations of text", "GenerateRequest",
+                                          sse_or("GenerateAnswer"), "NativeError")},
+        "/tokenize": {"post": _tokens("the token ids of a prompt or of chat messages",
+                                      "TokenizeRequest", "TokenizeAnswer")},
+        "/detokenize": {"post": _tokens("the text of token ids", "DetokenizeRequest",
+                                        "DetokenizeAnswer")},
+        "/v1/models": {"get": {"summary": "the served model", "responses": {
+            "200": {"description": "one model", "content": _content(_ref("ModelList"))}}}},
+        "/v1/models/{model_id}": {"get": {
+            "summary": "the served model by its id",
+            "parameters": [{**model_param, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the model",
+                                  "content": _content(_ref("ModelCard"))},
+                          **_errors((404,), "OpenAIError")}}},
+        "/health": {"get": {"summary": "ready or not, and how busy", "responses": {
+            "200": {"description": "ready", "content": _content(_ref("Health"))},
+            **_errors((503,), "NativeError")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "Prometheus text format", "content": _content(media=TEXT)}}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {
+            "200": {"description": "OpenAPI 3.1", "content": _content({"type": "object"})}}}},
+    }
+    return {"openapi": "3.1.0",
+            "info": {"title": "Inference API", "version": "1",
+                     "description": f"Serves {model_id}. Errors are JSON: "
+                                    "{status_code, message} on the native routes and /generate, "
+                                    "{error: {message, type, param, code}} on /v1."},
+            "paths": paths, "components": {"schemas": components}}
+
+
+@openapi.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 document of every route."""
+    document = current_app.extensions.get("openapi_document")
+    if document is None:  # built once: the models do not change while the server runs
+        document = build_document(current_frontend().config.model_id)
+        current_app.extensions["openapi_document"] = document
+    return jsonify(document)

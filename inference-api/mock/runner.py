@@ -1,0 +1,118 @@
+"""The mock runner and tokenizer: same engine, queues and protocol, no model and no torch."""
+from __future__ import annotations
+
+import secrets
+import time
+import zlib
+
+from inference_api.config import Config
+from .grammar import MOCK_GRAMMAR_EOS, MockGrammarRows
+from inference_api.process_messages import TokenLogprob
+from inference_api.engine.scheduler import PromptChunk, StepPlan
+from inference_api.engine.sequence import NewToken, Sequence
+
+MOCK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+MOCK_VOCAB_SIZE = 50_000
+
+
+class MockTokenizer:
+    """One token per whitespace-separated word: enough for lengths and limits."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a text."""
+        return [zlib.crc32(word.encode()) % MOCK_VOCAB_SIZE for word in text.split()]
+
+
+def mock_word(prompt_text: str, index: int) -> str:
+    """The mock's token number `index` for a prompt: a word of the prompt and the index."""
+    words = prompt_text.split() or ["empty"]
+    return f"{words[index % len(words)]}{index} "
+
+
+class MockDetokenizer:
+    """The mock's text: token number i of a prompt is mock_word(prompt, i)."""
+
+    def __init__(self, seq: Sequence):
+        self.prompt_text = seq.prompt_text
+
+    def push(self, token_id: int) -> str:
+        """The word of this token."""
+        return mock_word(self.prompt_text, token_id)
+
+
+def mock_answer(prompt_text: str, num_tokens: int) -> str:
+    """The whole text the mock generates for a prompt in num_tokens tokens."""
+    return "".join(mock_word(prompt_text, i) for i in range(num_tokens))
+
+
+class MockRunner:
+    """A model that takes MOCK_STEP_MS a step and whose token is its position in the answer."""
+
+    def __init__(self, config: Config):
+        self.step_seconds = config.mock_step_ms / 1000.0
+        self.max_seq_len = config.max_seq_len
+        self.info = {"mock": True, "max_seq_len": config.max_seq_len, "eos_token_ids": [],
+                     "chat_template": MOCK_CHAT_TEMPLATE, "architecture": "mock",
+                     "device": "none", "dtype": "none"}
+
+        self.grammars = MockGrammarRows()
+
+    def start(self, seq: Sequence) -> None:
+        """A grammar's matcher for a row that asks for a structured output."""
+        if seq.params.grammar is not None:
+            seed = secrets.randbits(32) if seq.params.seed is None else seq.params.seed
+            self.grammars.add(seq.row, seq.params.grammar, seq.params.max_tokens, seed)
+
+    def finish(self, seq: Sequence) -> None:
+        """Forget a row's grammar."""
+        self.grammars.remove(seq.row)
+
+    def run(self, plan: StepPlan) -> list[NewToken]:
+        """Pause like a model step, then give each ready row its next token (its index)."""
+        if self.step_seconds:
+            time.sleep(self.step_seconds)
+        for chunk in plan.prefill:
+            if chunk.seq.wants_prompt_logprobs:
+                record_mock_prompt_logprobs(chunk)
+        seqs = list(plan.decode) + [c.seq for c in plan.prefill if c.completes_prompt]
+        return [self._new_token(seq) for seq in seqs]
+
+    def _new_token(self, seq: Sequence) -> NewToken:
+        """Token number len(generated): its index, or a byte its grammar allows."""
+        step = len(seq.generated)
+        if not self.grammars.constrained(seq.row):
+            return NewToken(seq, step, mock_logprob(seq, step, seq.params.logprobs))
+        token = self.grammars.choose(seq.row, step)
+        accepted = self.grammars.accept(seq.row, token, seq.params.max_tokens - step - 1)
+        logprob = None if seq.params.logprobs is None else TokenLogprob(
+            token, 0.0, ((token, 0.0),)[:seq.params.logprobs],
+            texts={token: "" if token == MOCK_GRAMMAR_EOS else chr(token)})
+        return NewToken(seq, token, logprob, accepted.closing, accepted.error)
+
+
+def mock_logprob(seq: Sequence, index: int, top: int | None) -> TokenLogprob | None:
+    """The mock's made-up log probabilities for its token `index`: it is always the likeliest,
+    followed by the next indices, each less likely by one."""
+    if top is None:
+        return None
+    alternatives = tuple((index + j, -0.25 * (1 + index % 3) - j) for j in range(top))
+    ids = [index + j for j in range(max(top, 1))]
+    return TokenLogprob(index, -0.25 * (1 + index % 3), alternatives,
+                        texts={i: mock_word(seq.prompt_text, i) for i in ids})
+
+
+def record_mock_prompt_logprobs(chunk: PromptChunk) -> None:
+    """Made-up log probabilities for the prompt tokens of a chunk (the first has none)."""
+    seq = chunk.seq
+    if seq.prompt_logprobs is None:
+        seq.prompt_logprobs = [None]
+    end = min(chunk.start + chunk.length + 1, seq.num_prompt)
+    for position in range(chunk.start + 1, end):
+        token = seq.prompt_ids[position]
+        seq.prompt_logprobs.append(TokenLogprob(
+            token, -1.0, tuple((token + j, -1.0 - j) for j in range(seq.params.prompt_logprobs))))

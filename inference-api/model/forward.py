@@ -1,0 +1,261 @@
+"""Batched forward pass for Llama-family models over a KV cache preallocated for fixed rows.
+
+One `step` runs a single new token for every decoding row plus prompt chunks of newly admitted
+rows (chunked prefill) through the model together, so the weights are read once per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from inference_api.model.attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
+from inference_api.model.attention.ops import attend_row, position_mask
+from .linear import Linear, can_pack, linear_of, stacked
+from .files import check_architecture
+from inference_api.model.attention.native_decode import choose_decode_attention
+
+@dataclass
+class PrefillInput:
+    """A slice of one row's prompt; earlier chunks of the prompt are already in the cache."""
+
+    row: int  # cache row of this prompt
+    tokens: torch.Tensor  # [c] int64 prompt tokens of this chunk
+    start: int  # position of tokens[0] in the sequence
+    all_logits: bool = False  # logits at every position (prompt logprobs), not just the last
+
+
+@dataclass
+class _Layer:
+    """One decoder layer's weights (biases may be None)."""
+
+    attn_norm: torch.Tensor
+    qkv: Linear  # q, k and v projections stacked: one matrix product instead of three
+    o: Linear
+    mlp_norm: torch.Tensor
+    gate_up: Linear  # gate and up projections stacked
+    down: Linear
+    act: object
+    window: int | None  # sliding-window size, None for full attention
+
+
+@dataclass
+class _DecodeLayout:
+    """The decoding rows of a step, split into groups of similar length once per step."""
+
+    rows: torch.Tensor  # [D], in group order
+    positions: torch.Tensor  # [D], in group order
+    groups: list = field(default_factory=list)  # of attention.DecodeGroup
+
+
+@dataclass
+class _PrefillLayout:
+    """One prefill chunk of a step: its row, sequence start and offset among the step's tokens."""
+
+    row: int
+    start: int
+    offset: int
+    n: int
+    kv_len: int = 0  # cache positions read: start + n rounded up to KV_BUCKET
+    masks: dict | None = None  # sliding window -> additive mask [groups * n, kv_len]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm in float32, cast back before the weight multiply, exactly as transformers does."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding (rotate-half convention) of x [T, heads, dim]; cos/sin [T, 1, dim]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def rope_tables(inv_freq: torch.Tensor, scaling: float, max_seq_len: int, dtype) -> tuple:
+    """cos/sin [max_seq_len, head_dim] for every position, computed in float32 like transformers."""
+    positions = torch.arange(max_seq_len, device=inv_freq.device, dtype=torch.float32)
+    freqs = positions[:, None] * inv_freq.float()[None, :]  # [seq, dim/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [seq, dim]
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+class DecoderModel:
+    """Our own forward pass over the weights of a loaded transformers Llama/Mistral/Qwen2 model."""
+
+    def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
+                 pack_weights: bool | None = None, attention: str = "auto"):
+        config = hf_model.config
+        check_architecture(config)
+        inner = hf_model.model
+        self.embed = inner.embed_tokens.weight  # [vocab, hidden]
+        self.device, self.dtype = self.embed.device, self.embed.dtype
+        pack = can_pack(self.device, self.dtype) if pack_weights is None else pack_weights
+        self.lm_head = linear_of(hf_model.lm_head, pack)  # embed's tensor when tied and unpacked
+        self.final_norm = inner.norm.weight
+        self.eps = config.rms_norm_eps
+        self.vocab_size = self.lm_head.out_features
+        self.max_rows, self.max_seq_len = max_rows, max_seq_len
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.groups = self.heads // self.kv_heads
+        self.scale = inner.layers[0].self_attn.scaling
+        layer_types = getattr(config, "layer_types", None) or []
+        self.layers = []
+        for i, layer in enumerate(inner.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            sliding = (layer_types[i] == "sliding_attention") if layer_types else True
+            window = getattr(config, "sliding_window", None) if sliding else None
+            self.layers.append(_Layer(
+                layer.input_layernorm.weight,
+                stacked(attn.q_proj, attn.k_proj, attn.v_proj, pack=pack),
+                linear_of(attn.o_proj, pack), layer.post_attention_layernorm.weight,
+                stacked(mlp.gate_proj, mlp.up_proj, pack=pack),
+                linear_of(mlp.down_proj, pack), mlp.act_fn,
+                window if window is not None and window < max_seq_len else None))
+        self.q_size = self.heads * self.head_dim
+        self.kv_size = self.kv_heads * self.head_dim
+        self.ffn_size = inner.layers[0].mlp.gate_proj.weight.shape[0]
+        rotary = inner.rotary_emb
+        self.cos, self.sin = rope_tables(rotary.inv_freq, rotary.attention_scaling, max_seq_len,
+                                         self.dtype)
+        self.kv_bucket = kv_bucket
+        self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
+        self.use_decode_attention(attention)
+
+    def use_decode_attention(self, choice: str) -> None:
+        """Decode attention by DECODE_ATTENTION: our CPU kernel ("native"), torch ops, or "auto";
+        (re)allocates the KV cache in the layout that attention reads, so every row is empty."""
+        self.attention = self.k_cache = self.v_cache = None  # the old cache goes first
+        self.attention = choose_decode_attention(
+            choice, self.device, self.dtype, self.heads, self.kv_heads, self.head_dim,
+            lambda: DecodeAttention(len(self.layers), self.max_seq_len, self.kv_heads,
+                                    self.head_dim, self.dtype, self.kv_bucket,
+                                    keep_buffers=self.device.type == "cpu"))
+        self.k_cache, self.v_cache = self.attention.allocate_cache(
+            len(self.layers), self.max_rows, self.max_seq_len, self.device)
+
+    @torch.inference_mode()
+    def copy_prefix(self, source: int, target: int, length: int) -> None:
+        """Copy positions [0, length) of one row's keys and values to another row, all layers."""
+        if not (0 <= source < self.max_rows and 0 <= target < self.max_rows
+                and 0 <= length <= self.max_seq_len):
+            raise IndexError(f"copy of {length} positions from row {source} to row {target} "
+                             "outside the cache")
+        self.attention.copy_positions(self.k_cache, self.v_cache, source, target, length)
+
+    @torch.inference_mode()
+    def step(self, decode_rows: torch.Tensor, decode_tokens: torch.Tensor,
+             decode_positions: torch.Tensor, prefills: list[PrefillInput]) -> torch.Tensor:
+        """Run one step; float32 logits [D + P, vocab]: decode rows, then each chunk's last
+        position (every position of a chunk with all_logits).
+
+        A row appears at most once per step, either decoding or in one prefill chunk.
+        """
+        self._check_bounds(decode_rows, decode_positions, prefills)
+        try:
+            return self._forward(decode_rows, decode_tokens, decode_positions, prefills)
+        except BaseException:
+            self.attention.reset()  # some layers' buffers may hold this step's token, some not
+            raise
+
+    def _forward(self, decode_rows, decode_tokens, decode_positions, prefills) -> torch.Tensor:
+        """The step itself, once its rows and positions are known to fit the cache."""
+        dev = self.device
+        decode, restore = None, []
+        if decode_rows.numel():  # decode tokens in group order: each group is one slice
+            rows, decode_positions = decode_rows.to(dev), decode_positions.to(dev)
+            groups = self.attention.group_rows(rows, decode_positions, self.windows)
+            decode_tokens = decode_tokens.to(dev)
+            restore = list(range(rows.numel()))
+            if groups:  # grouped attention: rows in group order, logits back in the caller's
+                order = torch.cat([g.index for g in groups])
+                decode_tokens, decode_positions = decode_tokens[order], decode_positions[order]
+                rows, restore = rows[order], order.argsort().tolist()
+            decode = _DecodeLayout(rows, decode_positions, groups)
+        chunks, offset = [], decode_rows.numel()
+        for c in prefills:
+            chunks.append(_PrefillLayout(c.row, c.start, offset, c.tokens.numel()))
+            offset += c.tokens.numel()
+        tokens = torch.cat([decode_tokens.to(dev)] + [c.tokens.to(dev) for c in prefills])  # [T]
+        positions = torch.cat([decode_positions.to(dev)] + [
+            torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [T, 1, dim]
+        self._chunk_masks(chunks)
+        x = self.embed[tokens]  # [T, hidden]
+        for index, layer in enumerate(self.layers):
+            x = self._layer(index, layer, x, cos, sin, decode, chunks)
+        last = restore
+        for c, p in zip(chunks, prefills):
+            last = last + (list(range(c.offset, c.offset + c.n)) if p.all_logits
+                           else [c.offset + c.n - 1])
+        h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
+        return self.lm_head(h).float()  # lm_head only where logits are returned
+
+    def _check_bounds(self, decode_rows, decode_positions, prefills) -> None:
+        """Reject rows/positions outside the cache instead of writing out of bounds."""
+        if decode_rows.numel():
+            if int(decode_rows.min()) < 0 or int(decode_rows.max()) >= self.max_rows:
+                raise IndexError("decode row outside the cache")
+            if int(decode_positions.min()) < 0 or int(decode_positions.max()) >= self.max_seq_len:
+                raise IndexError("decode position outside the cache")
+        for c in prefills:
+            if not 0 <= c.row < self.max_rows or c.start < 0 or c.tokens.numel() == 0 \
+                    or c.start + c.tokens.numel() > self.max_seq_len:
+                raise IndexError(f"prefill chunk (row {c.row}, start {c.start}) outside the cache")
+
+    def _chunk_masks(self, chunks) -> None:
+        """Prompt chunks' masks, one per distinct sliding window, shared by all layers."""
+        for c in chunks:
+            q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
+            c.kv_len = kv_extent(c.start + c.n, self.max_seq_len, self.kv_bucket)
+            c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype).repeat(self.groups, 1)
+                       for w in self.windows}  # [groups * c, L], queries ordered as in _prefill
+
+    def _layer(self, index, layer, x, cos, sin, decode, chunks) -> torch.Tensor:
+        """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
+        t = x.shape[0]
+        h = rms_norm(x, layer.attn_norm, self.eps)
+        qkv = layer.qkv(h)  # [T, q_size + 2 * kv_size]
+        qk = qkv[:, :self.q_size + self.kv_size].view(t, self.heads + self.kv_heads, self.head_dim)
+        qk = rotate(qk, cos, sin)  # queries and keys rotated together: fewer small kernels
+        q = qk[:, :self.heads] * self.scale  # scaling q is cheaper than scaling the scores
+        k = qk[:, self.heads:]  # [T, kv, dim]
+        v = qkv[:, self.q_size + self.kv_size:].view(t, self.kv_heads, self.head_dim)
+        k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # one layer's, [rows, ...]
+        out = torch.empty_like(q)  # [T, heads, dim]
+        if decode is not None:
+            d = decode.rows.numel()
+            self._decode(index, q[:d], k[:d], v[:d], k_cache, v_cache, decode, layer.window,
+                         out[:d])
+        for c in chunks:
+            span = slice(c.offset, c.offset + c.n)
+            out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
+                                      c.masks[layer.window])
+        x = x + layer.o(out.view(t, -1))
+        h = rms_norm(x, layer.mlp_norm, self.eps)
+        gate, up = layer.gate_up(h).split(self.ffn_size, -1)
+        return x + layer.down(layer.act(gate) * up)
+
+    def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
+        """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out
+        [D, heads, dim]."""
+        shape = (q.shape[0], self.kv_heads, self.groups, self.head_dim)
+        self.attention.run(index, q.view(shape), k, v, k_cache, v_cache, plan.rows,
+                           plan.positions, plan.groups, window, out.view(shape))
+
+    def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
+        """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""
+        n, end = c.n, c.start + c.n
+        self.attention.write_prompt_keys(k_cache, c.row, c.start, k)
+        v_cache[c.row, :, c.start:end] = v.transpose(0, 1)  # [kv, c, dim]
+        # [c, heads, dim] -> [kv, groups * c, dim]: a group's queries share their kv head
+        qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
+        qc = qc.reshape(self.kv_heads, self.groups * n, self.head_dim)
+        keys = self.attention.prompt_keys(k_cache, c.row, c.kv_len)  # [kv, dim, kv_len]
+        o = attend_row(qc, keys, v_cache[c.row, :, :c.kv_len], mask)
+        o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
+        return o.reshape(n, self.heads, self.head_dim)

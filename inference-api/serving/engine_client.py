@@ -1,0 +1,204 @@
+"""What every route shares: the backend link, prompt encoding, admission and streaming."""
+from __future__ import annotations
+
+import logging
+import queue
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from inference_api.config import Config
+from .backend_link import BackendLink, Job, LinkState, NotReady, Overloaded, RequestOutputs
+from inference_api.sampling_params import check_context, sampling_defaults
+from .prompts import PromptEncoder
+from inference_api.process_messages import FINISH_CANCELLED, FINISH_ERROR, Output
+from inference_api.http.plumbing import ApiError
+
+log = logging.getLogger("inference_api.requests")
+CLIENT_CHECK_SECONDS = 0.5
+
+
+class StreamCut(ConnectionResetError):
+    """Raised mid-stream to drop the connection without the final chunk: the client sees a cut.
+
+    A plain-text stream has no way to say "error" once its headers are sent; ending it with the
+    zero-length chunk would make a truncated answer look complete.
+    """
+
+
+@dataclass
+class Record:
+    """What the request log line says about one generation."""
+
+    request_id: str
+    route: str
+    started: float = field(default_factory=time.monotonic)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt's tokens, those found in the cache (prefix reuse)
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    last_token_at: float | None = None  # for the inter-token latency metric
+    finish_reason: str | None = None
+    error: str | None = None
+
+    def log_line(self, status: int = 200) -> None:
+        """One line per request: id, status, tokens, time to first token, total time."""
+        ttft = f"{self.first_token_at - self.started:.3f}s" if self.first_token_at else "-"
+        log.info("request %s %s status=%s prompt_tokens=%d cached_tokens=%d "
+                 "completion_tokens=%d ttft=%s total=%.3fs finish=%s%s", self.request_id,
+                 self.route, status, self.prompt_tokens, self.cached_tokens,
+                 self.completion_tokens, ttft,
+                 time.monotonic() - self.started, self.finish_reason,
+                 f" error={self.error!r}" if self.error else "")
+
+
+@dataclass
+class Generations:
+    """An open request: its samples' queue at the backend link and a log record per sample."""
+
+    outputs: RequestOutputs
+    records: list[Record]
+
+
+class Frontend:
+    """The server's state: config, backend link and the served model's prompt encoder."""
+
+    def __init__(self, config: Config, start_backend: bool = True):
+        self.config = config
+        self.encoder: PromptEncoder | None = None
+        self.sampling_defaults: dict = sampling_defaults({})
+        self.draining = False
+        self.metrics = None  # set by metrics.install_metrics; observes batches and generations
+        self.link = BackendLink(config, on_ready=self._ready) if start_backend else None
+
+    def _ready(self, info: dict) -> None:
+        self.encoder = PromptEncoder(info)
+        self.sampling_defaults = sampling_defaults(info.get("generation_config") or {})
+
+    def defaults_for(self, body) -> dict:
+        """The sampling defaults of the fields a request body left out."""
+        return {name: value for name, value in self.sampling_defaults.items()
+                if name in type(body).model_fields and name not in body.model_fields_set}
+
+    @property
+    def context_len(self) -> int:
+        """Tokens a prompt and its answer may hold together."""
+        return self.link.info.get("max_seq_len", self.config.max_seq_len)
+
+    def require_ready(self) -> PromptEncoder:
+        """The prompt encoder, or a 503 while the backend is not ready."""
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", {"Retry-After": "5"}, "unavailable")
+        if self.link.state != LinkState.READY or self.encoder is None:
+            raise ApiError(503, self.link.message, {"Retry-After": "5"}, "unavailable")
+        return self.encoder
+
+    def fit_max_tokens(self, prompt_tokens: int, max_tokens: int | None, default: int = 256) -> int:
+        """The max_tokens to use, or a 400 when the prompt leaves no room in the context."""
+        room = self.context_len - prompt_tokens
+        if max_tokens is None:
+            if room >= 1:
+                return min(default, room)
+            max_tokens = 1
+        try:
+            check_context(prompt_tokens, max_tokens, self.context_len)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), code="context_length_exceeded") from None
+        return max_tokens
+
+    def open(self, jobs: list[Job], request_id: str, route: str) -> Generations:
+        """Send a request's prompts to the backend, or a 503 when it is not ready or too full."""
+        try:
+            outputs = self.link.open(jobs)
+        except Overloaded as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "1"}, "overloaded") from None
+        except NotReady as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "5"}, "unavailable") from None
+        return Generations(outputs, [Record(request_id, route, prompt_tokens=len(job.prompt_ids))
+                                     for job in jobs])
+
+    def batches(self, generations: Generations, environ: dict
+                ) -> Iterator[tuple[int, list[Output]]]:
+        """(sample index, its new Outputs) as they come; several at once when the client is slow.
+
+        Ends when every sample has finished, when the client goes away, or when the generator is
+        closed; in every case the request is closed (what still runs is cancelled) and each
+        sample is logged once.
+        """
+        outputs, records = generations.outputs, generations.records
+        running = set(range(len(records)))
+        try:
+            next_check = time.monotonic() + CLIENT_CHECK_SECONDS
+            while running:
+                try:
+                    first = outputs.queue.get(timeout=max(0.0, next_check - time.monotonic()))
+                except queue.Empty:
+                    first = None
+                # Checked on a clock, not only when no output comes: an answer sent in one
+                # piece writes nothing while tokens flow, so only this notices its client left.
+                if time.monotonic() >= next_check:
+                    if client_gone(environ):
+                        return
+                    next_check = time.monotonic() + CLIENT_CHECK_SECONDS
+                if first is None:
+                    continue
+                for index, batch in _by_sample(outputs, [first] + _waiting(outputs.queue)):
+                    self._note(records[index], batch)
+                    if batch[-1].finish_reason is not None:
+                        running.discard(index)
+                    yield index, batch
+        finally:
+            self.link.close(outputs)
+            for record in records:
+                record.finish_reason = record.finish_reason or FINISH_CANCELLED
+                record.log_line()
+                if self.metrics is not None:
+                    self.metrics.observe_end(record)
+
+    def _note(self, record: Record, batch: list[Output]) -> None:
+        last = batch[-1]
+        record.completion_tokens = last.completion_tokens or record.completion_tokens
+        if batch[0].cached_tokens is not None:  # the first Output of the generation
+            record.cached_tokens = batch[0].cached_tokens
+        if record.first_token_at is None and any(o.num_tokens for o in batch):
+            record.first_token_at = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.observe_batch(record, batch)
+        if last.finish_reason is not None:
+            record.finish_reason, record.error = last.finish_reason, last.error
+            if last.finish_reason == FINISH_ERROR:
+                log.error("request %s ended early: %s", record.request_id, last.error)
+
+
+def _waiting(outputs: queue.Queue) -> list[Output]:
+    """Every Output already on the queue (a slow client gets them as one batch)."""
+    waiting = []
+    while True:
+        try:
+            waiting.append(outputs.get_nowait())
+        except queue.Empty:
+            return waiting
+
+
+def _by_sample(outputs: RequestOutputs, batch: list[Output]) -> list[tuple[int, list[Output]]]:
+    """A batch split by sample, each sample's Outputs in order, samples in order of arrival."""
+    groups: dict[int, list[Output]] = {}
+    for output in batch:
+        groups.setdefault(outputs.index_of(output.session_id), []).append(output)
+    return list(groups.items())
+
+
+def client_gone(environ) -> bool:
+    """True when the client closed its connection (checked without reading its data)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
