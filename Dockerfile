@@ -91,9 +91,9 @@ ENV PYTHONUNBUFFERED=1 \
 # The server runs as an unprivileged user; the code stays owned by root and read-only to it.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app
 
-# The backend builds its CPU decode-attention kernel (inference-api/kernels/) for the host's own
-# CPU at first start, into the app user's cache; without a compiler it runs torch ops instead,
-# about twice as slow in attention.
+# The backend builds its CPU decode-attention kernel (inference-api/model/attention/) for the
+# host's own CPU at first start, into the app user's cache; without a compiler it runs torch ops
+# instead, about twice as slow in attention.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \
     && rm -rf /var/lib/apt/lists/*
@@ -107,6 +107,7 @@ WORKDIR /app
 COPY pyproject.toml gunicorn.conf.py ./
 COPY inference-api/ inference-api/
 COPY proxy/ proxy/
+COPY common/ common/
 # jwt_util.py makes tokens inside the container: `docker compose exec proxy python scripts/jwt_util.py ...`
 COPY scripts/ scripts/
 RUN pip install --no-deps . && rm -rf build *.egg-info

@@ -1,7 +1,8 @@
 """gunicorn settings for the Inference API: one worker (it owns the backend), many stream threads."""
 import sys
 
-from inference_api.config import Config, ConfigError
+from common.settings import ConfigError
+from inference_api.config import Config
 
 try:
     _config = Config.from_env()

@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings import ConfigError, from_env  # noqa: F401 - ConfigError: callers catch it from here
 from common.settings import check as _check
+from common.settings import from_env
 
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 DEVICES = ("auto", "cpu", "cuda")

@@ -32,3 +32,10 @@ def quote(value, limit: int = MAX_QUOTE_CHARS) -> str:
 def quote_name(name: str, limit: int = MAX_QUOTE_CHARS) -> str:
     """A field name or path as sent, cut like a value (unquoted when short)."""
     return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """A library's message on one line and cut to `limit` characters (llguidance's messages can
+    quote a whole grammar)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit - 3] + "..."

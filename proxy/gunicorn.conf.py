@@ -1,7 +1,8 @@
 """Gunicorn settings for the proxy: one process, one asyncio event loop (proxy/worker.py)."""
 import sys
 
-from proxy.config import ConfigError, ProxyConfig
+from common.settings import ConfigError
+from proxy.config import ProxyConfig
 
 try:
     _config = ProxyConfig.from_env()

@@ -222,7 +222,8 @@ def main() -> int:
     if not args.skip_transformers:
         from transformers import AutoModelForCausalLM
 
-        from inference_api.model.files import prepare_model_folder, resolve_dtype
+        from inference_api.model.files import prepare_model_folder
+        from inference_api.model.loading import resolve_dtype
 
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
         dtype = resolve_dtype(config.dtype, "cpu")

@@ -19,7 +19,8 @@ import torch  # noqa: E402
 from inference_api.config import Config  # noqa: E402
 from inference_api.model.linear import can_pack  # noqa: E402
 from inference_api.model.forward import DecoderModel  # noqa: E402
-from inference_api.model.files import load_model, prepare_model_folder  # noqa: E402
+from inference_api.model.files import prepare_model_folder  # noqa: E402
+from inference_api.model.loading import load_model  # noqa: E402
 
 
 def all_products(model: DecoderModel, x: torch.Tensor, h: torch.Tensor) -> list[torch.Tensor]:

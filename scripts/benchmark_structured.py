@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from inference_api.config import Config  # noqa: E402
 from inference_api.engine.core import Engine  # noqa: E402
-from inference_api.sampling.closing import grammar_for_json_schema  # noqa: E402
+from inference_api.serving.grammars import grammar_for_json_schema  # noqa: E402
 from inference_api.model.runner import ModelRunner  # noqa: E402
 from inference_api.sampling_params import SamplingParams  # noqa: E402
 from inference_api.process_messages import Submit  # noqa: E402

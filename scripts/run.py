@@ -10,7 +10,8 @@ from pathlib import Path
 
 import jwt
 
-from inference_api.config import Config, ConfigError
+from common.settings import ConfigError
+from inference_api.config import Config
 from inference_api.model.files import ModelLoadError, model_source
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ import requests
 from browser import Page, chromium_driver, missing_reason
 from helpers import MODEL, SECRET, api_server, health, make_token, start_proxy, wait_for
 from processes import REPO, free_port
-from inference_api.mock.runner import mock_answer
+from inference_api.mock.text import mock_answer
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 

@@ -6,7 +6,7 @@ import json
 import jsonschema
 import pytest
 
-from inference_api.sampling.closing import grammar_for_json_schema
+from inference_api.serving.grammars import grammar_for_json_schema
 from inference_api.sampling_params import SamplingParams
 from inference_api.process_messages import Submit
 from test_engine_real import PROMPTS, greedy, make_engine, run, text_of

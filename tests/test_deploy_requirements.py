@@ -15,7 +15,7 @@ import requests
 from deploy_files import REPO, healthcheck_command, load_compose
 from helpers import GUNICORN, api_server
 from inference_api import config as api_config
-from inference_api.mock.runner import mock_answer
+from inference_api.mock.text import mock_answer
 from processes import ServerProcess, free_port
 
 MODEL = api_config.DEFAULT_MODEL_ID

@@ -8,7 +8,8 @@ from inference_api.backend.process import serve
 from inference_api.config import Config
 from inference_api.engine.core import Engine
 from inference_api.engine.step_budget import FixedBudget
-from inference_api.mock.runner import MockDetokenizer, MockRunner, mock_answer
+from inference_api.mock.runner import MockRunner
+from inference_api.mock.text import MockDetokenizer, mock_answer
 from inference_api.sampling_params import SamplingParams
 from inference_api.process_messages import Output, Shutdown, Submit
 from inference_api.engine.text_state import TextMaker

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from helpers import health, post, wait_for
-from inference_api.mock.runner import mock_answer
+from inference_api.mock.text import mock_answer
 
 
 def generate(server, body, **kw) -> requests.Response:

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from inference_api.sampling.closing import (closing, grammar_for_gbnf, grammar_for_json_schema,
-                                   grammar_for_response_format, start_matcher)
-from inference_api.mock.runner import MockDetokenizer
-from inference_api.mock.grammar import (BYTE_TOKENS, MOCK_GRAMMAR_EOS, ByteDetokenizer,
-                                        MockGrammarRows, MockTextMaker, byte_tokenizer)
+from inference_api.mock.grammar import BYTE_TOKENS, MOCK_GRAMMAR_EOS, MockGrammarRows, byte_tokenizer
+from inference_api.mock.text import ByteDetokenizer, MockTextMaker
+from inference_api.sampling.closing import closing, start_matcher
+from inference_api.serving.grammars import (grammar_for_gbnf, grammar_for_json_schema,
+                                            grammar_for_response_format)
 from inference_api.sampling_params import SamplingParams
 
 PERSON = {
@@ -178,8 +178,9 @@ def test_unsupported_keyword_is_named_not_ignored():
         grammar_for_json_schema({"type": "object", "if": {"required": ["a"]}, "then": {}})
 
 
-def test_frontend_and_mock_modules_need_neither_torch_nor_numpy():
-    code = ("import sys, inference_api.sampling.closing, inference_api.mock.grammar; "
+def test_server_and_mock_modules_need_neither_torch_nor_numpy():
+    code = ("import sys, inference_api.http.app, inference_api.sampling.closing, "
+            "inference_api.mock.runner, inference_api.mock.text; "
             "print(sorted({'torch', 'numpy'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -252,7 +253,7 @@ def test_byte_detokenizer_is_utf8_safe():
 
 
 def test_mock_text_maker_ends_constrained_rows_at_the_byte_eos():
-    texts = MockTextMaker(MockDetokenizer)
+    texts = MockTextMaker()
     grammar = grammar_for_json_schema({"type": "object"})
     constrained = SimpleNamespace(params=SamplingParams(grammar=grammar), prompt_text="hi")
     plain = SimpleNamespace(params=SamplingParams(), prompt_text="hi")

@@ -13,7 +13,7 @@ import requests
 
 from helpers import MODEL, api_server, backend_process, health, post, wait_for
 from inference_api.config import Config
-from inference_api.mock.runner import mock_answer
+from inference_api.mock.text import mock_answer
 
 pytestmark = pytest.mark.processes
 

@@ -7,8 +7,8 @@ from transformers import (GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConf
 from inference_api.model.attention.torch_decode import DecodeAttention, length_groups
 from inference_api.model.linear import can_pack
 from inference_api.model.forward import DecoderModel, PrefillInput
-from inference_api.model.files import (SUPPORTED_ARCHITECTURES, UnsupportedArchitecture,
-                                       check_architecture)
+from inference_api.model.loading import (SUPPORTED_ARCHITECTURES, UnsupportedArchitecture,
+                                         check_architecture)
 from inference_api.model.attention.native_decode import NativeDecodeAttention
 
 VOCAB = 128

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from helpers import api_server, health_response, wait_for
-from inference_api.config import Config, ConfigError
+from common.settings import ConfigError
+from inference_api.config import Config
 from inference_api.model.files import (COMPLETE_MARKER, KEYS_FILE, bundled_gguf_path,
                                        cache_folder, is_complete, prepare_model_folder)
 from processes import REPO
@@ -53,7 +54,7 @@ def test_server_with_an_unreadable_model_says_why_on_health(tmp_path):
 def test_unsupported_architecture_is_refused_at_start(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from inference_api.model.files import UnsupportedArchitecture
+    from inference_api.model.loading import UnsupportedArchitecture
     from inference_api.model.runner import ModelRunner
 
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)).save_pretrained(

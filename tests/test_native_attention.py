@@ -8,7 +8,8 @@ import torch
 from helpers import api_server, health_response, post, wait_for
 from inference_api.model.attention import native_decode as native_attention
 from inference_api.model.attention.torch_decode import DecodeAttention
-from inference_api.config import Config, ConfigError
+from common.settings import ConfigError
+from inference_api.config import Config
 from inference_api.model.attention.native_decode import (KernelUnavailable, NativeDecodeAttention,
                                             choose_decode_attention)
 

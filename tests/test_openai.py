@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from helpers import MODEL, api_server, backend_process, health, post, wait_for
-from inference_api.mock.runner import MOCK_CHAT_TEMPLATE, mock_answer
+from inference_api.mock.runner import MOCK_CHAT_TEMPLATE
+from inference_api.mock.text import mock_answer
 
 
 def client_for(server) -> openai.OpenAI:

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from helpers import MODEL, api_server
-from inference_api.mock.runner import mock_word
+from inference_api.mock.text import mock_word
 from test_openai import chat_prompt, client_for
 
 

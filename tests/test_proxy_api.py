@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from helpers import MODEL, api_server, bearer, health, make_token, start_proxy, wait_for
-from inference_api.mock.runner import mock_answer
+from inference_api.mock.text import mock_answer
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-import inference_api.sampling.sampler as sampling
-from inference_api.sampling.sampler import RowSampler, SamplingParams
+from inference_api.sampling import draws
+from inference_api.sampling.sampler import RowSampler
+from inference_api.sampling_params import SamplingParams
 
 V = 64
 EOS = 1
@@ -64,7 +65,7 @@ def test_top_k_never_leaves_the_k_best(k):
 @pytest.mark.parametrize("candidates", [64, 16, 2])
 @pytest.mark.parametrize("top_k", [0, 20])
 def test_top_p_keeps_the_smallest_set_reaching_p(top_k, candidates, monkeypatch):
-    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
+    monkeypatch.setattr(draws, "NUCLEUS_CANDIDATES", candidates)
     seeds = {r: SamplingParams(top_p=0.6, top_k=top_k, temperature=1.0, seed=r) for r in range(32)}
     out = run(seeds, 20)
     for step in range(20):
@@ -193,7 +194,7 @@ def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
     (dict(temperature=1.0, top_p=0.75), "p", 2),  # past 2 candidates: the full sort
 ])
 def test_draws_follow_the_softmax(params, keep, candidates, monkeypatch):
-    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
+    monkeypatch.setattr(draws, "NUCLEUS_CANDIDATES", candidates)
     vocab = 8
     logits = torch.tensor([2.0, 1.5, 1.0, 0.6, 0.3, 0.0, -0.5, -1.0])
     probs = torch.softmax(logits / params["temperature"], -1)
@@ -234,7 +235,7 @@ def test_eos_ids_beyond_the_vocabulary_are_rejected():
 
 @pytest.mark.parametrize("candidates", [1, 7, 100, 4096])
 def test_nucleus_among_candidates_equals_the_full_sort(candidates, monkeypatch):
-    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
+    monkeypatch.setattr(draws, "NUCLEUS_CANDIDATES", candidates)
     g = torch.Generator().manual_seed(0)
     vocab = 2048
     # Peaked rows and flat rows: some nuclei fit in the candidates, some do not.
@@ -243,6 +244,6 @@ def test_nucleus_among_candidates_equals_the_full_sort(candidates, monkeypatch):
     w = w / w.amax(-1, keepdim=True)
     top_p = torch.tensor([0.1, 0.5, 0.9, 0.95, 0.99, 1e-6] * 2)
     scratch = [torch.empty(12, vocab) for _ in range(2)] + [torch.empty(12, vocab, dtype=torch.bool)]
-    got = sampling.nucleus_floor(w, top_p, *scratch)
-    want = sampling._nucleus_floor_sorted(w, top_p, *scratch)
+    got = draws.nucleus_floor(w, top_p, *scratch)
+    want = draws._nucleus_floor_sorted(w, top_p, *scratch)
     torch.testing.assert_close(got, want, rtol=0, atol=0)

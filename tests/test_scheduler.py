@@ -1,7 +1,8 @@
 """The scheduler alone: admission order, row reuse, prefix reuse and the per-step prompt budget."""
 from inference_api.sampling_params import SamplingParams
 from inference_api.engine.prefix_cache import MIN_COPY_TOKENS, shared_prefix
-from inference_api.engine.scheduler import RowCopy, Scheduler, StepPlan
+from inference_api.engine.scheduler import Scheduler
+from inference_api.engine.step_plan import RowCopy, StepPlan
 from inference_api.engine.sequence import NewToken, Sequence
 from inference_api.engine.step_budget import FixedBudget
 

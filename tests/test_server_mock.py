@@ -11,7 +11,7 @@ import requests
 
 from helpers import (BAD_REQUESTS, MODEL, api_server, backend_process, health, post, post_body,
                      wait_for)
-from inference_api.mock.runner import mock_answer
+from inference_api.mock.text import mock_answer
 
 
 def test_health_reports_ready_and_load(mock_server):
@@ -171,10 +171,10 @@ def test_backend_killed_mid_stream_ends_streams_then_recovers():
 
 def test_flask_test_client_validates_and_streams():
     from inference_api.config import Config
-    from inference_api.http.app import create_server, frontend_of
+    from inference_api.http.app import create_server, engine_of
 
     app = create_server(Config(mock_model=True, mock_step_ms=1))
-    frontend = frontend_of(app)
+    engine = engine_of(app)
     try:
         client = app.test_client()
         assert wait_for(lambda: client.get("/health").status_code == 200, 60)
@@ -183,4 +183,4 @@ def test_flask_test_client_validates_and_streams():
         response = client.post(f"/inference/{MODEL}", json={"text": "x", "top_p": 2})
         assert response.status_code == 400 and "top_p=2" in response.get_json()["message"]
     finally:
-        frontend.link.stop()
+        engine.link.stop()

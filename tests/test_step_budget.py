@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from inference_api.config import Config, ConfigError
+from common.settings import ConfigError
+from inference_api.config import Config
 from inference_api.engine.step_budget import (MAX_STEP_PROMPT_TOKENS, WINDOW, FixedBudget, StepBudget,
                                        step_budget)
 

@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from helpers import MODEL
-from inference_api.mock.runner import MockTokenizer
+from inference_api.serving.tokenizers import MockTokenizer
 
 
 def call(server, route: str, body: dict) -> requests.Response:

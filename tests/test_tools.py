@@ -8,13 +8,15 @@ import llguidance
 import pytest
 from pydantic import ValidationError
 
-from inference_api.sampling.closing import grammar_for_json_schema
-from inference_api.serving.prompts import render_chat
 from inference_api.http.openai.protocol import describe_openai_error
+from inference_api.http.openai.protocol_messages import ToolCall, ToolFields
+from inference_api.serving.grammars import grammar_for_json_schema
+from inference_api.serving.templates import render_chat
+from inference_api.serving.tool_format import (ToolUse, answer_schema, history_turns,
+                                               prepare_turns, renders_tool_role,
+                                               template_supports_tools, template_turns,
+                                               tool_prompt)
 from inference_api.serving.tool_stream import ToolStream, parse_answer
-from inference_api.serving.tool_format import (ToolCall, ToolFields, answer_schema, history_turns,
-                                 prepare_turns, renders_tool_role, template_supports_tools,
-                                 template_turns, tool_prompt)
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"},
                                             "days": {"type": "integer"}},
@@ -37,6 +39,14 @@ TOOLS = [tool("get_weather", description="The weather \"now\" in a city", parame
 
 def fields(**body) -> ToolFields:
     return ToolFields.model_validate(body)
+
+
+def use(choice="auto", parallel=True, tools=TOOLS) -> ToolUse:
+    """The tool use of a request with these tools, tool_choice (a name: that function) and
+    parallel_tool_calls."""
+    named = {"type": "function", "function": {"name": choice}}
+    return fields(tools=tools, tool_choice=choice if choice in ("auto", "none", "required")
+                  else named, parallel_tool_calls=parallel).tool_use()
 
 
 def refusal(**body) -> str:
@@ -91,8 +101,7 @@ def test_a_bad_tool_does_not_hide_behind_tool_choice():
 # --- prompt -----------------------------------------------------------------------------------
 
 def test_prompt_describes_every_tool_and_the_answer_forms():
-    body = fields(tools=TOOLS)
-    text = tool_prompt(body.tools, "auto", True)
+    text = tool_prompt(use())
     for t in TOOLS:
         assert json.dumps(t["function"]["name"]) in text
     assert json.dumps("The weather \"now\" in a city") in text
@@ -102,15 +111,13 @@ def test_prompt_describes_every_tool_and_the_answer_forms():
 
 
 def test_prompt_follows_tool_choice():
-    body = fields(tools=TOOLS)
-    named = fields(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "ping"}})
-    required = tool_prompt(body.tools, "required", False)
+    required = tool_prompt(use("required", parallel=False))
     assert "must call at least one tool" in required and '"response"' not in required
     assert "one tool at a time" in required
-    forced = tool_prompt(body.tools, named.tool_choice, True)
+    forced = tool_prompt(use("ping"))
     assert 'must call the tool "ping"' in forced and "get_weather" not in forced
-    assert tool_prompt(body.tools, "none", True) == ""
-    unlisted = tool_prompt(body.tools, "auto", True, listed=False)
+    assert tool_prompt(use("none")) == ""
+    unlisted = tool_prompt(use(), listed=False)
     assert "Marks a point" not in unlisted and unlisted.startswith("Answer with exactly one")
 
 
@@ -164,21 +171,18 @@ def calls(*items: str) -> str:
     ("ping", True, calls(CALL_PING, CALL_PING), False),
 ])
 def test_answer_schema_holds_the_answer(choice, parallel, text, ok):
-    body = fields(tools=TOOLS, tool_choice=choice if choice in ("auto", "required") else {
-        "type": "function", "function": {"name": choice}})
-    assert accepts(answer_schema(body.tools, body.tool_choice, parallel), text) is ok
+    assert accepts(answer_schema(use(choice, parallel)), text) is ok
 
 
 def test_name_comes_before_arguments_in_every_call_schema():
-    body = fields(tools=TOOLS)
-    schema = answer_schema(body.tools, "auto", True)
+    schema = answer_schema(use())
     for call in schema["anyOf"][0]["properties"]["tool_calls"]["items"]["anyOf"]:
         assert list(call["properties"]) == ["name", "arguments"]
 
 
 def test_no_schema_when_tools_are_off():
-    assert answer_schema(fields(tools=TOOLS).tools, "none", True) is None
-    assert answer_schema([], "auto", True) is None
+    assert answer_schema(use("none")) is None
+    assert answer_schema(use(tools=[])) is None
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -335,12 +339,11 @@ def test_history_turns_render_calls_and_results_as_the_format():
 
 
 def test_prepare_turns_adds_the_tools_to_the_system_message():
-    body = fields(tools=TOOLS)
-    turns = prepare_turns(HISTORY, body.tools, "auto", True, tool_role=True)
+    turns = prepare_turns(HISTORY, use(), tool_role=True)
     assert turns[0]["content"].startswith("Be brief.\n\nYou can call these tools")
-    new = prepare_turns(HISTORY[1:], body.tools, "auto", True, tool_role=True)
+    new = prepare_turns(HISTORY[1:], use(), tool_role=True)
     assert new[0]["role"] == "system" and len(new) == len(HISTORY)
-    assert prepare_turns(HISTORY, body.tools, "none", True, True)[0] == HISTORY[0]
+    assert prepare_turns(HISTORY, use("none"), True)[0] == HISTORY[0]
     text = render_chat(CHATML, turns)
     assert "<|im_start|>tool\n" in text and "get_weather" in text
 

@@ -6,19 +6,20 @@ import logging
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from inference_api.http.native.generate import generate
-from .health import health
-from inference_api.http.native.routes import native
-from inference_api.http.openai.routes import openai
-from inference_api.http.openai.tokens import tokens
-from inference_api.config import Config
-from inference_api.serving.engine_client import Frontend
-from .metrics import install_metrics
-from .openapi import openapi
-from inference_api.quote import quote_name
 from common.request_id import request_id_for
-from .plumbing import ApiError, error_answer
+from inference_api.config import Config
+from inference_api.quote import quote_name
+from inference_api.serving.engine_client import EngineClient
+from inference_api.serving.errors import ContextExceeded, Unavailable
 
+from .errors import ApiError, error_answer, from_serving
+from .health import health
+from .metrics import install_metrics
+from .native.generate import generate
+from .native.routes import native
+from .openai.routes import openai
+from .openai.tokens import tokens
+from .openapi import openapi
 
 
 def create_server(config: Config | None = None, start_backend: bool = True) -> Flask:
@@ -28,7 +29,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app = Flask(__name__)
     app.json.sort_keys = False  # keep fields in the order made: top_logprobs likeliest first
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["inference"] = frontend = Frontend(config, start_backend=start_backend)
+    app.extensions["inference"] = engine = EngineClient(config, start_backend=start_backend)
 
     app.register_blueprint(health)
     app.register_blueprint(native)
@@ -36,14 +37,14 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.register_blueprint(tokens)
     app.register_blueprint(generate)
     app.register_blueprint(openapi)
-    install_metrics(app, frontend)
+    install_metrics(app, engine)
     _install_request_ids(app)
     _install_error_handlers(app)
     return app
 
 
-def frontend_of(app: Flask) -> Frontend:
-    """The Frontend state of an app made by create_server."""
+def engine_of(app: Flask) -> EngineClient:
+    """The engine client of an app made by create_server."""
     return app.extensions["inference"]
 
 
@@ -59,12 +60,17 @@ def _install_request_ids(app: Flask) -> None:
 
 
 def _install_error_handlers(app: Flask) -> None:
-    """One set of handlers: every error in the shape of the route asked (web.error_answer)."""
+    """One set of handlers: every error in the shape of the route asked (errors.error_answer)."""
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         _log_refusal(exc.status, exc.message)
         return error_answer(exc)
+
+    @app.errorhandler(Unavailable)
+    @app.errorhandler(ContextExceeded)
+    def serving_refusal(exc: Unavailable | ContextExceeded):
+        return api_error(from_serving(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

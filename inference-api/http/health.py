@@ -1,22 +1,40 @@
 """GET /health: loading, ready or dead, and how busy."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from typing import Literal
 
-from .plumbing import ApiError, current_frontend, error_answer
+from flask import Blueprint, jsonify
+from pydantic import BaseModel
+
+from inference_api.serving.errors import Unavailable
+
+from .errors import error_answer, from_serving
+from .plumbing import current_engine
 
 health = Blueprint("health", __name__)
+
+
+class Health(BaseModel):
+    """GET /health when the backend is ready."""
+
+    status: Literal["ok"]
+    model: str
+    busy_rows: int
+    max_users: int
+    queued: int
+    sessions: int
+
 
 
 @health.get("/health")
 def health_check():
     """200 with the load figures once the backend is ready; 503 with the reason otherwise."""
-    frontend = current_frontend()
+    engine = current_engine()
     try:
-        frontend.require_ready()
-    except ApiError as exc:
-        return error_answer(exc)
-    link = frontend.link
-    return jsonify(status="ok", model=frontend.config.model_id, busy_rows=link.busy_rows,
-                   max_users=frontend.config.max_users, queued=link.queued,
+        engine.require_ready()
+    except Unavailable as exc:
+        return error_answer(from_serving(exc))
+    link = engine.link
+    return jsonify(status="ok", model=engine.config.model_id, busy_rows=link.busy_rows,
+                   max_users=engine.config.max_users, queued=link.queued,
                    sessions=link.open_sessions)

@@ -8,8 +8,9 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from inference_api.process_messages import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR,
+                                            FINISH_LENGTH, FINISH_STOP)
 from inference_api.serving.backend_link import LinkState
-from inference_api.process_messages import FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
 
 FINISH_REASONS = (FINISH_STOP, FINISH_EOS, FINISH_LENGTH, FINISH_CANCELLED, FINISH_ERROR)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -26,7 +27,7 @@ class Metrics:
     A registry per app keeps several apps in one process (as in tests) from colliding.
     """
 
-    def __init__(self, frontend):
+    def __init__(self, engine):
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("inference_requests", "HTTP requests answered, by route and status",
                                 ["route", "status"], registry=registry)
@@ -57,7 +58,7 @@ class Metrics:
                                 ["finish_reason"], registry=registry)
         for reason in FINISH_REASONS:  # listed up front so that a scrape shows 0, not nothing
             self.finished.labels(reason)
-        registry.register(_BackendCollector(frontend))
+        registry.register(_BackendCollector(engine))
 
     def observe_batch(self, record, batch) -> None:
         """Queue time, time to first token and inter-token latency of one batch of Outputs."""
@@ -93,17 +94,17 @@ class Metrics:
 class _BackendCollector:
     """Load figures read from the backend link at scrape time, so they are never stale."""
 
-    def __init__(self, frontend):
-        self.frontend = frontend
+    def __init__(self, engine):
+        self.engine = engine
 
     def collect(self):
-        link = self.frontend.link
-        ready = link is not None and link.state == LinkState.READY and not self.frontend.draining
+        link = self.engine.link
+        ready = link is not None and link.state == LinkState.READY and not self.engine.draining
         yield GaugeMetricFamily("inference_backend_ready", "1 when the backend serves requests",
                                 value=int(ready))
         yield GaugeMetricFamily("inference_max_rows",
                                 "Rows the backend decodes at once (MAX_USERS)",
-                                value=self.frontend.config.max_users)
+                                value=self.engine.config.max_users)
         yield GaugeMetricFamily("inference_busy_rows", "Rows holding a generation",
                                 value=link.busy_rows if link else 0)
         yield GaugeMetricFamily("inference_waiting_prompts", "Prompts waiting for a row",
@@ -115,10 +116,10 @@ class _BackendCollector:
                                   value=link.restarts if link else 0)
 
 
-def install_metrics(app: Flask, frontend) -> Metrics:
-    """Count every request of the app, hook the frontend, and serve GET /metrics."""
-    metrics = Metrics(frontend)
-    frontend.metrics = metrics
+def install_metrics(app: Flask, engine) -> Metrics:
+    """Count every request of the app, hook the engine, and serve GET /metrics."""
+    metrics = Metrics(engine)
+    engine.metrics = metrics
 
     @app.after_request
     def count_request(response):

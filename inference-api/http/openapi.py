@@ -8,17 +8,17 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from pydantic.json_schema import models_json_schema
 
-from inference_api.http.openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnswer, GenerateAnswer, Health,
-                            ModelCard, ModelList, NativeError, OpenAIError, TokenizeAnswer)
-from .fields import GenerateRequest, InferenceRequest
-from inference_api.http.openai.protocol import ChatRequest, CompletionRequest
-from inference_api.http.openai.tokens_protocol_TMP import DetokenizeRequest, TokenizeRequest
-from .plumbing import current_frontend
+from .health import Health
+from .native.protocol import GenerateAnswer, GenerateRequest, InferenceRequest, NativeError
+from .openai.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from .openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnswer, ModelCard,
+                                      ModelList, OpenAIError, TokenizeAnswer)
+from .plumbing import current_engine
 
 openapi = Blueprint("openapi", __name__)
 JSON, TEXT, SSE = "application/json", "text/plain", "text/event-stream"
-
-
+# pydantic writes a bound on an optional number whose type has its own validator (fields.Int)
+# under the Field's name; JSON Schema knows these as:
 _KEYWORDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
 
 
@@ -134,6 +134,6 @@ def openapi_document():
     """The OpenAPI 3.1 document of every route."""
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built once: the models do not change while the server runs
-        document = build_document(current_frontend().config.model_id)
+        document = build_document(current_engine().config.model_id)
         current_app.extensions["openapi_document"] = document
     return jsonify(document)

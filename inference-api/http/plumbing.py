@@ -1,31 +1,23 @@
-"""What every route shares at the HTTP level: the Frontend, validated bodies, errors in two shapes.
+"""What every route shares of the HTTP exchange: the engine client, the body read within its
+limits and validated, and whether the client is still there.
 
-A leaf module, as Flask's tutorial keeps `get_db`: routes import from here, and this imports no
-route, no app factory and no backend. Every route that takes a body reads it through
-read_json_object, so every limit here holds for all of them, and a client's body can only ever
-give a 4xx.
+Routes import from here, and this imports no route and no app factory, as Flask's tutorial keeps
+`get_db`. Every route that takes a body reads it through read_json_object, so every limit here
+holds for all of them, and a client's body can only ever give a 4xx.
 """
 from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, g, request
 from pydantic import ValidationError
 
+from inference_api.serving.engine_client import EngineClient
 
-class ApiError(Exception):
-    """An error answer: status, message, extra headers, a machine-readable code, the field at fault.
-
-    Answered as {"status_code", "message"} on the native routes and in OpenAI's
-    {"error": {...}} shape under /v1/.
-    """
-
-    def __init__(self, status: int, message: str, headers: dict | None = None,
-                 code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-        self.code, self.param = code, param
+from .errors import ApiError
 
 
 MAX_JSON_DEPTH = 32  # the deepest valid body (chat content parts) is 5 levels deep
@@ -129,8 +121,8 @@ def read_json_object() -> dict:
     return body
 
 
-def current_frontend():
-    """The Frontend of the app serving this request (made by server.create_server)."""
+def current_engine() -> EngineClient:
+    """The engine client of the app serving this request (made by app.create_server)."""
     return current_app.extensions["inference"]
 
 
@@ -146,23 +138,15 @@ def validated(schema, describe, context: dict | None = None):
         raise ApiError(400, message, code=code, param=param) from None
 
 
-def error_payload(status: int, message: str, param: str | None = None,
-                  code: str | None = None) -> dict:
-    """An error in the shape the request's route speaks: OpenAI's under /v1/, else native.
-
-    Native: {"status_code": N, "message": "..."}; OpenAI: {"error": {"message", "type",
-    "param", "code"}}.
-    """
-    if not request.path.startswith("/v1/"):
-        return {"status_code": status, "message": message}
-    kind = ("server_error" if status >= 500 else "authentication_error" if status == 401
-            else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def error_answer(exc: ApiError):
-    """The response for an ApiError: its status, its headers, the route's error shape."""
-    response = jsonify(error_payload(exc.status, exc.message, exc.param, exc.code))
-    response.status_code = exc.status
-    response.headers.update(exc.headers)
-    return response
+def client_gone() -> bool:
+    """True when this request's client closed its connection (checked without reading its data)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

@@ -8,11 +8,14 @@ from typing import Iterator
 
 from flask import Response, g, request, stream_with_context
 
-from inference_api.serving.engine_client import Frontend, Generations, Record
-from inference_api.serving.backend_link import Job
-from inference_api.sampling_params import SamplingParams
 from inference_api.process_messages import FINISH_CANCELLED, FINISH_ERROR, TokenLogprob
-from .plumbing import ApiError, error_payload
+from inference_api.sampling_params import SamplingParams
+from inference_api.serving.backend_link import Job
+from inference_api.serving.engine_client import EngineClient, Generations, Record
+
+from .errors import ApiError, error_payload
+from .plumbing import client_gone
+
 
 def sample_params(n: int, seed: int | None, **fields) -> list[SamplingParams]:
     """n SamplingParams; with a seed, sample i uses seed + i so that the samples differ."""
@@ -50,26 +53,26 @@ class Answer:
     samples: list[Sample]
 
 
-def open_answer(frontend: Frontend, jobs: list[Job]) -> Answer:
+def open_answer(engine: EngineClient, jobs: list[Job]) -> Answer:
     """Send every job to the backend at once, or none of them (then a 503).
 
     Each job takes a row of its own, so a request may not hold more than the server has.
     """
-    rows = frontend.config.max_users
+    rows = engine.config.max_users
     if len(jobs) > rows:
         raise ApiError(400, f"the request asks for {len(jobs)} generations (prompts times n), "
                             f"over the {rows} this server runs at once", param="n")
-    generations = frontend.open(jobs, g.request_id, request.path)
+    generations = engine.open(jobs, g.request_id, request.path)
     return Answer(generations, [Sample(record) for record in generations.records])
 
 
-def text_batches(frontend: Frontend, answer: Answer
+def text_batches(engine: EngineClient, answer: Answer
                  ) -> Iterator[tuple[int, str, str | None, str | None]]:
     """(sample index, new text, finish reason, error) per batch, updating the samples.
 
     Ends quietly when the client has left; the caller ends its stream after an error.
     """
-    with closing(frontend.batches(answer.generations, request.environ)) as batches:
+    with closing(engine.batches(answer.generations, client_gone)) as batches:
         for index, batch in batches:
             sample, last = answer.samples[index], batch[-1]
             text = "".join(o.text for o in batch)
@@ -86,9 +89,9 @@ def text_batches(frontend: Frontend, answer: Answer
             yield index, text, last.finish_reason, last.error
 
 
-def run_to_end(frontend: Frontend, answer: Answer) -> list[Sample]:
+def run_to_end(engine: EngineClient, answer: Answer) -> list[Sample]:
     """Every sample, finished (for answers sent in one piece); a 500 if one failed."""
-    for _ in text_batches(frontend, answer):
+    for _ in text_batches(engine, answer):
         pass
     failed = next((s for s in answer.samples if s.finish_reason == FINISH_ERROR), None)
     if failed is not None and failed.refused:

@@ -17,7 +17,7 @@ class ApiWorker(ThreadWorker):
     gthread stops accepting at once on SIGTERM, so new requests and /health would wait in
     the listen backlog until the worker exits and then fail. While draining, this worker
     still accepts: /health answers 503 and new generations 503 with Retry-After (the
-    Frontend refuses them), and the running streams finish. It stops when none is left or
+    EngineClient refuses them), and the running streams finish. It stops when none is left or
     at DRAIN_TIMEOUT_S, when the backend is stopped and what still runs ends with an error.
     """
 
@@ -25,22 +25,22 @@ class ApiWorker(ThreadWorker):
         app = getattr(self, "wsgi", None)
         if app is None or "inference" not in getattr(app, "extensions", {}):
             return super().handle_exit(sig, frame)  # still booting: nothing runs yet
-        frontend = app.extensions["inference"]
-        if frontend.draining:
+        engine = app.extensions["inference"]
+        if engine.draining:
             return
-        frontend.draining = True
-        self.log.info("draining: refusing new requests while %d run", frontend.link.open_sessions)
-        threading.Thread(target=self._drain, args=(frontend, sig, frame), name="drain",
+        engine.draining = True
+        self.log.info("draining: refusing new requests while %d run", engine.link.open_sessions)
+        threading.Thread(target=self._drain, args=(engine, sig, frame), name="drain",
                          daemon=True).start()
 
-    def _drain(self, frontend, sig, frame) -> None:
-        deadline = time.monotonic() + frontend.config.drain_timeout_s
-        while frontend.link.open_sessions and time.monotonic() < deadline:
+    def _drain(self, engine, sig, frame) -> None:
+        deadline = time.monotonic() + engine.config.drain_timeout_s
+        while engine.link.open_sessions and time.monotonic() < deadline:
             time.sleep(DRAIN_POLL_SECONDS)
-        if frontend.link.open_sessions:
+        if engine.link.open_sessions:
             self.log.warning("drain timeout: ending %d running requests",
-                             frontend.link.open_sessions)
-        frontend.link.stop()  # ends what still runs with an error, so its connections close
+                             engine.link.open_sessions)
+        engine.link.stop()  # ends what still runs with an error, so its connections close
         super().handle_exit(sig, frame)
 
 

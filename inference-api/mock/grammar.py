@@ -2,13 +2,11 @@
 byte drawn among those the grammar allows, reproducibly, closing in time for max_tokens."""
 from __future__ import annotations
 
-import codecs
 import random
 
 import llguidance
 
 from inference_api.sampling.closing import Accepted, closing, start_matcher
-from inference_api.engine.text_state import TextMaker, TextState
 
 MOCK_GRAMMAR_EOS = 256  # token ids 0..255 are the bytes themselves
 BYTE_TOKENS: list[int | None] = list(range(256))
@@ -101,28 +99,3 @@ class MockGrammarRows:
             return False
         after = closing(probe, self.tokenizer, BYTE_TOKENS, left)
         return after.complete and len(after.tokens) <= left
-
-
-class ByteDetokenizer:
-    """Text of a constrained mock row: its byte tokens decoded as UTF-8, a character at a time."""
-
-    def __init__(self, seq=None):
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, token_id: int) -> str:
-        """The text this byte completes ('' inside a multi-byte character)."""
-        if not 0 <= token_id < 256:
-            return ""
-        return self.decoder.decode(bytes([token_id]))
-
-
-class MockTextMaker(TextMaker):
-    """The mock's TextMaker: rows with a grammar get byte text and end at MOCK_GRAMMAR_EOS."""
-
-    def __call__(self, seq) -> TextState:
-        """A fresh TextState for an admitted Sequence."""
-        state = super().__call__(seq)
-        if seq.params.grammar is not None:
-            state.detokenizer = ByteDetokenizer(seq)
-            state.eos_ids = state.eos_ids | {MOCK_GRAMMAR_EOS}
-        return state

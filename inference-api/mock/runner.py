@@ -1,53 +1,21 @@
-"""The mock runner and tokenizer: same engine, queues and protocol, no model and no torch."""
+"""The mock runner: the same engine, queues and messages as the model's, no model and no torch."""
 from __future__ import annotations
 
 import secrets
 import time
-import zlib
 
 from inference_api.config import Config
-from .grammar import MOCK_GRAMMAR_EOS, MockGrammarRows
-from inference_api.process_messages import TokenLogprob
-from inference_api.engine.scheduler import PromptChunk, StepPlan
 from inference_api.engine.sequence import NewToken, Sequence
+from inference_api.engine.step_plan import PromptChunk, StepPlan
+from inference_api.process_messages import TokenLogprob
+
+from .grammar import MOCK_GRAMMAR_EOS, MockGrammarRows
+from .text import mock_word
 
 MOCK_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-
-
-MOCK_VOCAB_SIZE = 50_000
-
-
-class MockTokenizer:
-    """One token per whitespace-separated word: enough for lengths and limits."""
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a text."""
-        return [zlib.crc32(word.encode()) % MOCK_VOCAB_SIZE for word in text.split()]
-
-
-def mock_word(prompt_text: str, index: int) -> str:
-    """The mock's token number `index` for a prompt: a word of the prompt and the index."""
-    words = prompt_text.split() or ["empty"]
-    return f"{words[index % len(words)]}{index} "
-
-
-class MockDetokenizer:
-    """The mock's text: token number i of a prompt is mock_word(prompt, i)."""
-
-    def __init__(self, seq: Sequence):
-        self.prompt_text = seq.prompt_text
-
-    def push(self, token_id: int) -> str:
-        """The word of this token."""
-        return mock_word(self.prompt_text, token_id)
-
-
-def mock_answer(prompt_text: str, num_tokens: int) -> str:
-    """The whole text the mock generates for a prompt in num_tokens tokens."""
-    return "".join(mock_word(prompt_text, i) for i in range(num_tokens))
 
 
 class MockRunner:
@@ -59,7 +27,6 @@ class MockRunner:
         self.info = {"mock": True, "max_seq_len": config.max_seq_len, "eos_token_ids": [],
                      "chat_template": MOCK_CHAT_TEMPLATE, "architecture": "mock",
                      "device": "none", "dtype": "none"}
-
         self.grammars = MockGrammarRows()
 
     def start(self, seq: Sequence) -> None:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import llguidance
 import torch
 
-# Accepted is part of this module's interface: GrammarRows.accept returns it.
-from .closing import Accepted, Closing, closing, single_byte_tokens, start_matcher  # noqa: F401
+from .closing import Accepted, Closing, closing, single_byte_tokens, start_matcher
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from inference_api.backend.process import start_backend
 from inference_api.config import Config
 from inference_api.process_messages import (FINISH_ERROR, Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit)
 
-log = logging.getLogger("inference_api.serving.backend_link")
+log = logging.getLogger(__name__)
 
 
 class LinkState(str, enum.Enum):

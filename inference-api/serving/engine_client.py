@@ -1,31 +1,23 @@
-"""What every route shares: the backend link, prompt encoding, admission and streaming."""
+"""The HTTP side's one way to the backend: admission, a request's outputs as they come, cancel
+when the client leaves, and the request log."""
 from __future__ import annotations
 
 import logging
 import queue
-import select
-import socket
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from inference_api.config import Config
-from .backend_link import BackendLink, Job, LinkState, NotReady, Overloaded, RequestOutputs
-from inference_api.sampling_params import check_context, sampling_defaults
-from .prompts import PromptEncoder
 from inference_api.process_messages import FINISH_CANCELLED, FINISH_ERROR, Output
-from inference_api.http.plumbing import ApiError
+from inference_api.sampling_params import check_context, sampling_defaults
+
+from .backend_link import BackendLink, Job, LinkState, NotReady, Overloaded, RequestOutputs
+from .errors import ContextExceeded, Unavailable
+from .prompts import PromptEncoder
 
 log = logging.getLogger("inference_api.requests")
 CLIENT_CHECK_SECONDS = 0.5
-
-
-class StreamCut(ConnectionResetError):
-    """Raised mid-stream to drop the connection without the final chunk: the client sees a cut.
-
-    A plain-text stream has no way to say "error" once its headers are sent; ending it with the
-    zero-length chunk would make a truncated answer look complete.
-    """
 
 
 @dataclass
@@ -62,7 +54,7 @@ class Generations:
     records: list[Record]
 
 
-class Frontend:
+class EngineClient:
     """The server's state: config, backend link and the served model's prompt encoder."""
 
     def __init__(self, config: Config, start_backend: bool = True):
@@ -70,7 +62,7 @@ class Frontend:
         self.encoder: PromptEncoder | None = None
         self.sampling_defaults: dict = sampling_defaults({})
         self.draining = False
-        self.metrics = None  # set by metrics.install_metrics; observes batches and generations
+        self.metrics = None  # an observer of batches and generations, set by the HTTP side
         self.link = BackendLink(config, on_ready=self._ready) if start_backend else None
 
     def _ready(self, info: dict) -> None:
@@ -88,15 +80,15 @@ class Frontend:
         return self.link.info.get("max_seq_len", self.config.max_seq_len)
 
     def require_ready(self) -> PromptEncoder:
-        """The prompt encoder, or a 503 while the backend is not ready."""
+        """The prompt encoder, or Unavailable while the backend is not ready."""
         if self.draining:
-            raise ApiError(503, "the server is shutting down", {"Retry-After": "5"}, "unavailable")
+            raise Unavailable("the server is shutting down", 5, "unavailable")
         if self.link.state != LinkState.READY or self.encoder is None:
-            raise ApiError(503, self.link.message, {"Retry-After": "5"}, "unavailable")
+            raise Unavailable(self.link.message, 5, "unavailable")
         return self.encoder
 
     def fit_max_tokens(self, prompt_tokens: int, max_tokens: int | None, default: int = 256) -> int:
-        """The max_tokens to use, or a 400 when the prompt leaves no room in the context."""
+        """The max_tokens to use; ContextExceeded when the prompt leaves no room for them."""
         room = self.context_len - prompt_tokens
         if max_tokens is None:
             if room >= 1:
@@ -105,21 +97,21 @@ class Frontend:
         try:
             check_context(prompt_tokens, max_tokens, self.context_len)
         except ValueError as exc:
-            raise ApiError(400, str(exc), code="context_length_exceeded") from None
+            raise ContextExceeded(str(exc)) from None
         return max_tokens
 
     def open(self, jobs: list[Job], request_id: str, route: str) -> Generations:
-        """Send a request's prompts to the backend, or a 503 when it is not ready or too full."""
+        """Send a request's prompts to the backend; Unavailable when it is not ready or too full."""
         try:
             outputs = self.link.open(jobs)
         except Overloaded as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "1"}, "overloaded") from None
+            raise Unavailable(str(exc), 1, "overloaded") from None
         except NotReady as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "5"}, "unavailable") from None
+            raise Unavailable(str(exc), 5, "unavailable") from None
         return Generations(outputs, [Record(request_id, route, prompt_tokens=len(job.prompt_ids))
                                      for job in jobs])
 
-    def batches(self, generations: Generations, environ: dict
+    def batches(self, generations: Generations, client_gone: Callable[[], bool]
                 ) -> Iterator[tuple[int, list[Output]]]:
         """(sample index, its new Outputs) as they come; several at once when the client is slow.
 
@@ -139,7 +131,7 @@ class Frontend:
                 # Checked on a clock, not only when no output comes: an answer sent in one
                 # piece writes nothing while tokens flow, so only this notices its client left.
                 if time.monotonic() >= next_check:
-                    if client_gone(environ):
+                    if client_gone():
                         return
                     next_check = time.monotonic() + CLIENT_CHECK_SECONDS
                 if first is None:
@@ -188,17 +180,3 @@ def _by_sample(outputs: RequestOutputs, batch: list[Output]) -> list[tuple[int, 
     for output in batch:
         groups.setdefault(outputs.index_of(output.session_id), []).append(output)
     return list(groups.items())
-
-
-def client_gone(environ) -> bool:
-    """True when the client closed its connection (checked without reading its data)."""
-    sock = environ.get("gunicorn.socket")
-    if sock is None:
-        return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True

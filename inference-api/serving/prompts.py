@@ -1,122 +1,20 @@
-"""Prompts: chat templates rendered as transformers does (without it), and tokenization."""
+"""Prompts to token ids: plain text, or chat messages through the model's template; a prompt too
+long for the context is refused before it is tokenized."""
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 
-from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from inference_api.mock.runner import MOCK_VOCAB_SIZE, MockTokenizer
-from inference_api.model.files import load_tokenizer
 from inference_api.quote import quote
+
+from .errors import ContextExceeded
+from .templates import render_chat
+from .tokenizers import (BYTE_OF_CHAR, MOCK_MAX_TOKEN_CHARS, MOCK_VOCAB_SIZE, MockTokenizer,
+                         load_tokenizer, longest_token_chars)
 from .tool_format import renders_tool_role
 
 
-# The mock's tokens are words of any length: it takes them as at most this many characters, so
-# that it refuses huge prompts by the same path as a real tokenizer (its only use is tests).
-MOCK_MAX_TOKEN_CHARS = 64
-# Normalizers that never make text shorter, so that a token still stands for at least the
-# characters of the text it came from. NFC and NFKC compose characters, Strip and the BERT
-# normalizer drop some: with those no bound holds.
-_KEEPING_NORMALIZERS = {"NFD", "NFKD", "Lowercase", "Prepend"}
-_KEEPING_PRE_TOKENIZERS = {"ByteLevel", "Metaspace", "Digits", "Punctuation", "Split"}
-
-
-class ChatTemplateError(ValueError):
-    """The messages cannot be rendered with the model's template."""
-
-
-class PromptTooLong(ValueError):
+class PromptTooLong(ContextExceeded):
     """The prompt has more characters than the context could hold as tokens."""
-
-
-def _never_shrinks(normalizer: dict | None) -> bool:
-    if normalizer is None:
-        return True
-    kind = normalizer.get("type")
-    if kind == "Sequence":
-        return all(_never_shrinks(n) for n in normalizer.get("normalizers", []))
-    if kind == "Replace":
-        pattern = normalizer.get("pattern", {})
-        return "String" in pattern and len(normalizer.get("content", "")) >= len(pattern["String"])
-    return kind in _KEEPING_NORMALIZERS
-
-
-def _keeps_every_char(pre_tokenizer: dict | None) -> bool:
-    if pre_tokenizer is None:
-        return True
-    kind = pre_tokenizer.get("type")
-    if kind == "Sequence":
-        return all(_keeps_every_char(p) for p in pre_tokenizer.get("pretokenizers", []))
-    if kind == "Split":
-        return pre_tokenizer.get("behavior") != "Removed"
-    return kind in _KEEPING_PRE_TOKENIZERS
-
-
-def longest_token_chars(tokenizer) -> int | None:
-    """The most characters of text one token can stand for, or None when nothing bounds it.
-
-    A BPE token's string covers at least as many characters as the text it encodes (byte-level
-    tokens spell one character per byte, byte-fallback tokens six per byte), as long as nothing
-    before the model drops or merges characters and unknown characters are not fused into one
-    token. Then a text longer than context x this cannot fit the context, whatever it holds.
-    """
-    spec = json.loads(tokenizer.to_str())
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE" or (model.get("unk_token") and model.get("fuse_unk")):
-        return None
-    if not (_never_shrinks(spec.get("normalizer"))
-            and _keeps_every_char(spec.get("pre_tokenizer"))):
-        return None
-    return max(len(token) for token in tokenizer.get_vocab(with_added_tokens=True))
-
-
-def _raise(message: str):
-    raise TemplateError(message)
-
-
-@lru_cache(maxsize=8)
-def _compile(template: str):
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
-
-
-def render_chat(template: str | None, messages: list[dict], bos_token: str | None = None,
-                eos_token: str | None = None, add_generation_prompt: bool = True,
-                tools: list[dict] | None = None) -> str:
-    """The prompt text for a conversation, ending where the assistant's answer begins (unless
-    add_generation_prompt is false); tools go to templates with their own tool syntax."""
-    if not template:
-        raise ChatTemplateError("this model has no chat template; use the plain completion route")
-    try:
-        return _compile(template).render(messages=messages,
-                                         add_generation_prompt=add_generation_prompt,
-                                         bos_token=bos_token or "", eos_token=eos_token or "",
-                                         tools=tools)
-    except TemplateError as exc:
-        raise ChatTemplateError(f"cannot apply the chat template: {exc}") from None
-
-
-def _byte_of_char() -> dict[str, int]:
-    """Byte-level BPE's printable stand-in for each byte (GPT-2's table), reversed."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[chr(byte)] = byte
-        else:
-            chars[chr(256 + extra)] = byte
-            extra += 1
-    return chars
-
-
-BYTE_OF_CHAR = _byte_of_char()
 
 
 class PromptEncoder:
@@ -135,7 +33,7 @@ class PromptEncoder:
             self._piece = lambda token_id: None
             return
         if tokenizer is None:
-            tokenizer = load_tokenizer(Path(info["folder"]))
+            tokenizer = load_tokenizer(info["folder"])
         # encode() holds the GIL for the whole text, stalling the thread that feeds every stream;
         # the batch calls release it while the Rust code runs.
         batch = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch

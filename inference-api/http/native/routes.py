@@ -7,16 +7,27 @@ from contextlib import closing
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
-from inference_api.serving.engine_client import StreamCut
-from inference_api.serving.backend_link import Job
-from inference_api.serving.prompts import ChatTemplateError, PromptTooLong
+from inference_api.http.errors import ApiError
+from inference_api.http.fields import describe_validation_error
+from inference_api.http.plumbing import client_gone, current_engine, validated
 from inference_api.process_messages import FINISH_ERROR
 from inference_api.quote import quote
-from inference_api.http.fields import InferenceRequest, describe_validation_error
-from inference_api.http.plumbing import ApiError, current_frontend, validated
+from inference_api.serving.backend_link import Job
+from inference_api.serving.prompts import PromptTooLong
+from inference_api.serving.templates import ChatTemplateError
+
+from .protocol import InferenceRequest
 
 native = Blueprint("native", __name__)
 log = logging.getLogger("inference_api.requests")
+
+
+class StreamCut(ConnectionResetError):
+    """Raised mid-stream to drop the connection without the final chunk: the client sees a cut.
+
+    A plain-text stream has no way to say "error" once its headers are sent; ending it with the
+    zero-length chunk would make a truncated answer look complete.
+    """
 
 
 @native.post("/inference/<model_id>")
@@ -32,13 +43,13 @@ def predictions(model_id: str):
 
 
 def _generate(model_id: str, chat: bool):
-    frontend = current_frontend()
-    served = frontend.config.model_id
+    engine = current_engine()
+    served = engine.config.model_id
     if model_id != served:
         raise ApiError(404, f"model {quote(model_id)} is not served here; the served model is "
                             f"{served!r}")
     body = validated(InferenceRequest, describe_validation_error)
-    encoder = frontend.require_ready()
+    encoder = engine.require_ready()
     try:
         if chat:
             prompt_text = encoder.chat_text([{"role": "user", "content": body.text}])
@@ -48,18 +59,18 @@ def _generate(model_id: str, chat: bool):
     except (ChatTemplateError, PromptTooLong) as exc:
         raise ApiError(400, str(exc), code="context_length_exceeded"
                        if isinstance(exc, PromptTooLong) else None) from None
-    max_tokens = frontend.fit_max_tokens(len(prompt_ids), body.max_tokens)
+    max_tokens = engine.fit_max_tokens(len(prompt_ids), body.max_tokens)
     try:
-        params = body.sampling(max_tokens, frontend.defaults_for(body))
+        params = body.sampling(max_tokens, engine.defaults_for(body))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    generations = frontend.open([Job(prompt_ids, params, body.text)], g.request_id, request.path)
+    generations = engine.open([Job(prompt_ids, params, body.text)], g.request_id, request.path)
     if body.session_id is not None:
         log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
 
     def chunks():
         yield b""  # sends the headers now, even while the prompt waits for a row
-        with closing(frontend.batches(generations, request.environ)) as batches:
+        with closing(engine.batches(generations, client_gone)) as batches:
             for _, batch in batches:
                 text = "".join(o.text for o in batch)
                 if text:

@@ -1,16 +1,19 @@
-"""Request bodies of the OpenAI-compatible routes, validated with pydantic."""
+"""Request bodies of the OpenAI routes and of /tokenize and /detokenize, validated with pydantic."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (BaseModel, Field, StrictBool, StrictInt, ValidationError, field_validator,
                       model_validator)
 
-from inference_api.sampling_params import MAX_LOGIT_BIAS, MAX_SAMPLES, MAX_TOP_K, MAX_TOP_LOGPROBS
+from inference_api.http.fields import (REQUEST_CONFIG, Float, Int, MinP, Penalty,
+                                       RepetitionPenalty, StopList, TopP, drop_nulls, error_text,
+                                       field_path, join_problems)
 from inference_api.quote import quote
-from inference_api.serving.tool_format import ToolCall, ToolFields
-from inference_api.http.fields import (REQUEST_CONFIG, Float, Int, MinP, Penalty, RepetitionPenalty, StopList,
-                      TopP, drop_nulls, error_text, field_path, join_problems)
+from inference_api.sampling_params import MAX_LOGIT_BIAS, MAX_SAMPLES, MAX_TOP_K, MAX_TOP_LOGPROBS
+
+from .protocol_messages import ChatMessage, ToolFields
+
 # Token counts are 32-bit integers in OpenAI's API; no context comes near, and a count of
 # thousands of digits would otherwise be spelled out whole in the context-length error.
 MAX_COUNT = 2**31 - 1
@@ -160,57 +163,6 @@ class CompletionRequest(_OpenAIRequest):
         return prompt
 
 
-class ChatMessage(BaseModel):
-    """One turn: the content as a string or a list of {"type": "text", "text": ...} parts.
-
-    An assistant turn may hold tool_calls instead of content; a tool turn answers one of them.
-    """
-
-    model_config = REQUEST_CONFIG
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | None = None
-    name: str | None = None  # accepted for compatibility; chat templates do not use it
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
-
-    @model_validator(mode="after")
-    def _content_or_calls(self):
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages may have tool_calls")
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a tool message needs the tool_call_id it answers")
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError("content is required (it may be null only in an assistant message "
-                             "with tool_calls)")
-        return self
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_parts(cls, content):
-        if not isinstance(content, list):
-            return content
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or set(part) != {
-                    "type", "text"} or not isinstance(part["text"], str):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ValueError(f"only text parts ({{\"type\": \"text\", \"text\": ...}}) are "
-                                 f"supported, not {quote(kind)}")
-            texts.append(part["text"])
-        return "\n".join(texts)
-
-    def turn(self) -> dict:
-        """The message as the chat template takes it ("developer" is the newer "system")."""
-        turn = {"role": "system" if self.role == "developer" else self.role,
-                "content": self.content}
-        if self.tool_calls:
-            turn["tool_calls"] = [call.model_dump() for call in self.tool_calls]
-        if self.tool_call_id is not None:
-            turn["tool_call_id"] = self.tool_call_id
-        return turn
-
-
 class ChatRequest(_OpenAIRequest, ToolFields):
     """POST /v1/chat/completions."""
 
@@ -241,3 +193,38 @@ def describe_openai_error(exc: ValidationError) -> tuple[str, str | None, str | 
             parts.append(f"{field}: {error_text(err)}" + (f" (got {quote(err['input'])})"
                                                           if err["type"] != "value_error" else ""))
     return join_problems(parts), param, code
+
+
+MAX_TOKEN_IDS = 1 << 20  # more ids than any context; bounds the work of one request
+
+
+class TokenizeRequest(BaseModel):
+    """A prompt as /v1/completions takes it, or messages as /v1/chat/completions does."""
+
+    model_config = REQUEST_CONFIG
+
+    model: str | None = None
+    prompt: str | None = None
+    add_special_tokens: StrictBool = True
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_generation_prompt: StrictBool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, body):
+        return drop_nulls(body)
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    """Token ids to turn back into text."""
+
+    model_config = REQUEST_CONFIG
+
+    model: str | None = None
+    tokens: list[Int] = Field(max_length=MAX_TOKEN_IDS)

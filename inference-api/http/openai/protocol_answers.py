@@ -1,4 +1,4 @@
-"""The shapes of the answers, as pydantic models: for the OpenAPI document only.
+"""The OpenAI routes' answers and /tokenize's and /detokenize's, as pydantic models.
 
 The routes build their answers as plain dicts; these models describe them in /openapi.json,
 and the fuzzing test checks every answer against them.
@@ -9,12 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-
-class NativeError(BaseModel):
-    """The error of the native routes, /generate and /health."""
-
-    status_code: int
-    message: str
+from .protocol_messages import ToolCall
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -30,17 +25,6 @@ class OpenAIError(BaseModel):
     """The error of the /v1 routes."""
 
     error: OpenAIErrorDetail
-
-
-class Health(BaseModel):
-    """GET /health when the backend is ready."""
-
-    status: Literal["ok"]
-    model: str
-    busy_rows: int
-    max_users: int
-    queued: int
-    sessions: int
 
 
 class ModelCard(BaseModel):
@@ -108,28 +92,13 @@ class Completion(BaseModel):
     usage: Usage
 
 
-class CalledFunction(BaseModel):
-    """The function a tool call names, and its arguments as JSON text."""
-
-    name: str
-    arguments: str
-
-
-class ToolCallOut(BaseModel):
-    """One tool call of an answer."""
-
-    id: str
-    type: Literal["function"]
-    function: CalledFunction
-
-
 class ChatMessageOut(BaseModel):
     """The assistant's turn: text, or tool calls (then content is null)."""
 
     role: Literal["assistant"]
     content: str | None
     refusal: None = Field(description="always null: the server never refuses in words")
-    tool_calls: list[ToolCallOut] | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class TopLogprob(BaseModel):
@@ -186,28 +155,3 @@ class DetokenizeAnswer(BaseModel):
     """POST /detokenize."""
 
     prompt: str
-
-
-class GeneratedSample(BaseModel):
-    """One sample of /generate."""
-
-    index: int
-    text: str
-    finish_reason: str | None
-    generated_tokens: int
-
-
-class GenerateAnswer(BaseModel):
-    """POST /generate, not streamed (also the last event of a stream)."""
-
-    created: float
-    finished: float
-    generation_time: float
-    prompt: str
-    prompt_tokens: int
-    num_samples: int
-    responses: list[GeneratedSample]
-
-
-# pydantic writes a bound on an optional number whose type has its own validator (schemas.Int)
-# under the Field's name; JSON Schema knows these as:

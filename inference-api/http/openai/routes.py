@@ -7,14 +7,19 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
-from inference_api.sampling.closing import grammar_for_gbnf, grammar_for_json_schema, grammar_for_response_format
-from .serving import answer
-from inference_api.serving.prompts import ChatTemplateError, PromptTooLong
+from inference_api.http.errors import ApiError
+from inference_api.http.plumbing import current_engine, validated
 from inference_api.quote import quote, quote_name
+from inference_api.serving.grammars import (grammar_for_gbnf, grammar_for_json_schema,
+                                            grammar_for_response_format)
+from inference_api.serving.prompts import PromptTooLong
+from inference_api.serving.templates import ChatTemplateError
+from inference_api.serving.tool_format import (ToolUse, answer_schema, prepare_turns,
+                                               template_supports_tools, template_turns,
+                                               tool_prompt, with_system_text)
+
 from .protocol import ChatRequest, CompletionRequest, describe_openai_error
-from inference_api.serving.tool_format import (answer_schema, prepare_turns, template_supports_tools, template_turns,
-                    tool_prompt, with_system_text)
-from inference_api.http.plumbing import ApiError, current_frontend, validated
+from .serving import answer
 
 openai = Blueprint("openai", __name__)
 log = logging.getLogger("inference_api.requests")
@@ -45,8 +50,8 @@ def model(model_id: str):
 @openai.post("/v1/completions")
 def completions():
     """Continue each prompt as given."""
-    frontend, body = _read(CompletionRequest)
-    encoder = frontend.require_ready()
+    engine, body = _read(CompletionRequest)
+    encoder = engine.require_ready()
     prompts = []
     for index, prompt in enumerate(body.prompt):
         try:
@@ -65,16 +70,16 @@ def completions():
     scored = body.logprobs if body.echo else None
     fields = dict(logprobs=body.logprobs, prompt_logprobs=scored, return_prompt=body.echo,
                   grammar=_grammar(body))
-    return answer(frontend, body, prompts, chat=False, fields=fields)
+    return answer(engine, body, prompts, chat=False, fields=fields)
 
 
 @openai.post("/v1/chat/completions")
 def chat_completions():
     """The assistant's next turn in the conversation, through the model's chat template."""
-    frontend, body = _read(ChatRequest)
-    encoder = frontend.require_ready()
-    choice, parallel = body.effective_tool_choice, body.parallel_tool_calls
-    turns, tools = _chat_turns(encoder, body, choice, parallel)
+    engine, body = _read(ChatRequest)
+    encoder = engine.require_ready()
+    use = body.tool_use()
+    turns, tools = _chat_turns(encoder, body, use)
     try:
         text = encoder.chat_text(turns, tools=tools)
         ids = encoder.encode_chat_text(text)
@@ -82,7 +87,7 @@ def chat_completions():
         raise ApiError(400, str(exc), param="messages") from None
     except PromptTooLong as exc:
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
-    schema, grammar = answer_schema(body.tools, choice, parallel), _grammar(body)
+    schema, grammar = answer_schema(use), _grammar(body)
     if schema is not None and grammar is not None:
         raise ApiError(400, "a structured output (response_format) cannot be combined with "
                             "tools unless tool_choice is \"none\"", param="response_format")
@@ -92,11 +97,11 @@ def chat_completions():
         except ValueError as exc:
             raise ApiError(400, str(exc), param="tools") from None
     fields = dict(logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar)
-    return answer(frontend, body, [(text, ids)], chat=True, fields=fields,
+    return answer(engine, body, [(text, ids)], chat=True, fields=fields,
                    tools=schema is not None)
 
 
-def _chat_turns(encoder, body, choice, parallel) -> tuple[list[dict], list[dict] | None]:
+def _chat_turns(encoder, body: ChatRequest, use: ToolUse) -> tuple[list[dict], list[dict] | None]:
     """The turns for the template, and the tools for templates with their own tool syntax.
 
     Templates without it (the bundled model's) get the tools described in the system message
@@ -104,12 +109,10 @@ def _chat_turns(encoder, body, choice, parallel) -> tuple[list[dict], list[dict]
     """
     turns = [m.turn() for m in body.messages]
     if template_supports_tools(encoder.info.get("chat_template")):
-        turns = with_system_text(template_turns(turns),
-                                 tool_prompt(body.tools, choice, parallel, listed=False))
-        listed = [t.model_dump(exclude_none=True) for t in body.tools] if choice != "none" \
-            else None
+        turns = with_system_text(template_turns(turns), tool_prompt(use, listed=False))
+        listed = [t.model_dump(exclude_none=True) for t in body.tools] if use.functions else None
         return turns, listed
-    return prepare_turns(turns, body.tools, choice, parallel, encoder.renders_tool_role), None
+    return prepare_turns(turns, use, encoder.renders_tool_role), None
 
 
 def _grammar(body) -> str | None:
@@ -131,36 +134,36 @@ def _grammar(body) -> str | None:
 
 
 def _model_card() -> dict:
-    frontend = current_frontend()
-    link = frontend.link
-    context = link.info.get("max_seq_len", frontend.config.max_seq_len) if link else \
-        frontend.config.max_seq_len
-    return {"id": frontend.config.model_id, "object": "model", "created": STARTED,
+    engine = current_engine()
+    link = engine.link
+    context = link.info.get("max_seq_len", engine.config.max_seq_len) if link else \
+        engine.config.max_seq_len
+    return {"id": engine.config.model_id, "object": "model", "created": STARTED,
             "owned_by": "inference-api", "max_model_len": context}
 
 
 def _check_model(model_id: str) -> None:
-    served = current_frontend().config.model_id
+    served = current_engine().config.model_id
     if model_id != served:
         raise ApiError(404, f"The model {quote(model_id)} does not exist; this server serves "
                                f"{served!r}", param="model", code="model_not_found")
 
 
 def _read(schema):
-    """The Frontend and the validated body; a 400 naming the parameter when it is not valid.
+    """The engine client and the validated body; a 400 naming the parameter when it is not valid.
 
     Fields OpenAI does not have are ignored, as vLLM does, and named in a log line and the
     X-Ignored-Fields header; with STRICT_FIELDS=1 they are refused instead.
     """
-    frontend = current_frontend()
-    context = None if frontend.config.strict_fields else {"ignored": []}
+    engine = current_engine()
+    context = None if engine.config.strict_fields else {"ignored": []}
     body = validated(schema, describe_openai_error, context)
     if context and context["ignored"]:
         g.ignored_fields = context["ignored"]
         log.info("request %s ignored unknown fields: %s", g.request_id,
                  _named(context["ignored"]))
     _check_model(body.model)
-    return frontend, body
+    return engine, body
 
 
 def _named(fields: list[str]) -> str:

@@ -8,23 +8,24 @@ from importlib import metadata
 
 from flask import jsonify
 
-from inference_api.http.samples import (failure_event, open_answer, run_to_end, sample_params, sse_event,
-                      sse_response, text_batches)
-from inference_api.serving.backend_link import Job
-from .logprobs import LogprobShaper
+from inference_api.http.errors import ApiError
+from inference_api.http.samples import (failure_event, open_answer, run_to_end, sample_params,
+                                        sse_event, sse_response, text_batches)
 from inference_api.process_messages import FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
+from inference_api.serving.backend_link import Job
 from inference_api.serving.tool_stream import ToolStream, parse_answer
-from inference_api.http.plumbing import ApiError
+
+from .logprobs import LogprobShaper
 
 # OpenAI knows no "eos": the model ending its answer is a "stop", as a stop string is.
 FINISH_REASONS = {FINISH_STOP: "stop", FINISH_EOS: "stop", FINISH_LENGTH: "length"}
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
-def answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool, fields: dict,
+def answer(engine, body, prompts: list[tuple[str, list[int]]], chat: bool, fields: dict,
             tools: bool = False):
     """Open n sessions per prompt, then answer in one piece or as a stream of chunks."""
-    vocab = frontend.encoder.vocab_size
+    vocab = engine.encoder.vocab_size
     outside = [key for key in body.logit_bias or {} if int(key) >= vocab]
     if outside:
         raise ApiError(400, f"logit_bias: token id {outside[0]} is outside the vocabulary "
@@ -33,24 +34,24 @@ def answer(frontend, body, prompts: list[tuple[str, list[int]]], chat: bool, fie
     for text, ids in prompts:
         if not ids:
             raise ApiError(400, "the prompt has no tokens", param="prompt")
-        default = frontend.context_len if chat else COMPLETIONS_DEFAULT_MAX_TOKENS
-        max_tokens = frontend.fit_max_tokens(len(ids), body.wanted_tokens, default)
+        default = engine.context_len if chat else COMPLETIONS_DEFAULT_MAX_TOKENS
+        max_tokens = engine.fit_max_tokens(len(ids), body.wanted_tokens, default)
         jobs += [Job(ids, params, text) for params in sample_params(
-            body.n, body.seed, **body.sampling_fields(max_tokens, frontend.defaults_for(body)),
+            body.n, body.seed, **body.sampling_fields(max_tokens, engine.defaults_for(body)),
             **fields)]
-    answer = open_answer(frontend, jobs)
+    answer = open_answer(engine, jobs)
     prompt_tokens = sum(len(ids) for _, ids in prompts)  # each prompt once, as OpenAI counts
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": frontend.config.model_id,
-            "system_fingerprint": fingerprint(frontend)}
-    shaper = LogprobShaper(frontend.encoder.token_bytes, [ids for _, ids in prompts
+            "created": int(time.time()), "model": engine.config.model_id,
+            "system_fingerprint": fingerprint(engine)}
+    shaper = LogprobShaper(engine.encoder.token_bytes, [ids for _, ids in prompts
                                                           for _ in range(body.n)],
                            chat, fields.get("logprobs") is not None)
     if body.stream:
-        return sse_response(_events(frontend, answer, head, chat, body.include_usage,
+        return sse_response(_events(engine, answer, head, chat, body.include_usage,
                                     prompt_tokens, body.n, shaper, tools))
-    samples = run_to_end(frontend, answer)
+    samples = run_to_end(engine, answer)
     choices = []
     for index, sample in enumerate(samples):
         finish = FINISH_REASONS.get(sample.finish_reason)
@@ -96,7 +97,7 @@ def _usage(prompt_tokens: int, samples, n: int) -> dict:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, prompt_tokens: int,
+def _events(engine, answer, head: dict, chat: bool, include_usage: bool, prompt_tokens: int,
             n: int, shaper: LogprobShaper, tools: bool = False):
     """The stream's events: a chunk per batch of text, the usage chunk if asked, [DONE]."""
     head = dict(head, object="chat.completion.chunk" if chat else "text_completion")
@@ -122,7 +123,7 @@ def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, promp
         for index in range(len(answer.samples)):
             yield chunk(index, None, None, role=True)
     pending = {}  # per choice: log probabilities of tokens whose text is still held back
-    for index, text, reason, error in text_batches(frontend, answer):
+    for index, text, reason, error in text_batches(engine, answer):
         sample = answer.samples[index]
         pending.setdefault(index, []).extend(sample.fresh_logprobs)
         logprobs = None
@@ -145,12 +146,12 @@ def _events(frontend, answer, head: dict, chat: bool, include_usage: bool, promp
     yield sse_event("[DONE]")
 
 
-def fingerprint(frontend) -> str:
+def fingerprint(engine) -> str:
     """fp_ and a hash of what decides the answers: model, dtype, device, server version."""
-    info = frontend.link.info if frontend.link else {}
+    info = engine.link.info if engine.link else {}
     try:
         version = metadata.version("inference-api")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    parts = [frontend.config.model_id, str(info.get("dtype")), str(info.get("device")), version]
+    parts = [engine.config.model_id, str(info.get("dtype")), str(info.get("device")), version]
     return "fp_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]

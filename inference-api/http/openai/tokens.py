@@ -3,30 +3,33 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from inference_api.serving.prompts import ChatTemplateError, PromptTooLong
-from inference_api.quote import quote
-from .tokens_protocol_TMP import DetokenizeRequest, TokenizeRequest
+from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error
-from inference_api.http.plumbing import ApiError, current_frontend, validated
+from inference_api.http.plumbing import current_engine, validated
+from inference_api.quote import quote
+from inference_api.serving.prompts import PromptTooLong
+from inference_api.serving.templates import ChatTemplateError
+
+from .protocol import DetokenizeRequest, TokenizeRequest
 
 tokens = Blueprint("tokens", __name__)
 
 
 def _ready_encoder(body):
     """The prompt encoder, once the body names the served model (or none)."""
-    frontend = current_frontend()
-    served = frontend.config.model_id
+    engine = current_engine()
+    served = engine.config.model_id
     if body.model is not None and body.model != served:
         raise ApiError(404, f"The model {quote(body.model)} does not exist; this server serves "
                             f"{served!r}")
-    return frontend, frontend.require_ready()
+    return engine, engine.require_ready()
 
 
 @tokens.post("/tokenize")
 def tokenize():
     """A prompt's or a conversation's token ids, as the generation routes would make them."""
     body = validated(TokenizeRequest, describe_validation_error)
-    frontend, encoder = _ready_encoder(body)
+    engine, encoder = _ready_encoder(body)
     try:
         if body.messages is not None:
             text = encoder.chat_text([m.turn() for m in body.messages],
@@ -36,7 +39,7 @@ def tokenize():
             ids = encoder.encode(body.prompt, special=body.add_special_tokens)
     except (ChatTemplateError, PromptTooLong) as exc:
         raise ApiError(400, str(exc)) from None
-    return jsonify(count=len(ids), max_model_len=frontend.context_len, tokens=ids)
+    return jsonify(count=len(ids), max_model_len=engine.context_len, tokens=ids)
 
 
 @tokens.post("/detokenize")
