@@ -1,4 +1,4 @@
-"""Messages between the frontend and the backend process (picklable, no torch)."""
+"""Messages on the queues between the server process and the backend process (picklable, no torch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +13,7 @@ FINISH_ERROR = "error"  # the request or the backend failed
 
 @dataclass
 class Submit:
-    """Frontend -> backend: start generating for a session."""
+    """Server -> backend: start generating for a session."""
 
     session_id: str
     prompt_ids: list[int]
@@ -23,14 +23,14 @@ class Submit:
 
 @dataclass
 class Cancel:
-    """Frontend -> backend: the client left; free the session's row."""
+    """Server -> backend: the client left; free the session's row."""
 
     session_id: str
 
 
 @dataclass
 class Shutdown:
-    """Frontend -> backend: finish the running step and exit."""
+    """Server -> backend: finish the running step and exit."""
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TokenLogprob:
 
 @dataclass
 class Output:
-    """Backend -> frontend: new text for one session; the last one has finish_reason and usage."""
+    """Backend -> server: new text for one session; the last one has finish_reason and usage."""
 
     session_id: str
     text: str
@@ -63,14 +63,14 @@ class Output:
 
 @dataclass
 class Ready:
-    """Backend -> frontend: the model is loaded and warmed up."""
+    """Backend -> server: the model is loaded and warmed up."""
 
     info: dict = field(default_factory=dict)
 
 
 @dataclass
 class Heartbeat:
-    """Backend -> frontend: alive, with how busy it is."""
+    """Backend -> server: alive, with how busy it is."""
 
     busy_rows: int
     queued: int
@@ -78,6 +78,6 @@ class Heartbeat:
 
 @dataclass
 class Fatal:
-    """Backend -> frontend: the backend cannot start or go on (e.g. the model does not load)."""
+    """Backend -> server: the backend cannot start or go on (e.g. the model does not load)."""
 
     message: str

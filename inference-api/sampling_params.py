@@ -1,4 +1,4 @@
-"""Per-request generation parameters, shared by the frontend and the backend (no torch)."""
+"""Per-request generation parameters, shared by the server and the backend (no torch)."""
 from __future__ import annotations
 
 import math

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from common.settings import ConfigError, from_env
+from common.settings import ConfigError
 from common.settings import check as _check
 from common.settings import env_field as _env
+from common.settings import from_env
 
 # Below this many bytes an HS256 secret can be brute-forced offline from any token.
 MIN_SECRET_BYTES = 32

@@ -1,7 +1,8 @@
 """Prometheus counters of the proxy, in a registry of their own per app."""
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               generate_latest)
 
 AUTH_REASONS = ("missing_header", "bad_scheme", "malformed", "bad_algorithm", "bad_signature",
                 "expired", "not_yet_valid", "lifetime", "missing_claim", "bad_claim", "invalid")

@@ -39,7 +39,7 @@ def backend_main(config: Config, inputs, outputs) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s backend %(levelname)s %(message)s")
     exit_with_parent(multiprocessing.parent_process().pid)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
-    # Ctrl-C reaches the whole process group; the frontend decides when the backend stops.
+    # Ctrl-C reaches the whole process group; the server decides when the backend stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine, info = build_engine(config)

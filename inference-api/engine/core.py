@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from inference_api.process_messages import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR,
+                                            FINISH_LENGTH, Output, Submit, TokenLogprob)
 from inference_api.sampling_params import check_context
-from inference_api.process_messages import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR, FINISH_LENGTH, Output,
-                       Submit, TokenLogprob)
+
 from .scheduler import Scheduler
-from .step_plan import StepPlan
 from .sequence import NewToken, Sequence
 from .step_budget import FixedBudget, StepBudget
+from .step_plan import StepPlan
 from .text_state import TextMaker
 
 

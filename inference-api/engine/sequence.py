@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass, field
 
 from inference_api.process_messages import TokenLogprob
+
 from .text_state import TextState
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from .detokenize import IncrementalDetokenizer, StopMatcher
 from inference_api.process_messages import FINISH_EOS, FINISH_STOP
+
+from .detokenize import IncrementalDetokenizer, StopMatcher
 
 
 class Detokenizer(Protocol):

@@ -1,0 +1,9 @@
+"""The HTTP side of the server process: the Flask app, one subpackage per API, what they share.
+
+It owns the app factory and gunicorn worker (app, worker), the request plumbing every route
+uses (plumbing: bodies, limits, validation; errors: the two error shapes; fields: request field
+types; samples: a request's generations collected or streamed as SSE), /health, /metrics and
+/openapi.json, and the APIs: native/ (/inference, /predictions, /generate) and openai/ (/v1/...,
+/tokenize, /detokenize). It reaches the backend only through serving's EngineClient, and may
+import serving, the package's leaves and `common`; nothing below serving.
+"""

@@ -19,7 +19,6 @@ from inference_api.serving.engine_client import EngineClient
 
 from .errors import ApiError
 
-
 MAX_JSON_DEPTH = 32  # the deepest valid body (chat content parts) is 5 levels deep
 READ_STEP = 64 * 1024
 ACCEPTED_CODINGS = ("identity",)

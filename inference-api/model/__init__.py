@@ -1,0 +1,8 @@
+"""The real model: the runner the engine drives, and everything below it.
+
+ModelRunner (runner) turns a step plan into new tokens: one forward over the plan, the
+structured outputs' masks, the sampler. DecoderModel (forward) is our batched forward pass
+over a KV cache preallocated for the fixed rows, built from small pieces (layers, linear,
+attention/). Weights are found and converted once (files) and loaded on a device in a dtype
+(loading). It may import engine (the plan and the sequences), sampling and the leaves.
+"""

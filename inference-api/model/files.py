@@ -138,7 +138,7 @@ def load_tokenizer(folder: Path):
 
 
 def read_model_info(folder: Path) -> dict:
-    """What the frontend needs to know of a model: special tokens, chat template, context limit."""
+    """What the server needs to know of a model: special tokens, chat template, context limit."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     tok_config = _read_json(folder / "tokenizer_config.json")

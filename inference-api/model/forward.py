@@ -16,6 +16,7 @@ from .layers import rms_norm, rope_tables, rotate
 from .linear import Linear, can_pack, linear_of, stacked
 from .loading import check_architecture
 
+
 @dataclass
 class PrefillInput:
     """A slice of one row's prompt; earlier chunks of the prompt are already in the cache."""

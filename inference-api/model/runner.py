@@ -9,13 +9,14 @@ import torch
 from transformers import AutoConfig
 
 from inference_api.config import Config
-from inference_api.sampling.grammar_rows import GrammarRows
-from .forward import DecoderModel, PrefillInput
-from .files import load_tokenizer, prepare_model_folder, read_model_info
-from .loading import check_architecture, load_model, resolve_device, resolve_dtype
-from inference_api.sampling.sampler import RowSampler, token_logprobs
-from inference_api.engine.step_plan import PromptChunk, StepPlan
 from inference_api.engine.sequence import NewToken, Sequence
+from inference_api.engine.step_plan import PromptChunk, StepPlan
+from inference_api.sampling.grammar_rows import GrammarRows
+from inference_api.sampling.sampler import RowSampler, token_logprobs
+
+from .files import load_tokenizer, prepare_model_folder, read_model_info
+from .forward import DecoderModel, PrefillInput
+from .loading import check_architecture, load_model, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 

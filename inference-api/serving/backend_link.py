@@ -1,4 +1,4 @@
-"""The frontend's side of the queues: the backend process, its health, and one queue per request."""
+"""The server's side of the queues: the backend process, its health, and one queue per request."""
 from __future__ import annotations
 
 import enum
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from inference_api.backend.process import start_backend
 from inference_api.config import Config
-from inference_api.process_messages import (FINISH_ERROR, Cancel, Fatal, Heartbeat, Output, Ready, Shutdown, Submit)
+from inference_api.process_messages import (FINISH_ERROR, Cancel, Fatal, Heartbeat, Output, Ready,
+                                            Shutdown, Submit)
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pydantic import AliasChoices, BaseModel, Field, StrictBool, field_validator
 
 from inference_api.http.fields import (REQUEST_CONFIG, Int, PromptText, RepetitionPenalty, Seed,
                                        StopList, StopText, Temperature, TopP, drop_nulls)
-from inference_api.sampling_params import MAX_EXTRA_EOS, MAX_SAMPLES, MAX_STOPS, MAX_TOP_K, SamplingParams
+from inference_api.sampling_params import (MAX_EXTRA_EOS, MAX_SAMPLES, MAX_STOPS, MAX_TOP_K,
+                                           SamplingParams)
 
 MAX_NEW_TOKENS = 2048
 

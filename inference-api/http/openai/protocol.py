@@ -6,9 +6,9 @@ from typing import Annotated
 from pydantic import (BaseModel, Field, StrictBool, StrictInt, ValidationError, field_validator,
                       model_validator)
 
-from inference_api.http.fields import (REQUEST_CONFIG, Float, Int, MinP, Penalty,
-                                       RepetitionPenalty, StopList, TopP, drop_nulls, error_text,
-                                       field_path, join_problems)
+from inference_api.http.fields import (REQUEST_CONFIG, Float, Int, MinP, Penalty, RepetitionPenalty,
+                                       StopList, TopP, drop_nulls, error_text, field_path,
+                                       join_problems)
 from inference_api.quote import quote
 from inference_api.sampling_params import MAX_LOGIT_BIAS, MAX_SAMPLES, MAX_TOP_K, MAX_TOP_LOGPROBS
 

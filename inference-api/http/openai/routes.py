@@ -15,8 +15,8 @@ from inference_api.serving.grammars import (grammar_for_gbnf, grammar_for_json_s
 from inference_api.serving.prompts import PromptTooLong
 from inference_api.serving.templates import ChatTemplateError
 from inference_api.serving.tool_format import (ToolUse, answer_schema, prepare_turns,
-                                               template_supports_tools, template_turns,
-                                               tool_prompt, with_system_text)
+                                               template_supports_tools, template_turns, tool_prompt,
+                                               with_system_text)
 
 from .protocol import ChatRequest, CompletionRequest, describe_openai_error
 from .serving import answer
