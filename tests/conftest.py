@@ -1,4 +1,5 @@
-"""Shared fixtures: the served model's runner in-process, and real servers on free ports."""
+"""Fixtures that tests in several folders share: real servers on free ports (the mock and the
+default model), and the default model's runner in this process with transformers' own beside it."""
 from __future__ import annotations
 
 import os
@@ -6,8 +7,6 @@ import os
 import pytest
 
 from helpers import api_server
-from processes import free_port
-from stub_upstream import start_stub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -20,13 +19,6 @@ def mock_server():
     server.start(timeout=60)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    """A stand-in for the API behind a proxy under test (stub_upstream.py), one per module."""
-    with start_stub(free_port()) as stub:
-        yield stub
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,15 @@
 """The docs follow the code: every request field the server accepts is documented."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import AliasChoices
 
 from inference_api.http.native.protocol import GenerateRequest, InferenceRequest
 from inference_api.http.openai.protocol import ChatRequest, CompletionRequest, StreamOptions
 from inference_api.http.openai.protocol_messages import ChatMessage
+from processes import REPO
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 
 
 def accepted_names(model) -> set[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from processes import REPO
+
 ROOTS = {"inference_api": REPO / "inference-api", "proxy": REPO / "proxy", "common": REPO / "common"}
 LEAVES = {"config", "sampling_params", "process_messages", "quote"}
 # What each part of the code may import from the project, top of the server to the bottom of

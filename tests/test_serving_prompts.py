@@ -1,12 +1,6 @@
 """The serving benchmark's prompts: what a prefix cache can and cannot reuse in each workload."""
-import sys
-
-from processes import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-from serving_prompts import SHARED_TOKENS, WORKLOADS, workload_prompts  # noqa: E402
-
-from inference_api.engine.prefix_cache import shared_prefix  # noqa: E402
+from inference_api.engine.prefix_cache import shared_prefix
+from serving_prompts import SHARED_TOKENS, WORKLOADS, workload_prompts
 
 
 def words(text: str) -> list[str]:
