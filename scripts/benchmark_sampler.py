@@ -13,9 +13,9 @@ import time
 
 import torch
 
-import inference_api.sampling.sampler as sampling
-from inference_api.sampling_params import SamplingParams
+from inference_api.sampling import draws
 from inference_api.sampling.sampler import RowSampler
+from inference_api.sampling_params import SamplingParams
 
 KINDS = {
     "greedy": SamplingParams(temperature=0),
@@ -28,7 +28,7 @@ KINDS = {
 
 def time_draws(sampler: RowSampler, logits: list[torch.Tensor], candidates: int) -> float:
     """Median milliseconds of one draw over the given logits."""
-    sampling.NUCLEUS_CANDIDATES = candidates
+    draws.NUCLEUS_CANDIDATES = candidates
     rows = torch.arange(logits[0].shape[0])
     times = []
     for batch in logits:
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     logits = [torch.randn(args.rows, args.vocab) * 3 for _ in range(args.draws)]
-    default_candidates = sampling.NUCLEUS_CANDIDATES
+    default_candidates = draws.NUCLEUS_CANDIDATES
     results = {kind: [] for kind in KINDS}
     for _ in range(args.repeats):  # kinds alternate, so a slow spell hits them all alike
         for kind, params in KINDS.items():

@@ -93,7 +93,7 @@ def section_drain(stack: Stack, args) -> list[Check]:
         seen, error = read_rest(*stream)
         finished = True if error is None else f"cut ({type(error).__name__})"
         if finished is True and stack.mock:
-            from inference_api.mock.runner import mock_answer
+            from inference_api.mock.text import mock_answer
             finished = seen.decode(errors="replace") == mock_answer(text, n) or "text differs"
         check = Check("5 SIGTERM drain", target.name, dict(
             health=health, new_generation=new, stream_finished=finished,
