@@ -2,10 +2,11 @@
 """Where a decode step's time goes: the whole step, its matrix products, attention and the rest.
 
 Runs the model's own step (no scheduler, no sampling) for --rows rows decoding at each of
---contexts positions, and reports the median step time; then times each layer's matrix products
-and lm_head alone with the step's shapes, the decode attention of one layer alone, and (with
---table) torch's profiler table of a few steps. What is neither a matrix product nor attention
-(norms, rotary, residual adds, the Python of the step) is the step less those two.
+--contexts positions, and reports the median step time; then times the step's matrix products
+(every layer's, with the step's shapes) and its decode attention (every layer's cache), each
+without the rest, and (with --table) torch's profiler table of a few steps. What is neither a
+matrix product nor attention (norms, rotary, residual adds, the Python of the step) is the step
+less those two.
 
     .venv/bin/python scripts/profile_decode_step.py --contexts 50,300,1000
 """
@@ -54,18 +55,20 @@ def main() -> int:
     rows = torch.arange(args.rows)
     tokens = torch.randint(0, 1000, (args.rows,))
 
-    layer = model.layers[0]
     hidden = torch.randn(args.rows, model.embed.shape[1], dtype=model.dtype)
     heads_out = torch.randn(args.rows, model.q_size, dtype=model.dtype)
     ffn = torch.randn(args.rows, model.ffn_size, dtype=model.dtype)
-    per_layer = {"qkv": lambda: layer.qkv(hidden), "o": lambda: layer.o(heads_out),
-                 "gate_up": lambda: layer.gate_up(hidden), "down": lambda: layer.down(ffn)}
-    products = {name: median_ms(run, args.repeats) for name, run in per_layer.items()}
-    head = median_ms(lambda: model.lm_head(hidden), args.repeats)
-    all_products = sum(products.values()) * len(model.layers) + head
-    print("matrix products alone, ms: " + ", ".join(f"{n} {t:.2f}" for n, t in products.items())
-          + f" (a layer; {len(model.layers)} layers), lm_head {head:.1f}; a step's "
-          f"{all_products:.1f}")
+    # Every layer's own weights, as a step reads them: timing one layer's products over and over
+    # would find its weights in the CPU's caches, which a step never does.
+    products = {"qkv": lambda: [layer.qkv(hidden) for layer in model.layers],
+                "o": lambda: [layer.o(heads_out) for layer in model.layers],
+                "gate_up": lambda: [layer.gate_up(hidden) for layer in model.layers],
+                "down": lambda: [layer.down(ffn) for layer in model.layers],
+                "lm_head": lambda: model.lm_head(hidden)}
+    timed = {name: median_ms(run, args.repeats) for name, run in products.items()}
+    all_products = median_ms(lambda: [run() for run in products.values()], args.repeats)
+    print("matrix products of a step, ms: " + ", ".join(f"{n} {t:.2f}" for n, t in timed.items())
+          + f"; all together {all_products:.1f}")
 
     shape = (args.rows, model.kv_heads, model.groups, model.head_dim)
     for context in (int(c) for c in args.contexts.split(",")):
@@ -76,9 +79,9 @@ def main() -> int:
         v = torch.randn_like(k)
         out = torch.empty_like(q)
         groups = model.attention.group_rows(rows, positions, model.windows)
-        attention = median_ms(lambda: model.attention.run(
-            0, q, k, v, model.k_cache[0], model.v_cache[0], rows, positions, groups, None, out),
-            args.repeats) * len(model.layers)
+        attention = median_ms(lambda: [model.attention.run(
+            index, q, k, v, model.k_cache[index], model.v_cache[index], rows, positions, groups,
+            None, out) for index in range(len(model.layers))], args.repeats)
         rest = step - all_products - attention
         print(f"context {context:5d}: step {step:6.1f} ms = products {all_products:5.1f} "
               f"+ attention {attention:5.1f} + the rest {rest:5.1f}")
