@@ -12,7 +12,8 @@ import torch
 from .attention.native_decode import choose_decode_attention
 from .attention.ops import attend_row, position_mask
 from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
-from .layers import rms_norm, rope_tables, rotate
+from .fused import layer_ops
+from .layers import rope_tables
 from .linear import Linear, can_pack, linear_of, stacked
 from .loading import check_architecture
 
@@ -66,7 +67,8 @@ class DecoderModel:
     """Our own forward pass over the weights of a loaded transformers Llama/Mistral/Qwen2 model."""
 
     def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
-                 pack_weights: bool | None = None, attention: str = "auto"):
+                 pack_weights: bool | None = None, attention: str = "auto",
+                 fused: bool | None = None):
         config = hf_model.config
         check_architecture(config)
         inner = hf_model.model
@@ -102,6 +104,10 @@ class DecoderModel:
         rotary = inner.rotary_emb
         self.cos, self.sin = rope_tables(rotary.inv_freq, rotary.attention_scaling, max_seq_len,
                                          self.dtype)
+        # The layers' norms and rotary: our kernel where it covers the model (fused None: where it
+        # builds; True: or an error), else torch ops.
+        self.ops = layer_ops(self.cos, self.sin, self.heads, self.kv_heads, self.head_dim,
+                             self.scale, self.layers[0].act, native=fused)
         self.kv_bucket = kv_bucket
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
         self.use_decode_attention(attention)
@@ -163,17 +169,20 @@ class DecoderModel:
         tokens = torch.cat([decode_tokens.to(dev)] + [c.tokens.to(dev) for c in prefills])  # [T]
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [T, 1, dim]
+        rope = self.ops.rope(positions)
         self._chunk_masks(chunks)
-        x = self.embed[tokens]  # [T, hidden]
+        # x [T, hidden] is the residual stream, h its norm: each layer's input, and at the end
+        # the final norm's output (each layer adds its parts and normalizes for the next).
+        x, h = self.ops.norm(self.embed[tokens], None, self.layers[0].attn_norm, self.eps)
         for index, layer in enumerate(self.layers):
-            x = self._layer(index, layer, x, cos, sin, decode, chunks)
+            after = self.layers[index + 1].attn_norm if index + 1 < len(self.layers) \
+                else self.final_norm
+            x, h = self._layer(index, layer, x, h, rope, decode, chunks, after)
         last = restore
         for c, p in zip(chunks, prefills):
             last = last + (list(range(c.offset, c.offset + c.n)) if p.all_logits
                            else [c.offset + c.n - 1])
-        h = rms_norm(x[torch.tensor(last, device=dev)], self.final_norm, self.eps)
-        return self.lm_head(h).float()  # lm_head only where logits are returned
+        return self.lm_head(h[torch.tensor(last, device=dev)]).float()  # where logits are asked
 
     def _check_bounds(self, decode_rows, decode_positions, prefills) -> None:
         """Reject rows/positions outside the cache instead of writing out of bounds."""
@@ -195,18 +204,13 @@ class DecoderModel:
             c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype).repeat(self.groups, 1)
                        for w in self.windows}  # [groups * c, L], queries ordered as in _prefill
 
-    def _layer(self, index, layer, x, cos, sin, decode, chunks) -> torch.Tensor:
-        """One decoder layer over all T tokens of the step: x [T, hidden] -> [T, hidden]."""
+    def _layer(self, index, layer, x, h, rope, decode, chunks, after) -> tuple:
+        """One decoder layer over all T tokens of the step: the residual stream x [T, hidden]
+        and its norm h -> the same after the layer, h normalized by `after`'s weight."""
         t = x.shape[0]
-        h = rms_norm(x, layer.attn_norm, self.eps)
-        qkv = layer.qkv(h)  # [T, q_size + 2 * kv_size]
-        qk = qkv[:, :self.q_size + self.kv_size].view(t, self.heads + self.kv_heads, self.head_dim)
-        qk = rotate(qk, cos, sin)  # queries and keys rotated together: fewer small kernels
-        q = qk[:, :self.heads] * self.scale  # scaling q is cheaper than scaling the scores
-        k = qk[:, self.heads:]  # [T, kv, dim]
-        v = qkv[:, self.q_size + self.kv_size:].view(t, self.kv_heads, self.head_dim)
+        q, k, v = self.ops.rotary(layer.qkv(h), rope)  # [T, heads or kv, dim]; q scaled
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # one layer's, [rows, ...]
-        out = torch.empty_like(q)  # [T, heads, dim]
+        out = q.new_empty(t, self.heads, self.head_dim)
         if decode is not None:
             d = decode.rows.numel()
             self._decode(index, q[:d], k[:d], v[:d], k_cache, v_cache, decode, layer.window,
@@ -215,10 +219,8 @@ class DecoderModel:
             span = slice(c.offset, c.offset + c.n)
             out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
                                       c.masks[layer.window])
-        x = x + layer.o(out.view(t, -1))
-        h = rms_norm(x, layer.mlp_norm, self.eps)
-        gate, up = layer.gate_up(h).split(self.ffn_size, -1)
-        return x + layer.down(layer.act(gate) * up)
+        x, h = self.ops.norm(x, layer.o(out.view(t, -1)), layer.mlp_norm, self.eps)
+        return self.ops.norm(x, layer.down(self.ops.silu_mul(layer.gate_up(h))), after, self.eps)
 
     def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
         """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out

@@ -1,0 +1,116 @@
+"""A decoder layer's operations other than its matrix products and attention, two ways.
+
+NativeLayerOps runs the residual add with the RMSNorm after it, and the rotary embeddings of
+queries and keys, each in one call of our C++ kernel (fused_ops.cpp, built at first use).
+TorchLayerOps runs them in torch ops (GPUs, CPUs without a compiler). Both give the same tensors
+to the bit; the activation times the up projection is torch ops in both.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+
+import torch
+
+from .layers import rms_norm, rotate
+from .native_build import KernelUnavailable, build
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("fused_ops.cpp")
+_SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}
+_P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+_ARGTYPES = {"add_rms_norm": [_P, _P, _P, _P, _I64, _I64, _F],
+             "rotary": [_P, _I64, _P, _P, _P, _I64, _INT, _INT, _INT, _F]}
+
+
+class TorchLayerOps:
+    """The operations in torch ops, as transformers computes them."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int,
+                 head_dim: int, q_scale: float, act):
+        self.cos, self.sin = cos, sin  # [positions, head_dim]
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.q_scale, self.act = q_scale, act
+
+    def rope(self, positions: torch.Tensor):
+        """What rotary() needs of a step's positions [T]: here their cos and sin [T, 1, dim]."""
+        return self.cos[positions][:, None], self.sin[positions][:, None]
+
+    def norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+             eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, the RMSNorm of that): the residual stream and the next layer's input."""
+        if delta is not None:
+            x = x + delta
+        return x, rms_norm(x, weight, eps)
+
+    def rotary(self, qkv: torch.Tensor, rope) -> tuple[torch.Tensor, ...]:
+        """q [T, heads, dim] rotated and scaled, k [T, kv, dim] rotated, v [T, kv, dim], from the
+        stacked projection qkv [T, (heads + 2 kv) * dim]."""
+        t, dim, heads = qkv.shape[0], self.head_dim, self.heads
+        qk = qkv[:, :(heads + self.kv_heads) * dim].view(t, heads + self.kv_heads, dim)
+        qk = rotate(qk, *rope)  # queries and keys rotated together: fewer small kernels
+        v = qkv[:, (heads + self.kv_heads) * dim:].view(t, self.kv_heads, dim)
+        return qk[:, :heads] * self.q_scale, qk[:, heads:], v  # scaling q, not the scores
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """act(gate) * up from the stacked projection [T, 2 * ffn]."""
+        gate, up = gate_up.chunk(2, -1)
+        return self.act(gate).mul_(up)
+
+
+class NativeLayerOps(TorchLayerOps):
+    """The operations in our C++ kernel, each one call over all the step's rows."""
+
+    def __init__(self, cos, sin, heads, kv_heads, head_dim, q_scale, act):
+        super().__init__(cos, sin, heads, kv_heads, head_dim, q_scale, act)
+        if cos.device.type != "cpu" or cos.dtype not in _SUFFIX:
+            raise KernelUnavailable(f"the kernel covers CPU float32 and bfloat16, not "
+                                    f"{cos.device.type} {cos.dtype}")
+        if head_dim % 2:
+            raise KernelUnavailable(f"the kernel covers even head sizes, not {head_dim}")
+        library = build(SOURCE, ("-ffp-contract=off",))
+        self.kernels = {}
+        for name, argtypes in _ARGTYPES.items():
+            function = getattr(library, f"{name}_{_SUFFIX[cos.dtype]}")
+            function.argtypes, function.restype = argtypes, None
+            self.kernels[name] = function
+        self.cos, self.sin = cos.contiguous(), sin.contiguous()
+
+    def rope(self, positions: torch.Tensor) -> torch.Tensor:
+        """The positions themselves: the kernel reads the tables at each."""
+        return positions.to(torch.int64).contiguous()
+
+    def norm(self, x, delta, weight, eps):
+        """x + delta in place (x must be the step's own buffer), and the norm of it."""
+        rows, dim = x.shape
+        assert x.is_contiguous() and (delta is None or delta.is_contiguous())
+        out = torch.empty_like(x)
+        self.kernels["add_rms_norm"](x.data_ptr(), None if delta is None else delta.data_ptr(),
+                                     weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        return x, out
+
+    def rotary(self, qkv, rope):
+        """As TorchLayerOps.rotary, in place: q, k and v are views of qkv."""
+        t, dim, heads, kv = qkv.shape[0], self.head_dim, self.heads, self.kv_heads
+        assert qkv.is_contiguous() and rope.numel() == t
+        self.kernels["rotary"](qkv.data_ptr(), qkv.shape[1], rope.data_ptr(), self.cos.data_ptr(),
+                               self.sin.data_ptr(), t, heads, kv, dim, self.q_scale)
+        q = qkv[:, :heads * dim].view(t, heads, dim)
+        k = qkv[:, heads * dim:(heads + kv) * dim].view(t, kv, dim)
+        return q, k, qkv[:, (heads + kv) * dim:].view(t, kv, dim)
+
+
+def layer_ops(cos, sin, heads, kv_heads, head_dim, q_scale, act, native: bool | None = None):
+    """NativeLayerOps where the kernel builds and covers the model, else TorchLayerOps; native
+    True or False asks for one of them (True: or an error saying why not)."""
+    if native is not False:
+        try:
+            return NativeLayerOps(cos, sin, heads, kv_heads, head_dim, q_scale, act)
+        except KernelUnavailable as exc:
+            if native:
+                raise
+            (log.warning if cos.device.type == "cpu" else log.info)(
+                "the layers' small operations run as torch ops: %s", exc)
+    return TorchLayerOps(cos, sin, heads, kv_heads, head_dim, q_scale, act)
