@@ -12,6 +12,7 @@ DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DECODE_ATTENTIONS = ("auto", "native", "torch")
+KV_CACHE_DTYPES = ("auto", "int8")
 
 
 def cache_dir(kind: str) -> Path:
@@ -37,6 +38,7 @@ class Config:
     prefix_caching: bool = True
     cpu_threads: int = 0  # torch's CPU threads; 0: every core the process may run on
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
+    kv_cache_dtype: str = "auto"  # auto: the model's dtype; int8: 8-bit keys and values, scaled
     strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
     mock_model: bool = False
     mock_step_ms: float = 10.0
@@ -54,6 +56,8 @@ class Config:
         _check(self.dtype in DTYPES, "DTYPE", self.dtype, "one of " + "|".join(DTYPES))
         _check(self.decode_attention in DECODE_ATTENTIONS, "DECODE_ATTENTION",
                self.decode_attention, "one of " + "|".join(DECODE_ATTENTIONS))
+        _check(self.kv_cache_dtype in KV_CACHE_DTYPES, "KV_CACHE_DTYPE", self.kv_cache_dtype,
+               "one of " + "|".join(KV_CACHE_DTYPES))
         _check(bool(self.model_id.strip()) and "/" not in self.model_id,
                "MODEL_ID", self.model_id, "a non-empty name without '/'")
         _check(0 <= self.cpu_threads <= 4096, "CPU_THREADS", self.cpu_threads,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .attention.int8_cache import Int8DecodeAttention
 from .attention.native_decode import choose_decode_attention
 from .attention.ops import attend_row, position_mask
 from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
@@ -68,7 +69,8 @@ class DecoderModel:
 
     def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
                  pack_weights: bool | None = None, attention: str = "auto",
-                 fused: bool | None = None):
+                 fused: bool | None = None,
+                 kv_cache_dtype: str = "auto"):
         config = hf_model.config
         check_architecture(config)
         inner = hf_model.model
@@ -110,17 +112,18 @@ class DecoderModel:
                              self.scale, self.layers[0].act, native=fused)
         self.kv_bucket = kv_bucket
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
-        self.use_decode_attention(attention)
+        self.use_decode_attention(attention, kv_cache_dtype)
 
-    def use_decode_attention(self, choice: str) -> None:
-        """Decode attention by DECODE_ATTENTION: our CPU kernel ("native"), torch ops, or "auto";
-        (re)allocates the KV cache in the layout that attention reads, so every row is empty."""
+    def use_decode_attention(self, choice: str, kv_cache_dtype: str = "auto") -> None:
+        """Decode attention by DECODE_ATTENTION (our CPU kernel, torch ops, or "auto") over a KV
+        cache by KV_CACHE_DTYPE, (re)allocated in the layout that attention reads: rows empty."""
         self.attention = self.k_cache = self.v_cache = None  # the old cache goes first
+        torch_ops = Int8DecodeAttention if kv_cache_dtype == "int8" else DecodeAttention
         self.attention = choose_decode_attention(
             choice, self.device, self.dtype, self.heads, self.kv_heads, self.head_dim,
-            lambda: DecodeAttention(len(self.layers), self.max_seq_len, self.kv_heads,
-                                    self.head_dim, self.dtype, self.kv_bucket,
-                                    keep_buffers=self.device.type == "cpu"))
+            lambda: torch_ops(len(self.layers), self.max_seq_len, self.kv_heads, self.head_dim,
+                              self.dtype, self.kv_bucket, keep_buffers=self.device.type == "cpu"),
+            kv_cache_dtype)
         self.k_cache, self.v_cache = self.attention.allocate_cache(
             len(self.layers), self.max_rows, self.max_seq_len, self.device)
 
@@ -231,13 +234,13 @@ class DecoderModel:
 
     def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
         """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""
-        n, end = c.n, c.start + c.n
+        n = c.n
         self.attention.write_prompt_keys(k_cache, c.row, c.start, k)
-        v_cache[c.row, :, c.start:end] = v.transpose(0, 1)  # [kv, c, dim]
+        self.attention.write_prompt_values(v_cache, c.row, c.start, v)
         # [c, heads, dim] -> [kv, groups * c, dim]: a group's queries share their kv head
         qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
         qc = qc.reshape(self.kv_heads, self.groups * n, self.head_dim)
         keys = self.attention.prompt_keys(k_cache, c.row, c.kv_len)  # [kv, dim, kv_len]
-        o = attend_row(qc, keys, v_cache[c.row, :, :c.kv_len], mask)
+        o = attend_row(qc, keys, self.attention.prompt_values(v_cache, c.row, c.kv_len), mask)
         o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
         return o.reshape(n, self.heads, self.head_dim)

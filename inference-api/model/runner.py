@@ -65,7 +65,8 @@ class ModelRunner:
         limit = self.info["max_position_embeddings"] or config.max_seq_len
         self.max_seq_len = min(config.max_seq_len, limit)
         self.model = DecoderModel(hf_model, config.max_users, self.max_seq_len,
-                                  attention=config.decode_attention)
+                                  attention=config.decode_attention,
+                                  kv_cache_dtype=config.kv_cache_dtype)
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)

@@ -121,6 +121,11 @@ class DecodeAttention:
         """Store a prompt chunk's keys k [c, kv, dim] at positions start.. of one layer's row."""
         k_cache[row, :, :, start:start + k.shape[0]] = k.permute(1, 2, 0)
 
+    def write_prompt_values(self, v_cache: torch.Tensor, row: int, start: int,
+                            v: torch.Tensor) -> None:
+        """Store a prompt chunk's values v [c, kv, dim] at positions start.. of one layer's row."""
+        v_cache[row, :, start:start + v.shape[0]] = v.transpose(0, 1)
+
     def copy_positions(self, k_cache: torch.Tensor, v_cache: torch.Tensor, source: int,
                        target: int, length: int) -> None:
         """Copy positions [0, length) of row source to row target in every layer's cache."""
@@ -130,6 +135,10 @@ class DecodeAttention:
     def prompt_keys(self, k_cache: torch.Tensor, row: int, length: int) -> torch.Tensor:
         """One layer's keys of a row, positions [:length], as [kv, dim, length] (a view)."""
         return k_cache[row, ..., :length]
+
+    def prompt_values(self, v_cache: torch.Tensor, row: int, length: int) -> torch.Tensor:
+        """One layer's values of a row, positions [:length], as [kv, length, dim] (a view)."""
+        return v_cache[row, :, :length]
 
     def group_rows(self, rows: torch.Tensor, positions: torch.Tensor,
                    windows: set) -> list[DecodeGroup]:
@@ -203,15 +212,12 @@ class DecodeAttention:
         """Write the new k/v [D, kv, dim] at each row's position of k_cache [rows, kv, dim, seq]
         and v_cache [rows, kv, seq, dim], then attend q [D, kv, groups, dim] into out
         (contiguous, like q); rows, positions, q, k and v all in group order."""
-        k_cache.permute(0, 3, 1, 2).index_put_((rows, positions), k)  # [rows, seq, kv, dim]
-        v_cache.transpose(1, 2).index_put_((rows, positions), v)
+        k, v = self._write_tokens(k_cache, v_cache, rows, positions, k, v)
         for group in groups:
-            buffer, g, span = group.buffer, group.rows.numel(), group.span
+            buffer, span = group.buffer, group.span
             if buffer.k[layer] is None:  # a new or changed group: gather its rows once
-                L = buffer.kv_len
-                k_rows = k_cache.flatten(1, 2)[..., :L].index_select(0, group.rows)
-                buffer.k[layer] = k_rows.view(g, self.kv_heads, self.head_dim, L)
-                buffer.v[layer] = v_cache[:, :, :L].index_select(0, group.rows)
+                buffer.k[layer], buffer.v[layer] = self._gather(k_cache, v_cache, group.rows,
+                                                                buffer.kv_len)
             else:  # the same group as last step: add the new position only
                 at = (group.slots, group.positions)
                 buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[span])
@@ -219,3 +225,15 @@ class DecodeAttention:
             attend(q[span], buffer.k[layer], buffer.v[layer], group.masks[window], out=out[span])
             if not self.keep_buffers:
                 buffer.k[layer] = buffer.v[layer] = None
+
+    def _write_tokens(self, k_cache, v_cache, rows, positions, k, v) -> tuple:
+        """Write the new k/v [D, kv, dim] at each row's position; give them back as cached."""
+        k_cache.permute(0, 3, 1, 2).index_put_((rows, positions), k)  # [rows, seq, kv, dim]
+        v_cache.transpose(1, 2).index_put_((rows, positions), v)
+        return k, v
+
+    def _gather(self, k_cache, v_cache, rows: torch.Tensor, length: int) -> tuple:
+        """Rows' keys [g, kv, dim, length] and values [g, kv, length, dim], contiguous copies."""
+        k_rows = k_cache.flatten(1, 2)[..., :length].index_select(0, rows)
+        return (k_rows.view(rows.numel(), self.kv_heads, self.head_dim, length),
+                v_cache[:, :, :length].index_select(0, rows))
