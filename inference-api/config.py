@@ -13,6 +13,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DECODE_ATTENTIONS = ("auto", "native", "torch")
 KV_CACHE_DTYPES = ("auto", "int8")
+QUANTIZATIONS = ("none", "int8")
 
 
 def cache_dir(kind: str) -> Path:
@@ -39,6 +40,7 @@ class Config:
     cpu_threads: int = 0  # torch's CPU threads; 0: every core the process may run on
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; int8: 8-bit keys and values, scaled
+    quantization: str = "none"  # int8: the linear layers' weights in int8, activations per row
     strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
     mock_model: bool = False
     mock_step_ms: float = 10.0
@@ -58,6 +60,8 @@ class Config:
                self.decode_attention, "one of " + "|".join(DECODE_ATTENTIONS))
         _check(self.kv_cache_dtype in KV_CACHE_DTYPES, "KV_CACHE_DTYPE", self.kv_cache_dtype,
                "one of " + "|".join(KV_CACHE_DTYPES))
+        _check(self.quantization in QUANTIZATIONS, "QUANTIZATION", self.quantization,
+               "one of " + "|".join(QUANTIZATIONS))
         _check(bool(self.model_id.strip()) and "/" not in self.model_id,
                "MODEL_ID", self.model_id, "a non-empty name without '/'")
         _check(0 <= self.cpu_threads <= 4096, "CPU_THREADS", self.cpu_threads,

@@ -51,7 +51,8 @@ def main() -> int:
     model = runner.model
     print(f"device {runner.info['device']} dtype {runner.info['dtype']} threads "
           f"{torch.get_num_threads()} rows {args.rows} attention "
-          f"{type(model.attention).__name__} packed weights {model.layers[0].qkv.packed}")
+          f"{type(model.attention).__name__} packed weights {model.layers[0].qkv.packed} "
+          f"quantization {config.quantization}")
     rows = torch.arange(args.rows)
     tokens = torch.randint(0, 1000, (args.rows,))
 

@@ -69,7 +69,7 @@ class DecoderModel:
 
     def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
                  pack_weights: bool | None = None, attention: str = "auto",
-                 fused: bool | None = None,
+                 fused: bool | None = None, quantization: str = "none",
                  kv_cache_dtype: str = "auto"):
         config = hf_model.config
         check_architecture(config)
@@ -77,7 +77,7 @@ class DecoderModel:
         self.embed = inner.embed_tokens.weight  # [vocab, hidden]
         self.device, self.dtype = self.embed.device, self.embed.dtype
         pack = can_pack(self.device, self.dtype) if pack_weights is None else pack_weights
-        self.lm_head = linear_of(hf_model.lm_head, pack)  # embed's tensor when tied and unpacked
+        self.lm_head = linear_of(hf_model.lm_head, pack, quantization)  # embed's if tied, unpacked
         self.final_norm = inner.norm.weight
         self.eps = config.rms_norm_eps
         self.vocab_size = self.lm_head.out_features
@@ -95,10 +95,11 @@ class DecoderModel:
             window = getattr(config, "sliding_window", None) if sliding else None
             self.layers.append(_Layer(
                 layer.input_layernorm.weight,
-                stacked(attn.q_proj, attn.k_proj, attn.v_proj, pack=pack),
-                linear_of(attn.o_proj, pack), layer.post_attention_layernorm.weight,
-                stacked(mlp.gate_proj, mlp.up_proj, pack=pack),
-                linear_of(mlp.down_proj, pack), mlp.act_fn,
+                stacked(attn.q_proj, attn.k_proj, attn.v_proj, pack=pack,
+                        quantization=quantization),
+                linear_of(attn.o_proj, pack, quantization), layer.post_attention_layernorm.weight,
+                stacked(mlp.gate_proj, mlp.up_proj, pack=pack, quantization=quantization),
+                linear_of(mlp.down_proj, pack, quantization), mlp.act_fn,
                 window if window is not None and window < max_seq_len else None))
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim

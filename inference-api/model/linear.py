@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .quantized import Int8Linear, check_quantization
+
 # The batch size the reordered layout is tuned for: a decode step's tokens at the default 32
 # rows. Any batch size gives the same results; only the speed depends on it.
 PACK_BATCH_HINT = 32
@@ -46,12 +48,22 @@ class Linear:
         return F.linear(x, self.weight, self.bias)
 
 
-def linear_of(module, pack: bool) -> Linear:
+def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, pack: bool,
+                quantization: str = "none") -> Linear | Int8Linear:
+    """The layer for one weight [out, in]: int8 when QUANTIZATION=int8 (QuantizationUnavailable
+    where it cannot run), else in the weight's dtype, reordered when `pack`."""
+    check_quantization(quantization, weight.device, weight.dtype)
+    if quantization == "int8":
+        return Int8Linear(weight, bias, PACK_BATCH_HINT)
+    return Linear(weight, bias, pack)
+
+
+def linear_of(module, pack: bool, quantization: str = "none") -> Linear | Int8Linear:
     """The Linear of one nn.Linear."""
-    return Linear(module.weight, module.bias, pack)
+    return make_linear(module.weight, module.bias, pack, quantization)
 
 
-def stacked(*modules, pack: bool) -> Linear:
+def stacked(*modules, pack: bool, quantization: str = "none") -> Linear | Int8Linear:
     """One Linear for several nn.Linear stacked along their outputs, for one matrix product."""
     weight = torch.cat([m.weight for m in modules])
     biases = [m.bias for m in modules]
@@ -59,4 +71,4 @@ def stacked(*modules, pack: bool) -> Linear:
     if any(b is not None for b in biases):
         bias = torch.cat([b if b is not None else weight.new_zeros(m.weight.shape[0])
                           for b, m in zip(biases, modules)])
-    return Linear(weight, bias, pack)
+    return make_linear(weight, bias, pack, quantization)

@@ -17,6 +17,7 @@ from inference_api.sampling.sampler import RowSampler, token_logprobs
 from .files import load_tokenizer, prepare_model_folder, read_model_info
 from .forward import DecoderModel, PrefillInput
 from .loading import check_architecture, load_model, resolve_device, resolve_dtype
+from .quantized import check_quantization
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ModelRunner:
         torch.set_num_threads(config.cpu_threads or cpu_threads())
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
+        check_quantization(config.quantization, device, dtype)  # before the long load
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
         check_architecture(AutoConfig.from_pretrained(folder, local_files_only=True))
         self.info = read_model_info(folder)
@@ -66,7 +68,8 @@ class ModelRunner:
         self.max_seq_len = min(config.max_seq_len, limit)
         self.model = DecoderModel(hf_model, config.max_users, self.max_seq_len,
                                   attention=config.decode_attention,
-                                  kv_cache_dtype=config.kv_cache_dtype)
+                                  kv_cache_dtype=config.kv_cache_dtype,
+                                  quantization=config.quantization)
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)
@@ -75,7 +78,8 @@ class ModelRunner:
         self.info.update(max_seq_len=self.max_seq_len, vocab_size=self.model.vocab_size,
                          device=str(device),
                          dtype=str(dtype).removeprefix("torch."), mock=False)
-        log.info("model %s loaded on %s in %s", folder, device, self.info["dtype"])
+        log.info("model %s loaded on %s in %s%s", folder, device, self.info["dtype"],
+                 ", linear weights in int8" if config.quantization == "int8" else "")
 
     def start(self, seq: Sequence) -> None:
         """Set a newly admitted row's sampling parameters and grammar."""
