@@ -8,6 +8,7 @@ to the bit; the activation times the up projection is torch ops in both.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from pathlib import Path
 
@@ -23,6 +24,11 @@ _SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _ARGTYPES = {"add_rms_norm": [_P, _P, _P, _P, _I64, _I64, _F],
              "rotary": [_P, _I64, _P, _P, _P, _I64, _INT, _INT, _INT, _F]}
+
+
+@functools.cache
+def _library() -> ctypes.CDLL:
+    return build(SOURCE, ("-ffp-contract=off",))  # torch's float32 arithmetic: no contractions
 
 
 class TorchLayerOps:
@@ -70,7 +76,7 @@ class NativeLayerOps(TorchLayerOps):
                                     f"{cos.device.type} {cos.dtype}")
         if head_dim % 2:
             raise KernelUnavailable(f"the kernel covers even head sizes, not {head_dim}")
-        library = build(SOURCE, ("-ffp-contract=off",))
+        library = _library()
         self.kernels = {}
         for name, argtypes in _ARGTYPES.items():
             function = getattr(library, f"{name}_{_SUFFIX[cos.dtype]}")

@@ -8,7 +8,6 @@ compiler is found or the build fails, KernelUnavailable says why and the model r
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -47,9 +46,9 @@ def compiler() -> str:
     return name
 
 
-@functools.cache
 def build(source: Path, extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """The compiled library of a C++ source, compiled now unless this machine's build is cached."""
+    """The compiled library of a C++ source, compiled now unless this machine's build is cached
+    (callers keep the library: each call checks the compiler's version)."""
     cxx = compiler()
     flags = FLAGS + extra_flags
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout

@@ -1,34 +1,26 @@
-"""Decode attention through our own CPU kernel (kernels/decode_attention.cpp), built at first use.
+"""Decode attention through our own CPU kernel (decode_attention.cpp), built at first use.
 
-The kernel is compiled once per machine with the system's C++ compiler (-march=native, so the
-library is cached under a key that includes the CPU's features) and loaded through ctypes. Where
-it cannot be built (no compiler, not a CPU, a dtype or head size it does not cover), the engine
-uses attention.DecodeAttention, the same attention in torch ops. NativeInt8DecodeAttention is
+The kernel is compiled once per machine for its CPU and loaded through ctypes (native_build).
+Where it cannot be built (no compiler, not a CPU, a dtype or head size it does not cover), the
+engine uses torch_decode.DecodeAttention, the same attention in torch ops. NativeInt8DecodeAttention is
 the kernel over the 8-bit cache of int8_cache.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
-from inference_api.config import cache_dir
-
+from .. import native_build
+from ..native_build import KernelUnavailable
 from .int8_cache import Int8Cache
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("decode_attention.cpp")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
 _SYMBOLS = {torch.bfloat16: "decode_attention_bf16", torch.float32: "decode_attention_f32"}
 _INT8_SYMBOLS = {torch.bfloat16: "decode_attention_int8_bf16",
                  torch.float32: "decode_attention_int8_f32"}  # by the queries' dtype
@@ -36,67 +28,16 @@ TILE = 16  # positions per key tile; head_dim must be a multiple of it too (the 
 MAX_GROUP = 64  # query heads per kv head
 
 
-class KernelUnavailable(RuntimeError):
-    """The kernel cannot be built or does not cover this model; the message says why."""
-
-
-def _cpu_identity() -> str:
-    """What -march=native depends on: the machine type and the CPU's feature flags."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line
-                break
-    except OSError:
-        pass
-    return platform.machine() + flags
-
-
-def _compiler() -> str:
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        raise KernelUnavailable(f"no C++ compiler ({compiler!r} not found; set CXX)")
-    return compiler
-
-
 @functools.cache
 def build() -> ctypes.CDLL:
-    """The compiled kernel library, compiled now unless this machine's build is cached."""
-    compiler = _compiler()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join(
-        [SOURCE.read_text(), " ".join(FLAGS), version, _cpu_identity()]).encode()).hexdigest()
-    target = cache_dir("kernels") / f"decode_attention-{key[:16]}.so"
-    try:
-        if not target.exists():
-            _compile(compiler, target)
-        library = ctypes.CDLL(str(target))
-    except OSError as exc:  # an unwritable cache folder, a library that does not load
-        raise KernelUnavailable(f"cannot build or load {target}: {exc}") from None
+    """The compiled kernel library (native_build: compiled now unless this machine's build is
+    cached), its functions' signatures declared."""
+    library = native_build.build(SOURCE)
     for symbol in [*_SYMBOLS.values(), *_INT8_SYMBOLS.values()]:
         function = getattr(library, symbol)
         function.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 6 + [ctypes.c_void_p]
         function.restype = None
     return library
-
-
-def _compile(compiler: str, target: Path) -> None:
-    """Compile the kernel into `target`, built beside it and renamed into place so that a
-    half-written library is never loaded."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise KernelUnavailable(f"{compiler} failed to build {SOURCE.name}: {last}")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
 
 
 class NativeDecodeAttention:
