@@ -6,7 +6,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from common.settings import ConfigError
 from inference_api.config import Config
-from inference_api.model import native_build, quantize_kernel, quantized
+from inference_api.model import quantize_kernel, quantized
 from inference_api.model.forward import DecoderModel, PrefillInput
 from inference_api.model.linear import linear_of, stacked
 from inference_api.model.quantize_kernel import kernels_for, quantize_rows
@@ -197,11 +197,9 @@ def test_int8_refuses_what_it_cannot_run_and_none_runs_everywhere(monkeypatch, t
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     try:
-        native_build.build.cache_clear()
         quantize_kernel._library.cache_clear()
         assert "no C++ compiler" in one_line_refusal("int8", "cpu", torch.float32)
     finally:
-        native_build.build.cache_clear()
         quantize_kernel._library.cache_clear()
 
 
