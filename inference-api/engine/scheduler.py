@@ -94,7 +94,7 @@ class Scheduler:
         return admitted
 
     def plan(self) -> StepPlan:
-        """Decode every row past its prompt; share the step's prompt tokens, oldest first.
+        """Decode every row past its prompt; share the step's prompt tokens among the prompts.
 
         How many prompt tokens the step takes is the budget's answer for its decoding rows:
         what fits in the inter-token target by the measured cost, so that the running streams
@@ -105,7 +105,7 @@ class Scheduler:
         for seq in self.running.values():
             (prefilling if seq.prefilling else plan.decode).append(seq)
         budget = self.budget.tokens(len(plan.decode)) if prefilling else 0
-        for seq in sorted(prefilling, key=lambda s: s.admitted_at):
+        for seq in prompt_order(prefilling):
             if budget <= 0:
                 break
             if seq.copy_from is not None and not self._copy(seq, plan):
@@ -128,3 +128,17 @@ class Scheduler:
             seq.num_cached = seq.num_reused = seq.copy_length
         seq.copy_from = None
         return True
+
+
+def prompt_order(prefilling: list[Sequence]) -> list[Sequence]:
+    """The order in which prompts share a step's budget: the oldest first, so that none waits
+    forever, then the others by how few tokens they lack, so that a short question admitted
+    beside long documents has its first token after a step or two, not after the documents.
+    (Shortest first is what minimizes the mean wait; serving documents one by one in arrival
+    order held the median time to first token at several seconds under a burst.)"""
+    if len(prefilling) < 2:
+        return prefilling
+    oldest = min(prefilling, key=lambda s: (s.admitted_at, s.arrival))
+    rest = sorted((s for s in prefilling if s is not oldest),
+                  key=lambda s: (s.num_prompt - s.num_cached, s.admitted_at, s.arrival))
+    return [oldest, *rest]

@@ -7,6 +7,7 @@ squares with forgetting over the last few hundred steps, so the fit follows the 
 loaded host, a longer context) without a calibration run. Each step then takes as many prompt
 tokens as fit in ITL_TARGET_MS beside its decoding rows (Sarathi-Serve's stall-free batching),
 never fewer than PREFILL_CHUNK, so that prompts go on even when decoding alone fills the target.
+A step with no decoding row takes the most a step may (no stream waits on it).
 """
 from __future__ import annotations
 
@@ -63,7 +64,10 @@ class StepBudget:
         self._moment = [0.0] * 3
 
     def tokens(self, decode_rows: int) -> int:
-        """Prompt tokens the next step may take beside decode_rows decoding rows."""
+        """Prompt tokens the next step may take beside decode_rows decoding rows: the most a
+        step takes when none decodes (no stream waits on it, and larger steps prefill faster)."""
+        if decode_rows == 0:
+            return self.max_tokens
         fixed, per_row, per_token = self.costs
         room = self.target_s - max(fixed, 0.0) - max(per_row, 0.0) * decode_rows
         fit = int(room / max(per_token, MIN_TOKEN_COST))

@@ -230,3 +230,17 @@ def test_after_a_failed_step_no_row_is_trusted():
     second = add(scheduler, "second", 30)
     assert run_step(scheduler) == ([], {"second": 30})
     assert second.num_reused == 0
+
+
+def test_the_oldest_prompt_goes_first_then_the_shortest():
+    scheduler = Scheduler(max_rows=4, budget=FixedBudget(40), prefix_caching=False)
+    add(scheduler, "document", 100)
+    add(scheduler, "report", 60)
+    add(scheduler, "question", 8)
+    # The document, admitted first, is never overtaken; the question goes before the report.
+    assert run_step(scheduler) == ([], {"document": 40})
+    assert run_step(scheduler) == ([], {"document": 40})
+    assert run_step(scheduler) == ([], {"document": 20, "question": 8, "report": 12})
+    add(scheduler, "greeting", 5)  # the report, oldest now, keeps its place before it
+    assert run_step(scheduler) == (["document", "question"], {"report": 40})
+    assert run_step(scheduler) == (["document", "question"], {"report": 8, "greeting": 5})
