@@ -71,12 +71,24 @@ class NativeDecodeAttention:
 
     def write_prompt_keys(self, k_cache: torch.Tensor, row: int, start: int,
                           k: torch.Tensor) -> None:
-        """Store a prompt chunk's keys k [c, kv, dim] at positions start.. of one layer's row."""
-        n = k.shape[0]
-        positions = torch.arange(start, start + n, device=k.device)
-        by_position = k_cache[row].permute(1, 3, 0, 2, 4)  # [tiles, 16, kv, dim/2, 2], a view
-        by_position.index_put_((positions // TILE, positions % TILE),
-                               k.reshape(n, self.kv_heads, self.head_dim // 2, 2))
+        """Store a prompt chunk's keys k [c, kv, dim] at positions start.. of one layer's row:
+        whole tiles in one copy, a part of a tile at either end in one copy each."""
+        end = start + k.shape[0]
+        pairs = k.view(k.shape[0], self.kv_heads, self.head_dim // 2, 2)  # [c, kv, dim/2, 2]
+        position = start
+        while position < end:
+            tile, slot = divmod(position, TILE)
+            whole = (end - position) // TILE if slot == 0 else 0
+            if whole:
+                part = pairs[position - start:position - start + whole * TILE]
+                k_cache[row, :, tile:tile + whole] = part.view(
+                    whole, TILE, *pairs.shape[1:]).permute(2, 0, 3, 1, 4)
+                position += whole * TILE
+            else:
+                stop = min(end, (tile + 1) * TILE)
+                k_cache[row, :, tile, :, slot:slot + stop - position] = \
+                    pairs[position - start:stop - start].permute(1, 2, 0, 3)
+                position = stop
 
     def write_prompt_values(self, v_cache: torch.Tensor, row: int, start: int,
                             v: torch.Tensor) -> None:
