@@ -6,9 +6,10 @@ Runs the model's own step (no scheduler, no sampling) for --rows rows decoding a
 (every layer's, with the step's shapes) and its decode attention (every layer's cache), each
 without the rest, and (with --table) torch's profiler table of a few steps. What is neither a
 matrix product nor attention (norms, rotary, residual adds, the Python of the step) is the step
-less those two.
+less those two. --prefill times steps of prompt chunks alone (no row decoding), per token.
 
     .venv/bin/python scripts/profile_decode_step.py --contexts 50,300,1000
+    .venv/bin/python scripts/profile_decode_step.py --contexts "" --prefill 1x512,4x128,16x32,1x2000
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from inference_api.config import Config  # noqa: E402
+from inference_api.model.forward import PrefillInput  # noqa: E402
 from inference_api.model.runner import ModelRunner  # noqa: E402
 
 
@@ -44,6 +46,8 @@ def main() -> int:
     parser.add_argument("--contexts", default="50,300,1000", help="positions already cached")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--table", action="store_true", help="print torch's profiler table")
+    parser.add_argument("--prefill", default="", metavar="ROWSxTOKENS,...",
+                        help="also time prompt-only steps: so many rows' chunks of so many tokens")
     args = parser.parse_args()
 
     config = Config.from_env(max_users=args.rows)
@@ -72,7 +76,14 @@ def main() -> int:
           + f"; all together {all_products:.1f}")
 
     shape = (args.rows, model.kv_heads, model.groups, model.head_dim)
-    for context in (int(c) for c in args.contexts.split(",")):
+    for spec in filter(None, args.prefill.split(",")):
+        chunks, length = (int(n) for n in spec.split("x"))
+        prompts = [PrefillInput(row, torch.randint(0, 1000, (length,)), 0) for row in range(chunks)]
+        empty = torch.empty(0, dtype=torch.long)
+        step = median_ms(lambda: model.step(empty, empty, empty, prompts), args.repeats)
+        print(f"prefill {chunks} x {length} tokens: step {step:7.1f} ms, "
+              f"{step / (chunks * length):.3f} ms a prompt token")
+    for context in (int(c) for c in filter(None, args.contexts.split(","))):
         positions = torch.full((args.rows,), context)
         step = median_ms(lambda: model.step(rows, tokens, positions, []), args.repeats)
         q = torch.randn(shape, dtype=model.dtype)
