@@ -11,7 +11,7 @@ import torch
 
 from .attention.int8_cache import Int8DecodeAttention
 from .attention.native_decode import choose_decode_attention
-from .attention.ops import attend_prompt, position_mask
+from .attention.ops import attend_row, position_mask
 from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
 from .fused import layer_ops
 from .layers import rope_tables
@@ -61,7 +61,7 @@ class _PrefillLayout:
     offset: int
     n: int
     kv_len: int = 0  # cache positions read: start + n rounded up to KV_BUCKET
-    masks: dict | None = None  # sliding window -> additive mask [n, kv_len]
+    masks: dict | None = None  # sliding window -> additive mask [groups * n, kv_len]
 
 
 class DecoderModel:
@@ -205,8 +205,8 @@ class DecoderModel:
         for c in chunks:
             q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
             c.kv_len = kv_extent(c.start + c.n, self.max_seq_len, self.kv_bucket)
-            c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype)
-                       for w in self.windows}  # [c, L]
+            c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype).repeat(self.groups, 1)
+                       for w in self.windows}  # [groups * c, L], queries ordered as in _prefill
 
     def _layer(self, index, layer, x, h, rope, decode, chunks, after) -> tuple:
         """One decoder layer over all T tokens of the step: the residual stream x [T, hidden]
@@ -238,8 +238,10 @@ class DecoderModel:
         n = c.n
         self.attention.write_prompt_keys(k_cache, c.row, c.start, k)
         self.attention.write_prompt_values(v_cache, c.row, c.start, v)
+        # [c, heads, dim] -> [kv, groups * c, dim]: a group's queries share their kv head
+        qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
+        qc = qc.reshape(self.kv_heads, self.groups * n, self.head_dim)
         keys = self.attention.prompt_keys(k_cache, c.row, c.kv_len)  # [kv, dim, kv_len]
-        values = self.attention.prompt_values(v_cache, c.row, c.kv_len)  # [kv, kv_len, dim]
-        o = attend_prompt(q.transpose(0, 1), keys.transpose(1, 2).contiguous(),
-                          values.contiguous(), mask)  # [heads, c, dim]
-        return o.transpose(0, 1)
+        o = attend_row(qc, keys, self.attention.prompt_values(v_cache, c.row, c.kv_len), mask)
+        o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
+        return o.reshape(n, self.heads, self.head_dim)

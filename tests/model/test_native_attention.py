@@ -214,3 +214,24 @@ def test_server_without_a_compiler(tmp_path, choice):
         assert "Traceback" not in server.output()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_queries_keys_and_values_are_read_in_place_from_the_stacked_projection(dtype):
+    torch.manual_seed(4)
+    kv_heads, group, dim, rows = 3, 3, 64, torch.tensor([4, 0, 2])
+    attention = NativeDecodeAttention(CPU, dtype, kv_heads * group, kv_heads, dim)
+    qkv = torch.randn(3, (kv_heads * group + 2 * kv_heads) * dim).to(dtype)  # as a step has it
+    q = qkv[:, :kv_heads * group * dim].view(3, kv_heads, group, dim)
+    k = qkv[:, kv_heads * group * dim:-kv_heads * dim].view(3, kv_heads, dim)
+    v = qkv[:, -kv_heads * dim:].view(3, kv_heads, dim)
+    results = []
+    for views in ((q, k, v), (q.contiguous(), k.contiguous(), v.contiguous())):
+        k_cache, v_cache = (c[0] for c in attention.allocate_cache(1, 5, 64, CPU))
+        out = torch.empty(q.shape, dtype=dtype)
+        attention.run(0, *views, k_cache, v_cache, rows, torch.tensor([0, 17, 40]), [], None, out)
+        results.append((out, k_cache, v_cache))
+    (out_views, k_views, v_views), (out_copies, k_copies, v_copies) = results
+    assert torch.equal(out_views, out_copies)
+    assert torch.equal(k_views, k_copies) and torch.equal(v_views, v_copies)
+    assert k_views.any() and out_views.abs().sum() > 0  # something was written and attended
