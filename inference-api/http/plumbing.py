@@ -21,6 +21,11 @@ from .errors import ApiError
 
 MAX_JSON_DEPTH = 32  # the deepest valid body (chat content parts) is 5 levels deep
 READ_STEP = 64 * 1024
+# A body over the limit is still read, up to this many bytes, before its 413 goes out: a socket
+# closed with unread data resets the connection, and a sender still writing the body (an nginx
+# in front, any client that does not wait for 100-continue) then gets the reset instead of the
+# answer; an nginx edge takes it for a dead replica. Larger bodies are cut off at once.
+DRAIN_BYTES = 8 << 20
 ACCEPTED_CODINGS = ("identity",)
 
 try:  # gunicorn reports a malformed chunked body while the application reads it
@@ -54,9 +59,10 @@ def read_body() -> bytes:
         raise ApiError(415, f"Content-Encoding {coding[:40]!r} is not accepted: send the body "
                             f"uncompressed (Content-Encoding: identity, or no header)")
     limit = max_body_bytes()
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"the request body is over {limit} bytes")
     stream, parts, size = request.environ["wsgi.input"], [], 0
+    if request.content_length is not None and request.content_length > limit:
+        _discard(stream, request.content_length)
+        raise ApiError(413, f"the request body is over {limit} bytes")
     try:
         while size <= limit:
             part = stream.read(min(READ_STEP, limit + 1 - size))
@@ -68,9 +74,22 @@ def read_body() -> bytes:
         raise ApiError(400, f"the request body could not be read: {type(exc).__name__}: "
                             f"{str(exc)[:80]}") from None
     if size > limit:
+        _discard(stream, DRAIN_BYTES)
         raise ApiError(413, f"the request body is over {limit} bytes")
     g.body = b"".join(parts)
     return g.body
+
+
+def _discard(stream, length: int) -> None:
+    """Read and drop up to `length` bytes of a refused body (none past DRAIN_BYTES): what the
+    sender has written is read, so closing the connection after the 413 does not reset it."""
+    if length > DRAIN_BYTES:
+        return
+    try:
+        while length > 0 and (part := stream.read(min(READ_STEP, length))):
+            length -= len(part)
+    except _BODY_ERRORS + (OSError,):
+        pass  # the refusal stands whatever the rest of the body was
 
 
 def json_depth_over(raw: bytes, limit: int) -> bool:

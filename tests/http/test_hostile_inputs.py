@@ -6,6 +6,7 @@ of input each (chunked bodies, request ids, prompt length, the tokenizer and the
 """
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from helpers import MODEL
-from net import raw_request
+from net import connect, raw_request
 
 MAX_BODY = 1 << 20
 MAX_MESSAGE_CHARS = 600  # an error message quotes at most a short prefix of any value
@@ -377,3 +378,19 @@ def test_v1_path_no_route_matches_gets_openais_shape(mock_server):
     response = requests.get(mock_server.url + "/v1/models/a%0Ab", timeout=30)
     assert check_error({"shape": "openai"}, response, 404, "no route")
     assert response.json()["error"]["code"] == "unknown_url"
+
+
+def test_a_body_over_the_limit_still_being_sent_gets_its_413_not_a_reset(mock_server):
+    # As an nginx in front sends it: the whole body, after the API could already have answered.
+    body = b'{"text": "' + b"x" * (MAX_BODY + (1 << 19)) + b'"}'
+    head = (f"POST /inference/{MODEL} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with connect(mock_server.port, timeout=30) as sock:
+        sock.sendall(head)
+        for start in range(0, len(body), 1 << 16):  # still sending long after the refusal
+            sock.sendall(body[start:start + (1 << 16)])  # a reset would raise here
+            time.sleep(0.02)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 413
+        assert f"over {MAX_BODY} bytes" in json.loads(response.read())["message"]
