@@ -424,10 +424,11 @@ void write_token(int8_t *k, int8_t *v, int64_t pos, const T *kn, const T *vn, in
 
 // Queries and outputs in T (bfloat16 or float32), the cache in C: T itself or int8 tiles.
 template <typename T, typename C>
-void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t row_stride,
-                      C *k_cache, C *v_cache, const int64_t *rows, const int64_t *positions,
-                      int64_t n_rows, int64_t kv_heads, int64_t group, int64_t dim,
-                      int64_t cache_seq, int64_t window, T *out) {
+void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t q_stride,
+                      int64_t k_stride, int64_t v_stride, C *k_cache, C *v_cache,
+                      const int64_t *rows, const int64_t *positions, int64_t n_rows,
+                      int64_t kv_heads, int64_t group, int64_t dim, int64_t cache_seq,
+                      int64_t window, T *out) {
     // Scores start at the tile of the first visible position: room for one tile more.
     const int64_t scores_stride = cache_seq + 2 * W;
     const int64_t size = head_size(k_cache, cache_seq, dim);
@@ -444,9 +445,9 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t row_st
             const int64_t first = (window > 0 && length > window) ? length - window : 0;
             C *k = k_cache + (rows[i] * kv_heads + h) * size;  // key tiles
             C *v = v_cache + (rows[i] * kv_heads + h) * size;  // [cache_seq, dim] or value tiles
-            write_token(k, v, pos, k_new + i * row_stride + h * dim,
-                        v_new + i * row_stride + h * dim, dim);
-            const T *qi = q + i * row_stride + h * group * dim;
+            write_token(k, v, pos, k_new + i * k_stride + h * dim,
+                        v_new + i * v_stride + h * dim, dim);
+            const T *qi = q + i * q_stride + h * group * dim;
             for (int64_t x = 0; x < group * dim; x++) qf[x] = to_float(qi[x]);
             // Scores for whole tiles from the first visible position's tile; the softmax and the
             // weighted sum take only positions [first, length), so stale keys never count.
@@ -471,19 +472,20 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t row_st
 }  // namespace
 
 // q [rows, kv_heads, group, dim] (already scaled), k_new/v_new [rows, kv_heads, dim], each
-// row contiguous and the rows row_stride elements apart in all three (views of the step's
-// stacked q, k, v projection, read where they are), one layer's k_cache [cache_rows, kv_heads,
+// row contiguous, their rows q_stride, k_stride and v_stride elements apart (views of the step's
+// stacked q, k, v projection are read where they are), one layer's k_cache [cache_rows, kv_heads,
 // cache_seq / 16, dim / 2, 16, 2] and v_cache [cache_rows, kv_heads, cache_seq, dim] in q's
 // dtype, or both [cache_rows, kv_heads, cache_seq / 16, 64 + 16 * dim] int8 tiles (the _int8
 // variants), rows/positions [rows] int64 (cache row and position of each new token), window 0
 // for full attention; out [rows, kv_heads, group, dim] contiguous. The caches contiguous,
 // cache_seq and dim multiples of 16, group <= 64.
 #define EXPORT(name, T, C)                                                                    \
-    extern "C" void name(const T *q, const T *k_new, const T *v_new, int64_t row_stride,        \
+    extern "C" void name(const T *q, const T *k_new, const T *v_new,                           \
+                         int64_t q_stride, int64_t k_stride, int64_t v_stride,                \
                          C *k_cache, C *v_cache, const int64_t *rows, const int64_t *positions, \
                          int64_t n_rows, int64_t kv_heads, int64_t group, int64_t dim,         \
                          int64_t cache_seq, int64_t window, T *out) {                          \
-        decode_attention(q, k_new, v_new, row_stride, k_cache, v_cache, rows, positions,      \
+        decode_attention(q, k_new, v_new, q_stride, k_stride, v_stride, k_cache, v_cache, rows, positions,      \
                          n_rows, kv_heads, group, dim, cache_seq, window, out);               \
     }
 EXPORT(decode_attention_bf16, bf16, bf16)

@@ -35,7 +35,7 @@ def build() -> ctypes.CDLL:
     library = native_build.build(SOURCE)
     for symbol in [*_SYMBOLS.values(), *_INT8_SYMBOLS.values()]:
         function = getattr(library, symbol)
-        function.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 4
+        function.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 4
                              + [ctypes.c_int64] * 6 + [ctypes.c_void_p])
         function.restype = None
     return library
@@ -126,18 +126,14 @@ class NativeDecodeAttention:
         tiles, bytes]), then attend q [D, kv, groups, dim] into out (like q)."""
         d, kv_heads, group, dim = q.shape
         assert out.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous()
-        # The step's q, k and v are views of one projection, rows apart by the same stride: the
-        # kernel reads them in place. Anything else is copied into that form.
-        if not (_rows_contiguous(q) and _rows_contiguous(k) and _rows_contiguous(v)
-                and q.stride(0) == k.stride(0) == v.stride(0)):
-            qkv = torch.cat([q.reshape(d, -1), k.reshape(d, -1), v.reshape(d, -1)], 1)
-            q_end, k_end = q[0].numel(), q[0].numel() + k[0].numel()
-            q, k, v = (qkv[:, :q_end].view(q.shape), qkv[:, q_end:k_end].view(k.shape),
-                       qkv[:, k_end:].view(v.shape))
+        # The step's q, k and v are views of its stacked projection, each row contiguous: the
+        # kernel reads them in place, told how far apart their rows are.
+        q, k, v = (x if _rows_contiguous(x) else x.contiguous() for x in (q, k, v))
         rows, positions = rows.long().contiguous(), positions.long().contiguous()  # as read
-        self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), k_cache.data_ptr(),
-                    v_cache.data_ptr(), rows.data_ptr(), positions.data_ptr(), d, kv_heads, group,
-                    dim, k_cache.shape[2] * TILE, window or 0, out.data_ptr())
+        self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), k.stride(0),
+                    v.stride(0), k_cache.data_ptr(), v_cache.data_ptr(), rows.data_ptr(),
+                    positions.data_ptr(), d, kv_heads, group, dim, k_cache.shape[2] * TILE,
+                    window or 0, out.data_ptr())
 
 
 def _rows_contiguous(x: torch.Tensor) -> bool:
