@@ -54,6 +54,9 @@ class Output:
     completion_tokens: int = 0
     error: str | None = None
     refused: bool = False  # with error: the request itself cannot run (a 400, not a failure)
+    # With error: nothing was wrong with the request (the backend died or the server is
+    # stopping), so the client may send it again after so many seconds (a 503, not a 500).
+    retry_after: int | None = None
     queue_seconds: float | None = None  # on the first Output: time from arrival to admission
     cached_tokens: int | None = None  # on the first Output: prompt tokens reused from the cache
     logprobs: list[TokenLogprob] | None = None  # one per token of this Output, when asked for

@@ -66,7 +66,7 @@ def serve(engine: Engine, inputs, outputs) -> None:
             elif isinstance(message, Cancel):
                 results += engine.cancel(message.session_id)
             elif isinstance(message, Shutdown):
-                results += engine.fail_all("the server is shutting down")
+                results += engine.fail_all("the server is shutting down", retry_after=5)
                 outputs.put(results)
                 return
         try:

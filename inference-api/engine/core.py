@@ -78,13 +78,18 @@ class Engine:
             self.runner.finish(seq)
         return [self._final(seq, "", FINISH_CANCELLED)]
 
-    def fail_all(self, message: str) -> list[Output]:
-        """End every session with an error (after a step raised), leaving the engine empty."""
+    def fail_all(self, message: str, retry_after: int | None = None) -> list[Output]:
+        """End every session with an error, leaving the engine empty.
+
+        retry_after: the sessions did nothing wrong (the server is stopping) and may be sent
+        again after so many seconds; None after a step raised.
+        """
         outputs = []
         for seq in self.scheduler.drain():
             if seq.row is not None:
                 self.runner.finish(seq)
-            outputs.append(self._final(seq, "", FINISH_ERROR, error=message))
+            outputs.append(self._output(seq, "", finish_reason=FINISH_ERROR, error=message,
+                                        retry_after=retry_after))
         return outputs
 
     def step(self) -> list[Output]:

@@ -35,6 +35,7 @@ class Sample:
     finish_reason: str | None = None
     error: str | None = None
     refused: bool = False  # the backend refused the request as given
+    retry_after: int | None = None  # the generation was cut by no fault of its own
     logprobs: list[TokenLogprob] = field(default_factory=list)  # every token's, when asked for
     prompt_logprobs: list[TokenLogprob | None] | None = None
     fresh_logprobs: list[TokenLogprob] = field(default_factory=list)  # of the latest batch
@@ -83,30 +84,39 @@ def text_batches(engine: EngineClient, answer: Answer
                 sample.prompt_logprobs = batch[0].prompt_logprobs
             if last.finish_reason is not None:
                 sample.finish_reason, sample.error = last.finish_reason, last.error
-                sample.refused = last.refused
+                sample.refused, sample.retry_after = last.refused, last.retry_after
             if last.finish_reason == FINISH_CANCELLED:
                 return
             yield index, text, last.finish_reason, last.error
 
 
 def run_to_end(engine: EngineClient, answer: Answer) -> list[Sample]:
-    """Every sample, finished (for answers sent in one piece); a 500 if one failed."""
+    """Every sample, finished (for answers sent in one piece); an error answer if one failed."""
     for _ in text_batches(engine, answer):
         pass
     failed = next((s for s in answer.samples if s.finish_reason == FINISH_ERROR), None)
     if failed is not None and failed.refused:
         raise ApiError(400, failed.error)
+    if failed is not None and failed.retry_after is not None:
+        # The backend died or the server is stopping: the same request can succeed later.
+        raise ApiError(503, f"the generation was interrupted: {failed.error}",
+                       {"Retry-After": str(failed.retry_after)}, code="unavailable")
     if failed is not None:
         raise ApiError(500, f"the generation failed: {failed.error}", code="generation_failed")
     return answer.samples
 
 
-def failure_event(error: str | None) -> bytes:
+def failure_event(sample: Sample) -> bytes:
     """The event that ends a stream whose generation failed, in the route's error shape.
 
     No [DONE] or summary follows it, so a client that skips unknown events still sees a cut.
+    A generation interrupted by no fault of its own says 503 and when to retry.
     """
-    return sse_event(error_payload(500, f"the generation failed: {error}",
+    if sample.retry_after is not None:
+        payload = error_payload(503, f"the generation was interrupted: {sample.error}",
+                                code="unavailable")
+        return sse_event({**payload, "retry_after": sample.retry_after})
+    return sse_event(error_payload(500, f"the generation failed: {sample.error}",
                                    code="generation_failed"))
 
 

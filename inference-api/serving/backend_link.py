@@ -15,6 +15,9 @@ from inference_api.process_messages import (FINISH_ERROR, Cancel, Fatal, Heartbe
                                             Shutdown, Submit)
 
 log = logging.getLogger(__name__)
+# What a client caught by a backend death or a shutdown is told to wait before sending again:
+# about what a restarted backend takes to be ready.
+RETRY_AFTER_S = 5
 
 
 class LinkState(str, enum.Enum):
@@ -177,14 +180,15 @@ class BackendLink:
         outputs.queue.put(output)
 
     def _end_requests(self, error: str) -> None:
-        """End every generation still running with an error."""
+        """End every generation still running with an error the client may retry after."""
         with self._lock:
             ended = [(outputs, sample_id) for sample_id, outputs in self._requests.items()
                      if sample_id in outputs.unfinished]
             for outputs, sample_id in ended:
                 outputs.unfinished.discard(sample_id)
         for outputs, sample_id in ended:
-            outputs.queue.put(Output(sample_id, "", finish_reason=FINISH_ERROR, error=error))
+            outputs.queue.put(Output(sample_id, "", finish_reason=FINISH_ERROR, error=error,
+                                     retry_after=RETRY_AFTER_S))
 
     def _check_alive(self, force_dead: bool = False) -> None:
         """Notice a dead or silent backend: end its requests and start a fresh process."""

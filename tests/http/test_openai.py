@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -287,7 +288,33 @@ def test_backend_dying_mid_stream_raises_in_the_client():
         with pytest.raises(openai.APIError) as caught:
             for _ in stream:
                 pass
-        assert "generation failed" in str(caught.value)
+        assert "generation was interrupted" in str(caught.value)
+        assert caught.value.code == "unavailable"
+
+
+@pytest.mark.processes
+def test_answers_caught_by_a_backend_death_are_503_with_retry_after():
+    """A whole answer cut by the backend's death is the server's trouble, not the request's:
+    a 503 that tells the client when to send it again, never a 500."""
+    with api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "10"}) as server:
+        requests_ = [("/v1/completions", {"model": MODEL, "prompt": "doomed", "max_tokens": 1000}),
+                     ("/generate", {"text": "doomed", "max_tokens": 1000, "num_samples": 2})]
+        with ThreadPoolExecutor(len(requests_)) as pool:
+            answers = [pool.submit(requests.post, server.url + path, json=body, timeout=60)
+                       for path, body in requests_]
+            assert wait_for(lambda: health(server)["busy_rows"] == 3)
+            backend_process(server).send_signal(signal.SIGKILL)
+            answers = [answer.result() for answer in answers]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            assert "interrupted" in answer.text
+        assert answers[0].json()["error"]["code"] == "unavailable"
+        # Sent again once the backend is back, the same request succeeds.
+        assert wait_for(lambda: requests.get(server.url + "/health").status_code == 200, 60)
+        again = requests.post(server.url + "/v1/completions", timeout=60,
+                              json={"model": MODEL, "prompt": "a b", "max_tokens": 3})
+        assert again.json()["choices"][0]["text"] == mock_answer("a b", 3)
 
 
 # --- the real model ---------------------------------------------------------------------------

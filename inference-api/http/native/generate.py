@@ -71,12 +71,12 @@ def _summary(samples, prompt: str, prompt_tokens: int, created: float) -> dict:
 def _events(engine, answer, prompt: str, prompt_tokens: int, created: float):
     """An event per batch of a sample's text, then the summary (the non-streamed answer)."""
     samples = answer.samples
-    for index, text, reason, error in text_batches(engine, answer):
+    for index, text, reason, _ in text_batches(engine, answer):
         if reason == FINISH_ERROR:
             if text:
                 yield sse_event({"index": index, "text": text, "finish_reason": None,
                                  "generated_tokens": samples[index].completion_tokens})
-            yield failure_event(error)
+            yield failure_event(samples[index])
             return
         yield sse_event({"index": index, "text": text, "finish_reason": reason,
                          "generated_tokens": samples[index].completion_tokens})

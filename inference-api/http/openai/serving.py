@@ -123,7 +123,7 @@ def _events(engine, answer, head: dict, chat: bool, include_usage: bool, prompt_
         for index in range(len(answer.samples)):
             yield chunk(index, None, None, role=True)
     pending = {}  # per choice: log probabilities of tokens whose text is still held back
-    for index, text, reason, error in text_batches(engine, answer):
+    for index, text, reason, _ in text_batches(engine, answer):
         sample = answer.samples[index]
         pending.setdefault(index, []).extend(sample.fresh_logprobs)
         logprobs = None
@@ -134,7 +134,7 @@ def _events(engine, answer, head: dict, chat: bool, include_usage: bool, prompt_
         if reason == FINISH_ERROR:
             if text:
                 yield chunk(index, text, None, logprobs=logprobs)
-            yield failure_event(error)  # the openai client raises on it
+            yield failure_event(sample)  # the openai client raises on it
             return
         finish = FINISH_REASONS.get(reason)
         if streams is not None:  # tool calls and content as OpenAI streams them
