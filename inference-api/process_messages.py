@@ -77,6 +77,8 @@ class Heartbeat:
 
     busy_rows: int
     queued: int
+    cached_rows: int = 0  # free rows kept for prefix reuse
+    row_faults: list[str] = field(default_factory=list)  # the scheduler's accounting faults
 
 
 @dataclass

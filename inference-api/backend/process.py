@@ -78,7 +78,8 @@ def serve(engine: Engine, inputs, outputs) -> None:
             outputs.put(results)
         now = time.monotonic()
         if now - last_beat >= HEARTBEAT_SECONDS:
-            outputs.put(Heartbeat(engine.busy_rows, engine.queued))
+            outputs.put(Heartbeat(engine.busy_rows, engine.queued, engine.cached_rows,
+                                  engine.row_faults()))
             last_beat = now
 
 

@@ -52,6 +52,15 @@ class Engine:
         """Prompts waiting for a row."""
         return len(self.scheduler.waiting)
 
+    @property
+    def cached_rows(self) -> int:
+        """Free rows whose cache is kept for prefix reuse."""
+        return len(self.scheduler.contents.kept)
+
+    def row_faults(self) -> list[str]:
+        """The rows' bookkeeping faults; empty when it is sound."""
+        return self.scheduler.accounting_faults()
+
     def has_work(self) -> bool:
         """True when step() would do something."""
         return self.scheduler.has_work()

@@ -30,6 +30,24 @@ class Scheduler:
         """True when a step would do something."""
         return bool(self.running or self.waiting)
 
+    def accounting_faults(self) -> list[str]:
+        """What is wrong with the rows' bookkeeping: empty when every row is in one place, free
+        or busy, and only free rows are kept for reuse. A leak would show here first."""
+        every, free, busy = set(range(self.max_rows)), set(self.free_rows), set(self.running)
+        kept = set(self.contents.kept)
+        faults = []
+        if len(free) != len(self.free_rows):
+            faults.append("a row is listed free twice")
+        if free & busy:
+            faults.append(f"rows {sorted(free & busy)} are both free and busy")
+        if every - free - busy:
+            faults.append(f"rows {sorted(every - free - busy)} are neither free nor busy")
+        if kept - free:
+            faults.append(f"rows {sorted(kept - free)} are kept for reuse but not free")
+        if any(seq.row != row for row, seq in self.running.items()):
+            faults.append("a running sequence is filed under another row")
+        return faults
+
     def add(self, seq: Sequence) -> None:
         """Queue a new prompt for a row."""
         self.waiting.append(seq)

@@ -23,6 +23,8 @@ class Health(BaseModel):
     max_users: int
     queued: int
     sessions: int
+    cached_rows: int  # free rows whose cache is kept for prefix reuse
+    row_faults: list[str]  # empty unless the backend's row accounting is broken
 
 
 
@@ -37,4 +39,5 @@ def health_check():
     link = engine.link
     return jsonify(status="ok", model=engine.config.model_id, busy_rows=link.busy_rows,
                    max_users=engine.config.max_users, queued=link.queued,
-                   sessions=link.open_sessions)
+                   sessions=link.open_sessions, cached_rows=link.cached_rows,
+                   row_faults=link.row_faults)

@@ -71,6 +71,8 @@ class BackendLink:
         self.info: dict = {}
         self.busy_rows = 0
         self.queued = 0
+        self.cached_rows = 0
+        self.row_faults: list[str] = []
         self.restarts = 0
         self.last_beat = time.monotonic()
         self._requests: dict[str, RequestOutputs] = {}  # by the session id of each sample
@@ -155,6 +157,7 @@ class BackendLink:
         elif isinstance(item, Heartbeat):
             self.last_beat = time.monotonic()
             self.busy_rows, self.queued = item.busy_rows, item.queued
+            self.cached_rows, self.row_faults = item.cached_rows, item.row_faults
         elif isinstance(item, Ready):
             self.last_beat = time.monotonic()
             self.info = item.info

@@ -244,3 +244,42 @@ def test_the_oldest_prompt_goes_first_then_the_shortest():
     add(scheduler, "greeting", 5)  # the report, oldest now, keeps its place before it
     assert run_step(scheduler) == (["document", "question"], {"report": 40})
     assert run_step(scheduler) == (["document", "question"], {"report": 8, "greeting": 5})
+
+
+def test_row_accounting_stays_sound_under_churn_and_reports_a_broken_book():
+    """Prompts arriving, finishing and being cancelled at random never lose or double a row;
+    a row lost from the free list, or filed both free and busy, is reported."""
+    import random
+
+    rng = random.Random(7)
+    scheduler = Scheduler(4, FixedBudget(16))
+    shared = list(range(30))
+    most_kept = 0
+    for step in range(300):
+        action = rng.random()
+        if action < 0.4:
+            add(scheduler, f"s{step}", shared[:rng.randint(2, 30)] + [rng.randint(100, 200)])
+        elif action < 0.6 and scheduler.running:
+            scheduler.release(rng.choice(list(scheduler.running.values())))
+        elif action < 0.7 and (scheduler.running or scheduler.waiting):
+            seqs = list(scheduler.running.values()) + list(scheduler.waiting)
+            scheduler.remove(rng.choice(seqs).session_id)
+        else:
+            plan_step(scheduler)
+        assert scheduler.accounting_faults() == []
+        most_kept = max(most_kept, len(scheduler.contents.kept))
+    assert most_kept > 0  # rows were kept for reuse along the way
+    scheduler.waiting.clear()
+    for seq in list(scheduler.running.values()):
+        scheduler.release(seq)
+    add(scheduler, "last", 5)
+    plan_step(scheduler)
+    (row, seq), = scheduler.running.items()
+    scheduler.free_rows.append(row)
+    assert scheduler.accounting_faults() == [f"rows [{row}] are both free and busy"]
+    scheduler.free_rows.remove(row)
+    scheduler.release(seq)
+    assert scheduler.accounting_faults() == []
+    scheduler.free_rows.remove(row)
+    assert scheduler.accounting_faults() == [f"rows [{row}] are neither free nor busy",
+                                             f"rows [{row}] are kept for reuse but not free"]

@@ -23,6 +23,10 @@ def test_health_reports_ready_and_load(mock_server):
     # Once the streams of earlier tests have ended, an idle server reports no load at all.
     idle = {"busy_rows": 0, "queued": 0, "sessions": 0}
     assert wait_for(lambda: {k: health(mock_server)[k] for k in idle} == idle), health(mock_server)
+    # A finished request's row is kept for prefix reuse, and the row bookkeeping is sound.
+    assert post(mock_server, {"text": "keep my row", "max_tokens": 2}).status_code == 200
+    assert wait_for(lambda: health(mock_server)["cached_rows"] >= 1), health(mock_server)
+    assert health(mock_server)["row_faults"] == []
 
 
 def test_stream_is_chunked_text_derived_from_the_prompt(mock_server):
