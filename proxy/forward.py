@@ -74,6 +74,32 @@ def error_kind(exc: BaseException) -> str:
     return "other"
 
 
+def reusable(status: int) -> bool:
+    """Whether an upstream connection may carry another request after an answer with status."""
+    # The API may answer an error before it has read the request's body: a 413 from the
+    # Content-Length, a 404 for an unknown model, a worker failing mid-read. The proxy cannot
+    # tell, and bytes left unread would be parsed as the start of the next request on that
+    # connection, perhaps another client's. A new connection to the API costs far less.
+    return status < 400
+
+
+class UpstreamAnswer(aiohttp.ClientResponse):
+    """An answer whose connection is closed, never pooled, unless its status is reusable()."""
+
+    async def start(self, connection: aiohttp.connector.Connection) -> "UpstreamAnswer":
+        """Read the status and headers, and mark the connection if it is not to be reused."""
+        protocol = connection.protocol
+        await super().start(connection)
+        # Nothing is awaited from here on: no other request can take the connection first.
+        if protocol is not None and not reusable(self.status):
+            # aiohttp returns the connection to the pool when the answer's last byte arrives;
+            # marked, the pool closes it instead.
+            protocol.force_close()
+            if self.connection is None:
+                protocol.close()  # the last byte came with the headers: it is pooled already
+        return self
+
+
 class Upstream:
     """The API server behind the proxy, reached over one pooled ClientSession."""
 
@@ -102,6 +128,8 @@ class Upstream:
             auto_decompress=False,
             # No aiohttp User-Agent: the client's own headers are forwarded as they are.
             skip_auto_headers=("User-Agent",),
+            # Keeps a connection out of the pool after an answer that may have left it unclean.
+            response_class=UpstreamAnswer,
         )
 
     async def close(self) -> None:

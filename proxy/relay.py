@@ -77,6 +77,8 @@ class Relay:
         finally:
             self.metrics.open_streams.dec()
             if complete:
+                # Its connection is pooled, or closed if the status is not reusable()
+                # (forward.UpstreamAnswer), as soon as the last byte has arrived.
                 answer.release()
             else:
                 # Closing (not releasing) an unfinished answer drops the upstream connection,

@@ -1,4 +1,5 @@
-"""Section 1: every bad request and bad token on every route, direct and through the proxy."""
+"""Section 1: every bad request and bad token on every route, direct and through the proxy; then
+bodies over the limits beside normal requests (over_limit.py)."""
 from __future__ import annotations
 
 import base64
@@ -9,6 +10,7 @@ import json
 import time
 
 from .bad_bodies import body_cases, chunked_cases
+from .over_limit import over_limit_checks
 from .report import Check
 from .routes import ROUTES, body
 from .stack import Stack, Target
@@ -121,4 +123,4 @@ def section_bad_inputs(stack: Stack, args) -> list[Check]:
             if problem:
                 check.failures.append(f"{name}: {problem}")
         checks.append(check)
-    return checks
+    return checks + over_limit_checks(stack)

@@ -1,6 +1,7 @@
 """Stand-ins for the Inference API in proxy tests: slow chunked streams, echo, canned errors, a
-chat stream that ends as asked, and RawUpstream, a socket server that says exactly what it is
-told and then nothing.
+chat stream that ends as asked; RawUpstream, a socket server that says exactly what it is
+told and then nothing; and HeadFirstUpstream, one that refuses a large body from its head and
+leaves the body unread.
 
 Run it under gunicorn with one gthread worker (stream states live in its memory):
     cd tests/support && gunicorn -k gthread --threads 160 stub_upstream:app
@@ -241,3 +242,110 @@ class RawUpstream(SocketServer):
         """Whether predicate(self) became true within timeout seconds."""
         with self._lock:
             return self._lock.wait_for(lambda: predicate(self), timeout)
+
+
+# Methods HeadFirstUpstream takes for a request line; anything else is not a request.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _request_head(head: bytes) -> tuple[str, str, dict] | None:
+    """Method, target and headers (names lower-cased) of a request's head; None if its first
+    line is not a request line."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0] not in _METHODS or not parts[2].startswith("HTTP/1."):
+        return None
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1], headers
+
+
+def _answer(status: str, payload: dict, close: bool = False) -> bytes:
+    """An HTTP/1.1 answer with a JSON body, kept alive unless close."""
+    body = json.dumps(payload).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n").encode() + body
+
+
+class HeadFirstUpstream(SocketServer):
+    """An API that refuses a body over `limit` from the head alone, as a server checking
+    Content-Length before reading would: 413, the connection kept alive, the body left in the
+    stream, where it is taken for the start of the next request.
+
+    Other requests are read whole and answered 200 with their method, target, X-Request-ID and
+    body size. What does not start with a request line gets 400 and the connection closed, as
+    gunicorn answers it; `garbled` counts those.
+
+    A refused request carrying `X-Stub-Split` gets the head and half the body of its 413, and
+    the rest only once the test calls release_split(): the proxy has the status and headers
+    before the answer is complete.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.refused = 0  # 413s sent
+        self.served = 0  # 200s sent
+        self.garbled = 0  # 400s sent for bytes that were no request
+        self._split = threading.Event()
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def release_split(self) -> None:
+        """Send the rest of the split 413s."""
+        self._split.set()
+
+    def close(self) -> None:
+        self.release_split()  # no thread left waiting for a test that has ended
+        super().close()
+
+    def serve(self, conn: socket.socket) -> None:
+        pending = b""
+        try:
+            while (received := read_until(conn, head_received, pending)) is not None:
+                head, _, pending = received.partition(b"\r\n\r\n")
+                pending = self._answer_one(conn, _request_head(head), pending)
+                if pending is None:
+                    break
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _answer_one(self, conn: socket.socket, request, pending: bytes) -> bytes | None:
+        """Answer one request whose head was read; what is left of the stream after it, or
+        None once the connection is to be closed."""
+        if request is None:
+            self._count("garbled")
+            conn.sendall(_answer("400 Bad Request", {"message": "no request line"}, close=True))
+            return None
+        method, target, headers = request
+        length = int(headers.get("content-length") or 0)
+        # The bytes of the body come off the socket before the answer only so that the sender
+        # has written them all by then, whatever the timing; they stay in `pending`.
+        pending = read_until(conn, lambda got: len(got) >= length, pending)
+        if pending is None:
+            return None
+        if length > self.limit:
+            self._refuse(conn, headers)
+            return pending  # the body: read next as if it began a request
+        self._count("served")
+        conn.sendall(_answer("200 OK", {"method": method, "target": target,
+                                        "request_id": headers.get("x-request-id", ""),
+                                        "body_bytes": length}))
+        return pending[length:]
+
+    def _refuse(self, conn: socket.socket, headers: dict) -> None:
+        self._count("refused")
+        answer = _answer("413 Payload Too Large", {"message": f"body over {self.limit} bytes"})
+        if "x-stub-split" in headers:
+            conn.sendall(answer[:-10])
+            self._split.wait(60)
+            answer = answer[-10:]
+        conn.sendall(answer)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
