@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import zlib
 
 from inference_api.config import Config
 from inference_api.engine.sequence import NewToken, Sequence
@@ -32,7 +33,12 @@ class MockRunner:
     def start(self, seq: Sequence) -> None:
         """A grammar's matcher for a row that asks for a structured output."""
         if seq.params.grammar is not None:
-            seed = secrets.randbits(32) if seq.params.seed is None else seq.params.seed
+            seed = seq.params.seed
+            if seed is None:
+                # A greedy request has one answer, as on a model: the same prompt, the same
+                # draws. Otherwise each request draws anew.
+                seed = zlib.crc32(repr(seq.prompt_ids).encode()) if seq.params.greedy \
+                    else secrets.randbits(32)
             self.grammars.add(seq.row, seq.params.grammar, seq.params.max_tokens, seed)
 
     def finish(self, seq: Sequence) -> None:

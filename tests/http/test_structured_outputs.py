@@ -43,6 +43,17 @@ def test_mock_answers_follow_a_schema(client):
         jsonschema.validate(json.loads(choice.message.content), PERSON)
 
 
+def test_mock_greedy_structured_answers_repeat_and_others_vary(client):
+    """As on a model, a greedy request has one answer; unseeded sampled ones vary."""
+    def ask(**kw):
+        return client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=300,
+                                              response_format=PERSON_FORMAT, **kw
+                                              ).choices[0].message.content
+
+    assert len({ask(temperature=0) for _ in range(3)}) == 1
+    assert len({ask(temperature=1) for _ in range(4)}) > 1
+
+
 def test_mock_json_object_and_completions_json_schema(client):
     result = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100,
                                             response_format={"type": "json_object"})
