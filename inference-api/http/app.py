@@ -20,6 +20,7 @@ from .native.routes import native
 from .openai.routes import openai
 from .openai.tokens import tokens
 from .openapi import openapi
+from .plumbing import finish_body
 
 
 def create_server(config: Config | None = None, start_backend: bool = True) -> Flask:
@@ -38,6 +39,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.register_blueprint(generate)
     app.register_blueprint(openapi)
     install_metrics(app, engine)
+    app.after_request(finish_body)
     _install_request_ids(app)
     _install_error_handlers(app)
     return app

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from inference_api.serving.engine_client import EngineClient
 
 from .errors import ApiError
+from .worker import close_connection
 
 MAX_JSON_DEPTH = 32  # the deepest valid body (chat content parts) is 5 levels deep
 READ_STEP = 64 * 1024
@@ -61,7 +62,7 @@ def read_body() -> bytes:
     limit = max_body_bytes()
     stream, parts, size = request.environ["wsgi.input"], [], 0
     if request.content_length is not None and request.content_length > limit:
-        _discard(stream, request.content_length)
+        g.body_drained = _discard(stream, request.content_length)
         raise ApiError(413, f"the request body is over {limit} bytes")
     try:
         while size <= limit:
@@ -74,22 +75,44 @@ def read_body() -> bytes:
         raise ApiError(400, f"the request body could not be read: {type(exc).__name__}: "
                             f"{str(exc)[:80]}") from None
     if size > limit:
-        _discard(stream, DRAIN_BYTES)
+        g.body_drained = _discard(stream, DRAIN_BYTES)
         raise ApiError(413, f"the request body is over {limit} bytes")
     g.body = b"".join(parts)
     return g.body
 
 
-def _discard(stream, length: int) -> None:
+def _discard(stream, length: int) -> bool:
     """Read and drop up to `length` bytes of a refused body (none past DRAIN_BYTES): what the
-    sender has written is read, so closing the connection after the 413 does not reset it."""
+    sender has written is read, so closing the connection after the 413 does not reset it.
+    True when the body was read to its end."""
     if length > DRAIN_BYTES:
-        return
+        return False
     try:
-        while length > 0 and (part := stream.read(min(READ_STEP, length))):
+        while length > 0:
+            part = stream.read(min(READ_STEP, length))
+            if not part:
+                return True
             length -= len(part)
     except _BODY_ERRORS + (OSError,):
-        pass  # the refusal stands whatever the rest of the body was
+        return False  # the refusal stands whatever the rest of the body was
+    return True
+
+
+def finish_body(response):
+    """After an answer given without reading the whole body (a 404 for an unknown model, say):
+    read the rest within the limits, so that the connection's next request starts where it
+    should; when that cannot be done, the connection closes after this answer."""
+    sent_body = request.content_length or "chunked" in request.headers.get(
+        "Transfer-Encoding", "").lower()
+    if not sent_body or "body" in g or g.get("body_drained"):
+        return response
+    try:
+        read_body()
+    except ApiError:
+        pass  # this answer stands; only the connection's fate is decided here
+    if "body" not in g and not g.get("body_drained"):
+        close_connection()
+    return response
 
 
 def json_depth_over(raw: bytes, limit: int) -> bool:

@@ -9,6 +9,17 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 DRAIN_POLL_SECONDS = 0.1
+# gunicorn's request in this thread: gunicorn drops a Connection header the app sets, so an
+# answer that must end its connection says so on the request (close_connection).
+_serving = threading.local()
+
+
+def close_connection() -> None:
+    """End this request's connection after its answer ("Connection: close"); no-op elsewhere
+    (Flask's test client, other servers)."""
+    req = getattr(_serving, "req", None)
+    if req is not None:
+        req.must_close = True
 
 
 class ApiWorker(ThreadWorker):
@@ -20,6 +31,13 @@ class ApiWorker(ThreadWorker):
     EngineClient refuses them), and the running streams finish. It stops when none is left or
     at DRAIN_TIMEOUT_S, when the backend is stopped and what still runs ends with an error.
     """
+
+    def handle_request(self, req, conn):
+        _serving.req = req
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _serving.req = None
 
     def handle_exit(self, sig, frame):
         app = getattr(self, "wsgi", None)

@@ -188,3 +188,29 @@ def test_flask_test_client_validates_and_streams():
         assert response.status_code == 400 and "top_p=2" in response.get_json()["message"]
     finally:
         engine.link.stop()
+
+
+def test_a_body_left_unread_never_breaks_the_connections_next_request(mock_server):
+    """An answer given before the body was read (a 404 for an unknown model) reads the rest, so
+    the next request on the same connection is answered; a body too large to read through
+    says Connection: close instead of leaving its bytes to be taken for the next request."""
+    session = requests.Session()
+    for size in (100_000, 2_000_000):
+        body = json.dumps({"text": "x" * size, "max_tokens": 2})
+        for _ in range(3):
+            refused = session.post(f"{mock_server.url}/inference/no-such-model", data=body,
+                                   headers={"Content-Type": "application/json"}, timeout=30)
+            assert refused.status_code == 404
+            assert refused.headers["Connection"] == "keep-alive"
+            answer = session.post(f"{mock_server.url}/inference/{MODEL}", timeout=30,
+                                  json={"text": "a b", "max_tokens": 2})
+            assert answer.text == mock_answer("a b", 2)
+    huge = json.dumps({"text": "x" * 9_000_000}).encode()
+    for path in ("/inference/no-such-model", f"/inference/{MODEL}"):
+        refused = session.post(mock_server.url + path, data=huge, timeout=30,
+                               headers={"Content-Type": "application/json"})
+        assert refused.status_code in (404, 413)
+        assert refused.headers["Connection"] == "close"
+        answer = session.post(f"{mock_server.url}/inference/{MODEL}", timeout=30,
+                              json={"text": "a b", "max_tokens": 2})
+        assert answer.text == mock_answer("a b", 2)
