@@ -6,7 +6,9 @@ a KV cache preallocated for the fixed rows, built from small pieces: layers, lin
 and the norms and rotary in our C++ kernel (fused, fused_ops.cpp), which gives torch's results
 to the bit. With QUANTIZATION=int8 the linear layers are int8 products (quantized), their inputs
 quantized per row by another kernel (quantize_kernel, quantize_rows.cpp). C++ kernels are
-compiled for the host at first use (native_build). Weights are found and converted once (files)
-and loaded on a device in a dtype (loading). It may import engine (the plan and the sequences),
-sampling and the leaves.
+compiled for the host at first use (native_build). Weights are found and converted once (files),
+loaded on a device in a dtype (loading) and prepared for the forward pass, converted, stacked and
+quantized (weights), which the weight cache keeps on disk so that a restart maps them instead of
+loading the model through transformers (weight_cache). It may import engine (the plan and the
+sequences), sampling and the leaves.
 """

