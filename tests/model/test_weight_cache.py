@@ -14,7 +14,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from inference_api.config import Config
 from inference_api.model import weight_cache
-from inference_api.model.attention.ops import zeroed
 from inference_api.model.files import load_tokenizer, prepare_model_folder
 from inference_api.model.forward import DecoderModel, PrefillInput
 from inference_api.model.quantized import Int8Linear
@@ -143,14 +142,6 @@ def test_an_unwritable_cache_only_costs_the_conversion(tiny_folder, tmp_path):
     blocked.write_text("")  # the cache folder cannot be made under a file
     weights = load_model(tiny_folder, "cpu", torch.float32, cache=blocked / "weights")
     assert not weights.from_cache and weights.tensors["embed"].shape[0] == TINY["vocab_size"]
-
-
-def test_zeroed_memory_is_zeros_and_writable():
-    cache = zeroed((3, 5, 7), torch.bfloat16, "cpu")
-    assert cache.shape == (3, 5, 7) and cache.dtype == torch.bfloat16
-    assert cache.count_nonzero() == 0
-    cache[2, 4, 6] = 1.5
-    assert cache.sum() == 1.5 and zeroed((0, 4), torch.int8, "cpu").numel() == 0
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 
-from .ops import zeroed
 from .torch_decode import DecodeAttention
 
 TILE = 16  # positions per tile
@@ -47,7 +46,8 @@ class Int8Cache:
         """Zeroed K and V, each [layers, rows, kv, tiles, 64 + 16 * dim] int8 (scales 0, codes
         0: never-written positions read as 0), seq rounded up to whole tiles."""
         shape = (layers, rows, self.kv_heads, -(-seq // TILE), SCALE_BYTES + TILE * self.head_dim)
-        return zeroed(shape, torch.int8, device), zeroed(shape, torch.int8, device)
+        return (torch.zeros(shape, dtype=torch.int8, device=device),
+                torch.zeros(shape, dtype=torch.int8, device=device))
 
     def _parts(self, cache: torch.Tensor, keys: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of a cache [..., tiles, bytes]: codes [..., tiles, dim, 16] for keys or [...,

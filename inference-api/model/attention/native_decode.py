@@ -17,7 +17,6 @@ import torch
 from .. import native_build
 from ..native_build import KernelUnavailable
 from .int8_cache import Int8Cache
-from .ops import zeroed
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,10 @@ class NativeDecodeAttention:
         """Zeroed K [layers, rows, kv, tiles, dim/2, 16, 2] and V [layers, rows, kv, tiles * 16,
         dim], seq rounded up to whole tiles of 16 positions (the kernel's key layout)."""
         kv, dim, tiles = self.kv_heads, self.head_dim, -(-seq // TILE)
-        return (zeroed((layers, rows, kv, tiles, dim // 2, TILE, 2), self.dtype, device),
-                zeroed((layers, rows, kv, tiles * TILE, dim), self.dtype, device))
+        return (torch.zeros((layers, rows, kv, tiles, dim // 2, TILE, 2), dtype=self.dtype,
+                            device=device),
+                torch.zeros((layers, rows, kv, tiles * TILE, dim), dtype=self.dtype,
+                            device=device))
 
     def write_prompt_keys(self, k_cache: torch.Tensor, row: int, start: int,
                           k: torch.Tensor) -> None:

@@ -5,22 +5,7 @@ plain row-major matrix.
 """
 from __future__ import annotations
 
-import math
-import mmap
-
 import torch
-
-
-def zeroed(shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
-    """torch.zeros(shape), but on the CPU in fresh anonymous memory, which the system hands out
-    zeroed page by page as it is first touched: a KV cache of gigabytes is there at once
-    instead of being written through at every start (0.65 s for the default float32 cache,
-    measured); a page's first write costs about a microsecond later, once."""
-    count = math.prod(shape)
-    if torch.device(device).type != "cpu" or count == 0:
-        return torch.zeros(shape, dtype=dtype, device=device)
-    memory = mmap.mmap(-1, count * dtype.itemsize)  # the tensor keeps it alive
-    return torch.frombuffer(memory, dtype=dtype, count=count).view(shape)
 
 
 def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None,

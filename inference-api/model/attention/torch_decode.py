@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ops import attend, position_mask, zeroed
+from .ops import attend, position_mask
 
 # Rows are read up to a length rounded up to this many positions (the mask hides the rest).
 # Every new matrix shape makes the CPU matmul library generate a kernel first (~0.5 ms each,
@@ -113,8 +113,8 @@ class DecodeAttention:
         that never-written positions are finite (masked, but 0 * NaN = NaN).
         """
         kv, dim = self.kv_heads, self.head_dim
-        return (zeroed((layers, rows, kv, dim, seq), self.dtype, device),
-                zeroed((layers, rows, kv, seq, dim), self.dtype, device))
+        return (torch.zeros((layers, rows, kv, dim, seq), dtype=self.dtype, device=device),
+                torch.zeros((layers, rows, kv, seq, dim), dtype=self.dtype, device=device))
 
     def write_prompt_keys(self, k_cache: torch.Tensor, row: int, start: int,
                           k: torch.Tensor) -> None:
