@@ -110,7 +110,10 @@ class SoakStack:
         found = {}
         for api in self.apis:
             for child in _children(api.proc.pid, recursive=True):
-                role = "backend" if "spawn_main" in _cmdline(child) else "worker"
+                cmdline = _cmdline(child)
+                if "resource_tracker" in cmdline:
+                    continue  # multiprocessing's helper beside the backend
+                role = "backend" if "spawn_main" in cmdline else "worker"
                 found[f"{api.name} {role}"] = child
         for child in _children(self.proxy.proc.pid):
             found[f"{self.proxy.name} worker"] = child
