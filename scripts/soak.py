@@ -15,6 +15,7 @@ exit code 1 if a check failed, 2 if the stack could not start.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -57,7 +58,11 @@ def parse_args(argv=None):
 def api_env(args) -> dict:
     if args.model == "mock":
         return {"MOCK_STEP_MS": str(args.mock_step_ms)}
-    return {"DTYPE": args.dtype}
+    env = {"DTYPE": args.dtype}
+    if args.form == "edge" and "CPU_THREADS" not in os.environ:
+        # Two replicas on one host share its cores (docs/deploy.md): each takes its half.
+        env["CPU_THREADS"] = str(max(1, (os.cpu_count() or 2) // 2))
+    return env
 
 
 def main() -> int:
