@@ -85,3 +85,18 @@ def test_a_short_soak_behind_the_edge_survives_a_rolling_restart():
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert "| replica restarted | 2" in run.stdout and "| backend killed | 2" in run.stdout
     assert "| a rolling restart fails no request and cuts no stream | pass |" in run.stdout
+
+
+def test_memory_is_judged_on_the_processes_alive_at_the_end_from_when_they_were_warm():
+    from soaking.watch import Sample, growth
+
+    samples = [Sample(0, "api-1 worker", 1, 100, 9), Sample(10, "api-1 worker", 1, 120, 9),
+               Sample(0, "api-1 backend", 2, 900, 11), Sample(5, "api-1 backend", 2, 0, 11),
+               Sample(6, "api-1 backend", 3, 800, 11), Sample(30, "api-1 backend", 3, 820, 11),
+               Sample(40, "api-1 backend", 3, 850, 11),
+               Sample(40, "api-1 worker", 1, 130, 12)]
+    found = {g.pid: g for g in growth(samples, warm_at=1.0, settle_s=20.0)}
+    assert set(found) == {1, 3}  # the killed backend's exit is not a shrinking process
+    assert (found[1].rss_before, found[1].rss_after, found[1].fds_after) == (120, 130, 12)
+    # The restarted backend is judged from 20 s after it appeared, not from its loading.
+    assert (found[3].rss_before, found[3].rss_after, found[3].covered_s) == (820, 850, 10)

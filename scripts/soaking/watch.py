@@ -97,11 +97,15 @@ class Growth:
 
 
 def growth(samples: list[Sample], warm_at: float, settle_s: float) -> list[Growth]:
-    """Per process: its first sample once warm (after warm_at, and settle_s after a restarted
-    process first showed) against its last sample."""
+    """Per process alive at the last sample: its first sample once warm (after warm_at, and
+    settle_s after a restarted process first showed) against its last sample. A process that
+    ended during the run (killed, or restarted) is left out: its last samples are of its exit."""
+    last = max((s.at for s in samples), default=0.0)
+    alive = {s.pid for s in samples if s.at == last}
     by_pid: dict[int, list[Sample]] = {}
     for sample in samples:
-        by_pid.setdefault(sample.pid, []).append(sample)
+        if sample.pid in alive:
+            by_pid.setdefault(sample.pid, []).append(sample)
     found = []
     for pid, seen in by_pid.items():
         start = max(warm_at, seen[0].at + (settle_s if seen[0].at > warm_at else 0.0))
