@@ -50,17 +50,17 @@ def send(call: Call, url: str, headers: dict) -> Result:
     return result
 
 
-def _post(call: Call, url: str, headers: dict, stream: bool) -> requests.Response:
+def _post(call: Call, url: str, headers: dict) -> requests.Response:
     # The /inference route always streams and has no stream field.
     asked = call.stream and not call.path.startswith("/inference/")
     body = call.body if isinstance(call.body, bytes) else json.dumps(
         {**call.body, **({"stream": True} if asked else {})}).encode()
-    return requests.post(url + call.path, data=body, timeout=TIMEOUT, stream=stream,
+    return requests.post(url + call.path, data=body, timeout=TIMEOUT, stream=True,
                          headers={**headers, "Content-Type": "application/json"})
 
 
 def _exchange(call: Call, url: str, headers: dict, result: Result) -> None:
-    with _post(call, url, headers, stream=True) as response:
+    with _post(call, url, headers) as response:
         result.status = response.status_code
         if response.status_code != 200:
             _refusal(call, response, result)

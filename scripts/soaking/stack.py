@@ -22,6 +22,7 @@ import psutil
 from hostile.stack import BIN, REPO, free_port, get_health, spawn, wait_until
 from render_nginx import render, server_lines
 
+# Debian puts nginx in /usr/sbin, which is not on every user's PATH.
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 

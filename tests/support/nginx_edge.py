@@ -16,11 +16,8 @@ from pathlib import Path
 from helpers import api_server, wait_for
 from net import SocketServer, free_port, port_open, read_request
 from render_nginx import render, server_lines
+from soaking.stack import NGINX
 
-# Debian puts nginx in /usr/sbin, which is not on every user's PATH.
-NGINX = shutil.which("nginx") or next(
-    (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)),
-    None)
 NO_NGINX = "nginx is not installed (apt-get install nginx-light): the edge is not tested"
 
 
