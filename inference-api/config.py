@@ -41,6 +41,7 @@ class Config:
     decode_attention: str = "auto"  # native: our CPU kernel; torch: torch ops; auto: native if it builds
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; int8: 8-bit keys and values, scaled
     quantization: str = "none"  # int8: the linear layers' weights in int8, activations per row
+    batch_invariant: bool = False  # a request's bits independent of its batch (model/invariant.py)
     strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
     mock_model: bool = False
     mock_step_ms: float = 10.0

@@ -25,6 +25,7 @@ class Health(BaseModel):
     sessions: int
     cached_rows: int  # free rows whose cache is kept for prefix reuse
     row_faults: list[str]  # empty unless the backend's row accounting is broken
+    batch_invariant: bool  # BATCH_INVARIANT: answers independent of what runs beside them
 
 
 
@@ -40,4 +41,4 @@ def health_check():
     return jsonify(status="ok", model=engine.config.model_id, busy_rows=link.busy_rows,
                    max_users=engine.config.max_users, queued=link.queued,
                    sessions=link.open_sessions, cached_rows=link.cached_rows,
-                   row_faults=link.row_faults)
+                   row_faults=link.row_faults, batch_invariant=engine.config.batch_invariant)

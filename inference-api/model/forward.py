@@ -14,6 +14,7 @@ from .attention.native_decode import choose_decode_attention
 from .attention.ops import attend_row, position_mask
 from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
 from .fused import layer_ops
+from .invariant import attention_choice, tile_products
 from .layers import rope_tables
 from .linear import Linear, can_pack
 from .weights import ModelWeights, weights_of
@@ -71,7 +72,7 @@ class DecoderModel:
     def __init__(self, model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
                  pack_weights: bool | None = None, attention: str = "auto",
                  fused: bool | None = None, quantization: str = "none",
-                 kv_cache_dtype: str = "auto"):
+                 kv_cache_dtype: str = "auto", batch_invariant: bool = False):
         weights = model if isinstance(model, ModelWeights) else weights_of(model, quantization)
         meta = weights.meta
         if meta["quantization"] != quantization:
@@ -105,6 +106,9 @@ class DecoderModel:
                              self.scale, self.layers[0].act, native=fused)
         self.kv_bucket = kv_bucket
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
+        self.batch_invariant = batch_invariant
+        if batch_invariant:
+            self.lm_head = tile_products(self.layers, self.lm_head)
         self.use_decode_attention(attention, kv_cache_dtype)
 
     def use_decode_attention(self, choice: str, kv_cache_dtype: str = "auto") -> None:
@@ -112,6 +116,7 @@ class DecoderModel:
         cache by KV_CACHE_DTYPE, (re)allocated in the layout that attention reads: rows empty."""
         self.attention = self.k_cache = self.v_cache = None  # the old cache goes first
         torch_ops = Int8DecodeAttention if kv_cache_dtype == "int8" else DecodeAttention
+        choice = attention_choice(choice) if self.batch_invariant else choice
         self.attention = choose_decode_attention(
             choice, self.device, self.dtype, self.heads, self.kv_heads, self.head_dim,
             lambda: torch_ops(len(self.layers), self.max_seq_len, self.kv_heads, self.head_dim,
@@ -166,7 +171,8 @@ class DecoderModel:
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         rope = self.ops.rope(positions)
-        self._chunk_masks(chunks)
+        if not self.batch_invariant:  # whose kernel reads each position's own keys: no masks
+            self._chunk_masks(chunks)
         # x [T, hidden] is the residual stream, h its norm: each layer's input, and at the end
         # the final norm's output (each layer adds its parts and normalizes for the next).
         x, h = self.ops.norm(self.embed[tokens], None, self.layers[0].attn_norm, self.eps)
@@ -213,8 +219,8 @@ class DecoderModel:
                          out[:d])
         for c in chunks:
             span = slice(c.offset, c.offset + c.n)
-            out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
-                                      c.masks[layer.window])
+            self._prefill(q[span], k[span], v[span], k_cache, v_cache, c, layer.window,
+                          out[span])
         x, h = self.ops.norm(x, layer.o(out.view(t, -1)), layer.mlp_norm, self.eps)
         return self.ops.norm(x, layer.down(self.ops.silu_mul(layer.gate_up(h))), after, self.eps)
 
@@ -225,15 +231,20 @@ class DecoderModel:
         self.attention.run(index, q.view(shape), k, v, k_cache, v_cache, plan.rows,
                            plan.positions, plan.groups, window, out.view(shape))
 
-    def _prefill(self, q, k, v, k_cache, v_cache, c, mask) -> torch.Tensor:
-        """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] -> same."""
-        n = c.n
+    def _prefill(self, q, k, v, k_cache, v_cache, c, window, out) -> None:
+        """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] into
+        out (like q)."""
+        n, shape = c.n, (c.n, self.kv_heads, self.groups, self.head_dim)
         self.attention.write_prompt_keys(k_cache, c.row, c.start, k)
         self.attention.write_prompt_values(v_cache, c.row, c.start, v)
+        if self.batch_invariant:
+            self.attention.attend_prompt(q.view(shape), k_cache, v_cache, c.row, c.start,
+                                         window, out.view(shape))
+            return
         # [c, heads, dim] -> [kv, groups * c, dim]: a group's queries share their kv head
         qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
         qc = qc.reshape(self.kv_heads, self.groups * n, self.head_dim)
         keys = self.attention.prompt_keys(k_cache, c.row, c.kv_len)  # [kv, dim, kv_len]
-        o = attend_row(qc, keys, self.attention.prompt_values(v_cache, c.row, c.kv_len), mask)
-        o = o.view(self.kv_heads, self.groups, n, self.head_dim).permute(2, 0, 1, 3)
-        return o.reshape(n, self.heads, self.head_dim)
+        o = attend_row(qc, keys, self.attention.prompt_values(v_cache, c.row, c.kv_len),
+                       c.masks[window])
+        out.view(shape).copy_(o.view(self.kv_heads, self.groups, n, -1).permute(2, 0, 1, 3))

@@ -69,7 +69,8 @@ class ModelRunner:
         self.model = DecoderModel(weights, config.max_users, self.max_seq_len,
                                   attention=config.decode_attention,
                                   kv_cache_dtype=config.kv_cache_dtype,
-                                  quantization=config.quantization)
+                                  quantization=config.quantization,
+                                  batch_invariant=config.batch_invariant)
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)

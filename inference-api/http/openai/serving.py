@@ -154,4 +154,6 @@ def fingerprint(engine) -> str:
     except metadata.PackageNotFoundError:
         version = "unknown"
     parts = [engine.config.model_id, str(info.get("dtype")), str(info.get("device")), version]
+    if engine.config.batch_invariant:  # answers that do not depend on the batch are other bits
+        parts.append("batch-invariant")
     return "fp_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]

@@ -445,8 +445,9 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t q_stri
             const int64_t first = (window > 0 && length > window) ? length - window : 0;
             C *k = k_cache + (rows[i] * kv_heads + h) * size;  // key tiles
             C *v = v_cache + (rows[i] * kv_heads + h) * size;  // [cache_seq, dim] or value tiles
-            write_token(k, v, pos, k_new + i * k_stride + h * dim,
-                        v_new + i * v_stride + h * dim, dim);
+            if (k_new)  // null: the keys and values are in the cache already (a prompt's)
+                write_token(k, v, pos, k_new + i * k_stride + h * dim,
+                            v_new + i * v_stride + h * dim, dim);
             const T *qi = q + i * q_stride + h * group * dim;
             for (int64_t x = 0; x < group * dim; x++) qf[x] = to_float(qi[x]);
             // Scores for whole tiles from the first visible position's tile; the softmax and the
@@ -473,7 +474,8 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t q_stri
 
 // q [rows, kv_heads, group, dim] (already scaled), k_new/v_new [rows, kv_heads, dim], each
 // row contiguous, their rows q_stride, k_stride and v_stride elements apart (views of the step's
-// stacked q, k, v projection are read where they are), one layer's k_cache [cache_rows, kv_heads,
+// stacked q, k, v projection are read where they are), or k_new and v_new null where the cache
+// holds them already (a prompt's positions, several of one cache row), one layer's k_cache [cache_rows, kv_heads,
 // cache_seq / 16, dim / 2, 16, 2] and v_cache [cache_rows, kv_heads, cache_seq, dim] in q's
 // dtype, or both [cache_rows, kv_heads, cache_seq / 16, 64 + 16 * dim] int8 tiles (the _int8
 // variants), rows/positions [rows] int64 (cache row and position of each new token), window 0

@@ -135,6 +135,19 @@ class NativeDecodeAttention:
                     positions.data_ptr(), d, kv_heads, group, dim, k_cache.shape[2] * TILE,
                     window or 0, out.data_ptr())
 
+    def attend_prompt(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                      row: int, start: int, window: int | None, out: torch.Tensor) -> None:
+        """Attention of a prompt chunk's queries q [c, kv, groups, dim], at positions start..
+        of one layer's cache row that holds their keys and values already, into out (like q):
+        each position by itself, as a decode step computes it (the batch-invariant mode's)."""
+        n, kv_heads, group, dim = q.shape
+        q = q if _rows_contiguous(q) else q.contiguous()
+        rows = torch.full((n,), row, dtype=torch.long)
+        positions = torch.arange(start, start + n, dtype=torch.long)
+        self.kernel(q.data_ptr(), None, None, q.stride(0), 0, 0, k_cache.data_ptr(),
+                    v_cache.data_ptr(), rows.data_ptr(), positions.data_ptr(), n, kv_heads,
+                    group, dim, k_cache.shape[2] * TILE, window or 0, out.data_ptr())
+
 
 def _rows_contiguous(x: torch.Tensor) -> bool:
     """True when each x[i] is contiguous, whatever the distance between them."""
