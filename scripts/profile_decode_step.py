@@ -56,7 +56,7 @@ def main() -> int:
     print(f"device {runner.info['device']} dtype {runner.info['dtype']} threads "
           f"{torch.get_num_threads()} rows {args.rows} attention "
           f"{type(model.attention).__name__} packed weights {model.layers[0].qkv.packed} "
-          f"quantization {config.quantization}")
+          f"quantization {config.quantization} batch-invariant {config.batch_invariant}")
     rows = torch.arange(args.rows)
     tokens = torch.randint(0, 1000, (args.rows,))
 

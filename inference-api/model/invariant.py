@@ -23,7 +23,7 @@ class FixedRowsLinear:
 
     def __init__(self, inner):
         self.inner = inner
-        self.out_features = inner.out_features
+        self.out_features, self.packed = inner.out_features, inner.packed
         self._padded = None  # [TILE_ROWS, in] scratch for the last, partial tile
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
