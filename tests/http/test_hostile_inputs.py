@@ -164,6 +164,8 @@ def test_bad_input_gets_a_short_4xx_in_the_routes_shape(mock_server, route_name,
         assert response.status_code == 200, response.text[:500]
         assert 0 < len(response.headers["X-Ignored-Fields"]) <= 1000
         return
+    if name == "form body" and route["shape"] != "native":
+        status, words = 415, "application/json"  # as vLLM: the /v1 routes take JSON only
     check_error(route, response, status, words)
 
 
