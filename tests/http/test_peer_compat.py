@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from helpers import MODEL, PERSON, chat_prompt
+from helpers import MODEL, PERSON, chat_prompt, client_for
 from inference_api.mock.text import mock_answer
 
 ASK = [{"role": "user", "content": "Say something"}]
@@ -155,3 +155,35 @@ def test_declared_free_objects_stay_open(client):
     calls = [c for choice in result.choices for c in choice.message.tool_calls]
     assert all(set(json.loads(c.function.arguments)) == {"city", "extra"} for c in calls)
     assert any(json.loads(c.function.arguments)["extra"] for c in calls)
+
+
+# --- on the real model ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_model_tool_calls_take_only_the_declared_arguments(real_server):
+    """LangChain's bind_tools(get_weather(city: str)) with tool_choice "required"."""
+    client = client_for(real_server)
+    for temperature in (0, 0.7):
+        result = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            max_tokens=120, n=3, seed=3, temperature=temperature, tools=[OPEN_WEATHER],
+            tool_choice="required")
+        for choice in result.choices:
+            assert choice.finish_reason == "tool_calls"
+            for call in choice.message.tool_calls:
+                assert call.function.name == "get_weather"
+                assert set(json.loads(call.function.arguments)) == {"city"}
+
+
+@pytest.mark.slow
+def test_real_model_follows_vllm_regex_and_choice(real_server):
+    client = client_for(real_server)
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Is Paris in France?"}],
+        max_tokens=10, extra_body={"guided_choice": ["yes", "no"]}).choices[0].message.content
+    assert answer in ("yes", "no")
+    text = client.completions.create(model=MODEL, prompt="A phone number: ", max_tokens=20,
+                                     extra_body={"structured_outputs": {"regex": CODE}}
+                                     ).choices[0].text
+    assert re.fullmatch(CODE, text)

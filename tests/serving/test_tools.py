@@ -12,7 +12,7 @@ from inference_api.http.openai.protocol import describe_openai_error
 from inference_api.http.openai.protocol_messages import ToolCall, ToolFields
 from inference_api.serving.grammars import grammar_for_json_schema
 from inference_api.serving.templates import render_chat
-from inference_api.serving.tool_format import (ToolUse, answer_schema, history_turns,
+from inference_api.serving.tool_format import (ToolUse, answer_schema, closed, history_turns,
                                                prepare_turns, renders_tool_role,
                                                template_supports_tools, template_turns,
                                                tool_prompt)
@@ -183,6 +183,29 @@ def test_name_comes_before_arguments_in_every_call_schema():
 def test_no_schema_when_tools_are_off():
     assert answer_schema(use("none")) is None
     assert answer_schema(use(tools=[])) is None
+
+
+def test_objects_that_list_properties_are_closed_unless_they_say_otherwise():
+    schema = {"type": "object", "properties": {
+        "city": {"type": "string"},
+        "where": {"type": "object", "properties": {"zip": {"type": "string"}}},
+        "free": {"type": "object"},
+        "open": {"type": "object", "properties": {}, "additionalProperties": True},
+        "many": {"type": "array", "items": {"type": "object", "properties": {"a": {}}}},
+        "properties": {"type": "object", "properties": {"b": {}}}},  # a property named so
+        "$defs": {"d": {"type": "object", "properties": {"c": {}}}},
+        "default": {"properties": {"kept": "as is"}}}
+    held = closed(schema)
+    props = held["properties"]
+    assert held["additionalProperties"] is False
+    assert props["where"]["additionalProperties"] is False
+    assert "additionalProperties" not in props["free"]
+    assert props["open"]["additionalProperties"] is True
+    assert props["many"]["items"]["additionalProperties"] is False
+    assert props["properties"]["additionalProperties"] is False
+    assert held["$defs"]["d"]["additionalProperties"] is False
+    assert held["default"] == {"properties": {"kept": "as is"}}  # data, not a schema
+    assert closed(schema) == held and "additionalProperties" not in schema  # not changed
 
 
 # --- parsing ----------------------------------------------------------------------------------
