@@ -12,6 +12,7 @@ from inference_api.quote import quote_name
 from inference_api.serving.engine_client import EngineClient
 from inference_api.serving.errors import ContextExceeded, Unavailable
 
+from .anthropic.routes import anthropic
 from .errors import ApiError, error_answer, from_serving
 from .health import health
 from .metrics import install_metrics
@@ -35,6 +36,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.register_blueprint(health)
     app.register_blueprint(native)
     app.register_blueprint(openai)
+    app.register_blueprint(anthropic)
     app.register_blueprint(tokens)
     app.register_blueprint(generate)
     app.register_blueprint(openapi)

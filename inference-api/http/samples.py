@@ -120,11 +120,12 @@ def failure_event(sample: Sample) -> bytes:
                                    code="generation_failed"))
 
 
-def sse_event(payload) -> bytes:
-    """One server-sent event carrying a JSON object (or a bare word such as [DONE])."""
+def sse_event(payload, name: str | None = None) -> bytes:
+    """One server-sent event carrying a JSON object (or a bare word such as [DONE]), named when
+    the API names its events (Responses, Messages)."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False,
                                                                separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    return (f"event: {name}\n" if name else "").encode() + f"data: {data}\n\n".encode()
 
 
 def sse_response(events: Iterator[bytes]) -> Response:

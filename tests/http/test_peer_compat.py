@@ -170,10 +170,12 @@ def test_real_model_tool_calls_take_only_the_declared_arguments(real_server):
             max_tokens=120, n=3, seed=3, temperature=temperature, tools=[OPEN_WEATHER],
             tool_choice="required")
         for choice in result.choices:
-            assert choice.finish_reason == "tool_calls"
-            for call in choice.message.tool_calls:
-                assert call.function.name == "get_weather"
-                assert set(json.loads(call.function.arguments)) == {"city"}
+            arguments = [json.loads(call.function.arguments) for call in
+                         choice.message.tool_calls]
+            assert all(call.function.name == "get_weather" for call in choice.message.tool_calls)
+            assert arguments and all(set(a) == {"city"} for a in arguments)
+            # Greedy, the model writes the same call again until max_tokens: sent once.
+            assert len({json.dumps(a, sort_keys=True) for a in arguments}) == len(arguments)
 
 
 @pytest.mark.slow

@@ -318,6 +318,22 @@ def test_stream_sends_the_call_head_once_the_name_is_complete():
     assert stream.finish() == [] and stream.called
 
 
+def test_a_call_repeating_an_earlier_one_is_not_sent():
+    """A looping model writes the same call again and again; the function runs once."""
+    paris = '{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}'
+    same = '{"name": "get_weather", "arguments": {"days": 2, "city": "Paris"}}'
+    rome = '{"name": "get_weather", "arguments": {"city": "Rome", "days": 2}}'
+    text = '{"tool_calls": [' + ", ".join([paris, same, paris, rome, same, rome]) + "]}"
+    content, found = parse_answer(text)
+    assert content is None
+    assert [json.loads(c["function"]["arguments"])["city"] for c in found] == ["Paris", "Rome"]
+    for pieces in (list(text), [text]):
+        (_, streamed_calls), called = streamed(pieces)
+        assert [json.loads(args)["city"] for _, args in streamed_calls] == ["Paris", "Rome"]
+        assert called
+    assert len(parse_answer(calls(CALL_PING, CALL_PING, CALL_WEATHER))[1]) == 2
+
+
 def test_stream_content_pieces_as_they_come():
     stream = ToolStream()
     assert stream.feed('{"response": "Hel') == [{"content": "Hel"}]
