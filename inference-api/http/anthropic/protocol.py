@@ -9,9 +9,9 @@ import json
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from inference_api.http.fields import (REQUEST_CONFIG, Float, Int, StopList, TopP, drop_nulls)
+from inference_api.http.fields import REQUEST_CONFIG, Float, Int, StopList, TopP, drop_nulls
 from inference_api.quote import quote
 from inference_api.sampling_params import MAX_TOP_K
 from inference_api.serving.tool_format import ToolUse
@@ -21,8 +21,13 @@ MAX_TOOLS = 128
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
+# Blocks and messages ignore fields they do not need: clients send back the blocks of an answer
+# as they got them, with fields of the newest API (caller, citations, ...).
+LENIENT = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
 class _Block(BaseModel):
-    model_config = REQUEST_CONFIG
+    model_config = LENIENT
 
     cache_control: dict | None = None  # prompt caching hints: the prefix cache needs none
 
@@ -32,7 +37,6 @@ class TextBlock(_Block):
 
     type: Literal["text"]
     text: str
-    citations: list | None = None  # accepted and not used
 
 
 class ToolUseBlock(_Block):
@@ -65,7 +69,7 @@ Block = Annotated[Union[TextBlock, ToolUseBlock, ToolResultBlock], Field(discrim
 class Message(BaseModel):
     """One turn of the conversation."""
 
-    model_config = REQUEST_CONFIG
+    model_config = LENIENT
 
     role: Literal["user", "assistant"]
     content: str | list[Block]
@@ -138,6 +142,24 @@ class ToolChoice(BaseModel):
         return self
 
 
+class OutputFormat(BaseModel):
+    """{"type": "json_schema", "schema": {...}}: the answer's text follows the schema."""
+
+    model_config = REQUEST_CONFIG
+
+    type: Literal["json_schema"]
+    schema_: dict = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    """output_config: a structured output's format; effort is accepted and changes nothing."""
+
+    model_config = REQUEST_CONFIG
+
+    format: OutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class _Conversation(BaseModel):
     """What POST /v1/messages and /v1/messages/count_tokens share."""
 
@@ -206,6 +228,7 @@ class MessagesRequest(_Conversation):
     top_p: TopP = 1.0
     top_k: Int = Field(0, ge=0, le=MAX_TOP_K)  # 0: off
     stream: StrictBool = False
+    output_config: OutputConfig | None = None
     metadata: dict | None = None  # {"user_id": ...}: accepted and not used
     service_tier: Literal["auto", "standard_only"] | None = None  # one tier here
 

@@ -12,6 +12,7 @@ from inference_api.http.fields import describe_validation_error
 from inference_api.http.plumbing import current_engine, require_json_media_type, validated
 from inference_api.http.samples import sse_response
 from inference_api.quote import quote
+from inference_api.serving.grammars import grammar_for_json_schema
 
 from .answers import new_message_id, stop_of, tool_use_block, usage
 from .protocol import CountTokensRequest, MessagesRequest
@@ -27,7 +28,7 @@ def messages():
     encoder = engine.require_ready()
     use = body.tool_use()
     text, ids = prompt_of(encoder, body.turns(), use, "messages")
-    grammar, tools = answer_grammar(use, None, "tools")
+    grammar, tools = answer_grammar(use, _format_grammar(body), "output_config")
     defaults = engine.defaults_for(body)
     sampling = {"temperature": body.temperature, "top_k": body.top_k, "top_p": body.top_p,
                 **defaults}
@@ -53,6 +54,17 @@ def count_tokens():
     engine, body = _read(CountTokensRequest)
     text, ids = prompt_of(engine.require_ready(), body.turns(), body.tool_use(), "messages")
     return jsonify(input_tokens=len(ids))
+
+
+def _format_grammar(body: MessagesRequest) -> str | None:
+    """The grammar of output_config.format (None: free text); a 400 for a bad schema."""
+    form = body.output_config.format if body.output_config else None
+    if form is None:
+        return None
+    try:
+        return grammar_for_json_schema(form.schema_, "output_config.format.schema")
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _read(schema):
