@@ -226,7 +226,8 @@ def real_claude(real_server):
 @pytest.mark.slow
 def test_real_model_answers_and_streams_the_same_greedy_message(real_claude):
     ask = [{"role": "user", "content": "What is the capital of France?"}]
-    whole = real_claude.messages.create(model=MODEL, max_tokens=30, temperature=0, messages=ask)
+    whole = real_claude.messages.create(model=MODEL, max_tokens=30, messages=ask,
+                                        extra_body=GREEDY)
     with real_claude.messages.stream(model=MODEL, max_tokens=30, messages=ask,
                                      extra_body=GREEDY) as stream:
         streamed = "".join(stream.text_stream)
