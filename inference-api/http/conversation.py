@@ -26,17 +26,20 @@ from .errors import ApiError
 from .samples import Answer, Sample, open_answer, run_to_end, sample_params, text_batches
 
 
-def prompt_of(encoder: PromptEncoder, turns: list[dict], use: ToolUse,
-              param: str) -> tuple[str, list[int]]:
+def prompt_of(encoder: PromptEncoder, turns: list[dict], use: ToolUse, param: str,
+              tools: list[dict] | None = None) -> tuple[str, list[int]]:
     """The prompt text and ids of the turns with the tools (a 400 naming `param` when the
     template refuses them or they cannot fit the context).
 
-    Templates with their own tool syntax are given the tools; others (the bundled model's) get
-    them described in the system message and the tool history as plain turns.
+    Templates with their own tool syntax are given the tools (those the request lists, in chat's
+    {"type": "function", "function": ...} shape; by default those it may call now); others (the
+    bundled model's) get them described in the system message and the tool history as plain
+    turns: the generic format of tool_format.
     """
     if template_supports_tools(encoder.info.get("chat_template")):
         turns = with_system_text(template_turns(turns), tool_prompt(use, listed=False))
-        listed = [{"type": "function", "function": f} for f in use.functions] or None
+        listed = None if not use.functions else tools or [
+            {"type": "function", "function": f} for f in use.functions]
     else:
         turns, listed = prepare_turns(turns, use, encoder.renders_tool_role), None
     try:
