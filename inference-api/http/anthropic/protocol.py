@@ -9,7 +9,7 @@ import json
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from inference_api.http.fields import REQUEST_CONFIG, Float, Int, StopList, TopP, drop_nulls
 from inference_api.quote import quote
@@ -39,6 +39,18 @@ class TextBlock(_Block):
     text: str
 
 
+def _text_blocks(content):
+    """Content given as a string is one text block (a before-validator)."""
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _joined(blocks: list[TextBlock]) -> str:
+    return "\n".join(block.text for block in blocks)
+
+
+TextBlocks = Annotated[list[TextBlock], BeforeValidator(_text_blocks)]
+
+
 class ToolUseBlock(_Block):
     """A call the assistant made: its id, the tool's name and its input."""
 
@@ -53,13 +65,12 @@ class ToolResultBlock(_Block):
 
     type: Literal["tool_result"]
     tool_use_id: Annotated[str, Field(min_length=1, max_length=256)]
-    content: str | list[TextBlock] = ""
+    content: TextBlocks = Field(default_factory=list)
     is_error: StrictBool | None = None
 
     def text(self) -> str:
         """The result as text (an error's marked as one)."""
-        text = self.content if isinstance(self.content, str) else "\n".join(
-            block.text for block in self.content)
+        text = _joined(self.content)
         return f"Error: {text}" if self.is_error else text
 
 
@@ -72,11 +83,11 @@ class Message(BaseModel):
     model_config = LENIENT
 
     role: Literal["user", "assistant"]
-    content: str | list[Block]
+    content: Annotated[list[Block], BeforeValidator(_text_blocks)]
 
     @model_validator(mode="after")
     def _blocks_in_their_turns(self):
-        blocks = [] if isinstance(self.content, str) else self.content
+        blocks = self.content
         if self.role == "user" and any(isinstance(b, ToolUseBlock) for b in blocks):
             raise ValueError("tool_use blocks belong in assistant messages")
         if self.role == "assistant" and any(isinstance(b, ToolResultBlock) for b in blocks):
@@ -85,8 +96,6 @@ class Message(BaseModel):
 
     def turns(self) -> list[dict]:
         """The template's turns of this message: tool results first, as turns of role tool."""
-        if isinstance(self.content, str):
-            return [{"role": self.role, "content": self.content}]
         text = "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
         results = [{"role": "tool", "tool_call_id": b.tool_use_id, "content": b.text()}
                    for b in self.content if isinstance(b, ToolResultBlock)]
@@ -167,7 +176,7 @@ class _Conversation(BaseModel):
 
     model: str
     messages: list[Message] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
+    system: TextBlocks | None = None
     tools: list[Tool] = Field(default_factory=list, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     thinking: dict | None = None  # only {"type": "disabled"}: there is no extended thinking
@@ -201,8 +210,7 @@ class _Conversation(BaseModel):
 
     def turns(self) -> list[dict]:
         """The conversation as the chat template's turns, the system text first."""
-        system = self.system if isinstance(self.system, str) or self.system is None else \
-            "\n".join(block.text for block in self.system)
+        system = _joined(self.system) if self.system else ""
         head = [{"role": "system", "content": system}] if system else []
         return head + [turn for message in self.messages for turn in message.turns()]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag,
                       field_validator, model_validator)
 
 from inference_api.http.fields import REQUEST_CONFIG, Float, Int, TopP, drop_nulls
@@ -33,8 +33,16 @@ class TextPart(BaseModel):
     text: str
 
 
-def _joined(content) -> str:
-    return content if isinstance(content, str) else "\n".join(part.text for part in content)
+def _text_parts(content):
+    """Content given as a string is one text part (a before-validator)."""
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _joined(parts: list[TextPart]) -> str:
+    return "\n".join(part.text for part in parts)
+
+
+TextParts = Annotated[list[TextPart], BeforeValidator(_text_parts)]
 
 
 class MessageItem(BaseModel):
@@ -44,7 +52,7 @@ class MessageItem(BaseModel):
 
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[TextPart]
+    content: TextParts
 
 
 class FunctionCallItem(BaseModel):
@@ -65,7 +73,7 @@ class FunctionCallOutputItem(BaseModel):
 
     type: Literal["function_call_output"]
     call_id: Annotated[str, Field(min_length=1, max_length=256)]
-    output: str | list[TextPart]
+    output: TextParts
 
 
 def _item_kind(item) -> str | None:
