@@ -67,6 +67,14 @@ def answer_grammar(use: ToolUse, grammar: str | None, format_param: str) -> tupl
         raise ApiError(400, str(exc), param="tools") from None
 
 
+def sampling_of(engine, body, names: tuple[str, ...]) -> dict:
+    """The sampling fields of a request whose API names only some of them: those it set, and the
+    model's defaults (generation_config) for every other, as on the chat route."""
+    chosen = {name: getattr(body, name) for name in names}
+    given = {name: value for name, value in chosen.items() if name in body.model_fields_set}
+    return {**chosen, **engine.sampling_defaults, **given}
+
+
 def open_one(engine, text: str, ids: list[int], wanted_tokens: int | None, seed: int | None,
              **fields) -> Answer:
     """One generation of the prompt (fields: SamplingParams' but max_tokens and seed)."""

@@ -56,6 +56,9 @@ def test_a_response_in_one_piece(oai, mock_server):
     assert response.usage.input_tokens == prompt_tokens(mock_server, turns)
     assert response.usage.output_tokens == 5
     assert response.usage.total_tokens == response.usage.input_tokens + 5
+    assert response.temperature == 0.7 and response.top_p == 0.9  # the server's defaults
+    assert oai.responses.create(model=MODEL, input="x", max_output_tokens=1,
+                                temperature=0.25).temperature == 0.25
 
 
 def test_instructions_and_input_items_reach_the_template(oai):

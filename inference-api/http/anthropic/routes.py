@@ -6,7 +6,7 @@ import json
 from flask import Blueprint, jsonify
 
 from inference_api.http.conversation import (answer_grammar, open_one, prompt_of,
-                                             reply_whole)
+                                             reply_whole, sampling_of)
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error
 from inference_api.http.plumbing import current_engine, require_json_media_type, validated
@@ -29,9 +29,7 @@ def messages():
     use = body.tool_use()
     text, ids = prompt_of(encoder, body.turns(), use, "messages")
     grammar, tools = answer_grammar(use, _format_grammar(body), "output_config")
-    defaults = engine.defaults_for(body)
-    sampling = {"temperature": body.temperature, "top_k": body.top_k, "top_p": body.top_p,
-                **defaults}
+    sampling = sampling_of(engine, body, ("temperature", "top_p", "top_k"))
     answer = open_one(engine, text, ids, body.max_tokens, None, grammar=grammar,
                       stop=tuple(body.stop_sequences), **sampling)
     head = {"id": new_message_id(), "type": "message", "role": "assistant",

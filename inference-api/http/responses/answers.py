@@ -55,7 +55,7 @@ class ResponseShape:
     """The response object of one request, at each of its states."""
 
     def __init__(self, body: ResponsesRequest, response_id: str, created_at: int, model: str,
-                 text_format: dict | None):
+                 text_format: dict | None, sampling: dict):
         choice = body.tool_choice
         self.fields = {
             "id": response_id, "object": "response", "created_at": created_at,
@@ -63,7 +63,8 @@ class ResponseShape:
             "max_output_tokens": body.max_output_tokens, "model": model,
             "parallel_tool_calls": body.parallel_tool_calls,
             "previous_response_id": body.previous_response_id, "store": body.store,
-            "temperature": body.temperature, "top_p": body.top_p,
+            # The values used: the model's defaults for those the request left out.
+            "temperature": sampling["temperature"], "top_p": sampling["top_p"],
             "text": {"format": text_format or {"type": "text"}},
             "tool_choice": choice.model_dump() if isinstance(choice, NamedFunction) else choice,
             "tools": [t.model_dump() for t in body.tools], "truncation": "disabled",

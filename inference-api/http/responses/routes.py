@@ -5,7 +5,8 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from inference_api.http.conversation import answer_grammar, open_one, prompt_of, reply_whole
+from inference_api.http.conversation import (answer_grammar, open_one, prompt_of, reply_whole,
+                                             sampling_of)
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error, field_path
 from inference_api.http.plumbing import current_engine, require_json_media_type, validated
@@ -42,12 +43,11 @@ def create():
     text, ids = prompt_of(encoder, turns_of(body.instructions, items), use, "input")
     text_format, grammar = _text_format(body)
     grammar, tools = answer_grammar(use, grammar, "text.format")
-    sampling = {"temperature": body.temperature, "top_p": body.top_p,
-                **engine.defaults_for(body)}
+    sampling = sampling_of(engine, body, ("temperature", "top_p"))
     answer = open_one(engine, text, ids, body.max_output_tokens, None, grammar=grammar,
                       **sampling)
     shape = ResponseShape(body, new_id("resp"), int(time.time()), engine.config.model_id,
-                          text_format)
+                          text_format, sampling)
 
     def keep(response: dict) -> None:
         if body.store:
