@@ -33,6 +33,7 @@ class Sample:
     record: Record
     text: str = ""
     finish_reason: str | None = None
+    stop: str | None = None  # the stop string that ended it, when one did
     error: str | None = None
     refused: bool = False  # the backend refused the request as given
     retry_after: int | None = None  # the generation was cut by no fault of its own
@@ -84,6 +85,7 @@ def text_batches(engine: EngineClient, answer: Answer
                 sample.prompt_logprobs = batch[0].prompt_logprobs
             if last.finish_reason is not None:
                 sample.finish_reason, sample.error = last.finish_reason, last.error
+                sample.stop = last.stop
                 sample.refused, sample.retry_after = last.refused, last.retry_after
             if last.finish_reason == FINISH_CANCELLED:
                 return

@@ -74,11 +74,16 @@ def test_content_blocks_and_system_blocks_are_text(claude):
 def test_a_stop_sequence_ends_the_message_and_is_named(claude):
     prompt = chat_prompt([{"role": "user", "content": "x y"}])
     stop = mock_word(prompt, 3).strip()
-    message = claude.messages.create(model=MODEL, max_tokens=20, stop_sequences=[stop],
+    later = mock_word(prompt, 5).strip()  # given first, matched second: not the one named
+    message = claude.messages.create(model=MODEL, max_tokens=20, stop_sequences=[later, stop],
                                      messages=[{"role": "user", "content": "x y"}],
                                      extra_body={"temperature": 0.5, "top_p": 0.9, "top_k": 10})
     assert message.content[0].text == mock_answer(prompt, 3)
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == stop
+    with claude.messages.stream(model=MODEL, max_tokens=20, stop_sequences=[later, stop],
+                                messages=[{"role": "user", "content": "x y"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == stop
 
 
 def test_the_stream_gives_the_same_message_in_anthropics_events(claude, mock_proxy):

@@ -18,18 +18,14 @@ def tool_use_block(call_id: str, name: str, arguments: dict) -> dict:
             "input": arguments}
 
 
-def stop_of(sample: Sample, called: bool, stops: list[str]) -> tuple[str | None, str | None]:
-    """(stop_reason, stop_sequence) of a finished sample.
-
-    The backend says that a stop string ended the answer, not which: with one stop sequence it
-    is that one; with several, stop_sequence is null.
-    """
+def stop_of(sample: Sample, called: bool) -> tuple[str | None, str | None]:
+    """(stop_reason, stop_sequence) of a finished sample."""
     if sample.finish_reason == FINISH_LENGTH:
         return "max_tokens", None
     if called:
         return "tool_use", None
     if sample.finish_reason == FINISH_STOP:
-        return "stop_sequence", stops[0] if len(stops) == 1 else None
+        return "stop_sequence", sample.stop
     return ("end_turn" if sample.finish_reason == FINISH_EOS else None), None
 
 

@@ -41,8 +41,7 @@ class AnthropicMessage(BaseModel):
     model: str
     content: list[Union[TextOut, ToolUseOut]]
     stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"] | None
-    stop_sequence: str | None = Field(description="the stop sequence that ended the message, "
-                                                  "when one of one given did")
+    stop_sequence: str | None = Field(description="the stop sequence that ended the message")
     usage: MessageUsage
 
 

@@ -35,13 +35,12 @@ def messages():
     head = {"id": new_message_id(), "type": "message", "role": "assistant",
             "model": engine.config.model_id}
     if body.stream:
-        return sse_response(message_events(engine, answer, head, len(ids), tools,
-                                           body.stop_sequences))
+        return sse_response(message_events(engine, answer, head, len(ids), tools))
     reply = reply_whole(engine, answer, tools)
     content = [{"type": "text", "text": reply.content}] if reply.content else []
     content += [tool_use_block(call["id"], call["function"]["name"],
                                json.loads(call["function"]["arguments"])) for call in reply.calls]
-    stop_reason, stop_sequence = stop_of(reply.sample, bool(reply.calls), body.stop_sequences)
+    stop_reason, stop_sequence = stop_of(reply.sample, bool(reply.calls))
     return jsonify(**head, content=content, stop_reason=stop_reason, stop_sequence=stop_sequence,
                    usage=usage(len(ids), reply.sample))
 

@@ -16,8 +16,8 @@ def event(payload: dict) -> bytes:
     return sse_event(payload, payload["type"])
 
 
-def message_events(engine, answer: Answer, head: dict, prompt_tokens: int, tools: bool,
-                   stops: list[str]) -> Iterator[bytes]:
+def message_events(engine, answer: Answer, head: dict, prompt_tokens: int,
+                   tools: bool) -> Iterator[bytes]:
     """Every event of the streamed message; an error event instead of the end on a failure."""
     yield event({"type": "message_start", "message": {
         **head, "content": [], "stop_reason": None, "stop_sequence": None,
@@ -49,7 +49,7 @@ def message_events(engine, answer: Answer, head: dict, prompt_tokens: int, tools
         elif piece.kind == "end":
             if blocks >= 0:
                 yield event({"type": "content_block_stop", "index": blocks})
-            stop_reason, stop_sequence = stop_of(piece.sample, called, stops)
+            stop_reason, stop_sequence = stop_of(piece.sample, called)
             yield event({"type": "message_delta",
                          "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                          "usage": usage(prompt_tokens, piece.sample)})
