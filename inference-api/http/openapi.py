@@ -125,13 +125,13 @@ def build_document(model_id: str) -> dict:
                                                 sse_or("Completion"), "OpenAIError")},
         "/v1/chat/completions": {"post": _generation("the assistant's next turn", "ChatRequest",
                                                      sse_or("ChatCompletion"), "OpenAIError")},
-        "/v1/responses": {"post": _generation("OpenAI's Responses API: the model's response",
-                                              "ResponsesRequest", sse_or("ResponseObject", named=True),
-                                              "OpenAIError")},
+        "/v1/responses": {"post": _generation(
+            "OpenAI's Responses API: the model's response", "ResponsesRequest",
+            sse_or("ResponseObject", named=True), "OpenAIError")},
         "/v1/responses/{response_id}": _stored_response_doc(),
-        "/v1/messages": {"post": _generation("Anthropic's Messages API: the assistant's next "
-                                             "message", "MessagesRequest",
-                                             sse_or("AnthropicMessage", named=True), "AnthropicError")},
+        "/v1/messages": {"post": _generation(
+            "Anthropic's Messages API: the assistant's next message", "MessagesRequest",
+            sse_or("AnthropicMessage", named=True), "AnthropicError")},
         "/v1/messages/count_tokens": {"post": {
             "summary": "the prompt's tokens for these messages, as /v1/messages makes it",
             "requestBody": {"required": True, "content": _content(_ref("CountTokensRequest"))},

@@ -33,7 +33,7 @@ def client_at(url: str) -> anthropic.Anthropic:
 
 
 @pytest.fixture(scope="module")
-def claude(mock_proxy):
+def messages_api(mock_proxy):
     return client_at(mock_proxy.url)
 
 
@@ -45,8 +45,8 @@ def prompt_tokens(server, messages: list[dict]) -> int:
 # --- on the mock ------------------------------------------------------------------------------
 
 
-def test_a_message_in_one_piece(claude, mock_server):
-    message = claude.messages.create(model=MODEL, max_tokens=5, system="Be brief.",
+def test_a_message_in_one_piece(messages_api, mock_server):
+    message = messages_api.messages.create(model=MODEL, max_tokens=5, system="Be brief.",
                                      messages=[{"role": "user", "content": "one two"}])
     turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "one two"}]
     assert message.type == "message" and message.role == "assistant"
@@ -59,8 +59,8 @@ def test_a_message_in_one_piece(claude, mock_server):
     assert usage.output_tokens == 5
 
 
-def test_content_blocks_and_system_blocks_are_text(claude):
-    message = claude.messages.create(
+def test_content_blocks_and_system_blocks_are_text(messages_api):
+    message = messages_api.messages.create(
         model=MODEL, max_tokens=4, system=[{"type": "text", "text": "S", "cache_control": {
             "type": "ephemeral"}}],
         messages=[{"role": "user", "content": [{"type": "text", "text": "a"},
@@ -71,24 +71,24 @@ def test_content_blocks_and_system_blocks_are_text(claude):
     assert message.content[0].text == mock_answer(chat_prompt(turns), 4)
 
 
-def test_a_stop_sequence_ends_the_message_and_is_named(claude):
+def test_a_stop_sequence_ends_the_message_and_is_named(messages_api):
     prompt = chat_prompt([{"role": "user", "content": "x y"}])
     stop = mock_word(prompt, 3).strip()
     later = mock_word(prompt, 5).strip()  # given first, matched second: not the one named
-    message = claude.messages.create(model=MODEL, max_tokens=20, stop_sequences=[later, stop],
+    message = messages_api.messages.create(model=MODEL, max_tokens=20, stop_sequences=[later, stop],
                                      messages=[{"role": "user", "content": "x y"}],
                                      extra_body={"temperature": 0.5, "top_p": 0.9, "top_k": 10})
     assert message.content[0].text == mock_answer(prompt, 3)
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == stop
-    with claude.messages.stream(model=MODEL, max_tokens=20, stop_sequences=[later, stop],
+    with messages_api.messages.stream(model=MODEL, max_tokens=20, stop_sequences=[later, stop],
                                 messages=[{"role": "user", "content": "x y"}]) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "stop_sequence" and final.stop_sequence == stop
 
 
-def test_the_stream_gives_the_same_message_in_anthropics_events(claude, mock_proxy):
-    whole = claude.messages.create(model=MODEL, max_tokens=12, messages=ASK)
-    with claude.messages.stream(model=MODEL, max_tokens=12, messages=ASK) as stream:
+def test_the_stream_gives_the_same_message_in_anthropics_events(messages_api, mock_proxy):
+    whole = messages_api.messages.create(model=MODEL, max_tokens=12, messages=ASK)
+    with messages_api.messages.stream(model=MODEL, max_tokens=12, messages=ASK) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == whole.content[0].text == final.content[0].text
@@ -103,9 +103,9 @@ def test_the_stream_gives_the_same_message_in_anthropics_events(claude, mock_pro
                      "message_delta", "message_stop"]
 
 
-def test_tools_round_trip(claude):
-    message = claude.messages.create(model=MODEL, max_tokens=200, messages=ASK, tools=[WEATHER],
-                                     tool_choice={"type": "any"})
+def test_tools_round_trip(messages_api):
+    message = messages_api.messages.create(model=MODEL, max_tokens=200, messages=ASK,
+                                           tools=[WEATHER], tool_choice={"type": "any"})
     assert message.stop_reason == "tool_use"
     calls = [b for b in message.content if b.type == "tool_use"]
     assert calls and all(c.name == "get_weather" and set(c.input) == {"city"} for c in calls)
@@ -114,14 +114,14 @@ def test_tools_round_trip(claude):
                      {"role": "user", "content": [
                          {"type": "tool_result", "tool_use_id": c.id, "content": "22C-sunny"}
                          for c in calls]}]
-    answer = claude.messages.create(model=MODEL, max_tokens=80, messages=history,
+    answer = messages_api.messages.create(model=MODEL, max_tokens=80, messages=history,
                                     tools=[WEATHER], tool_choice={"type": "none"})
     assert answer.stop_reason == "max_tokens"
     assert "22C-sunny" in answer.content[0].text  # the mock's words are the prompt's
 
 
-def test_tool_calls_stream_as_input_json_deltas(claude):
-    with claude.messages.stream(model=MODEL, max_tokens=200, messages=ASK, tools=[WEATHER],
+def test_tool_calls_stream_as_input_json_deltas(messages_api):
+    with messages_api.messages.stream(model=MODEL, max_tokens=200, messages=ASK, tools=[WEATHER],
                                 tool_choice={"type": "tool", "name": "get_weather"}) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_message()
@@ -131,21 +131,21 @@ def test_tool_calls_stream_as_input_json_deltas(claude):
     assert final.stop_reason == "tool_use"
 
 
-def test_output_config_format_holds_the_text_to_a_schema(claude):
+def test_output_config_format_holds_the_text_to_a_schema(messages_api):
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
                                                "sunny": {"type": "boolean"}},
               "required": ["city", "sunny"], "additionalProperties": False}
-    message = claude.messages.create(model=MODEL, max_tokens=100, messages=ASK,
+    message = messages_api.messages.create(model=MODEL, max_tokens=100, messages=ASK,
                                      output_config={"format": {"type": "json_schema",
                                                                "schema": schema}})
     assert set(json.loads(message.content[0].text)) == {"city", "sunny"}
 
 
-def test_count_tokens_counts_the_prompt_as_messages_makes_it(claude, mock_server):
-    counted = claude.messages.count_tokens(model=MODEL, messages=ASK, system="S")
+def test_count_tokens_counts_the_prompt_as_messages_makes_it(messages_api, mock_server):
+    counted = messages_api.messages.count_tokens(model=MODEL, messages=ASK, system="S")
     assert counted.input_tokens == prompt_tokens(
         mock_server, [{"role": "system", "content": "S"}] + ASK)
-    with_tools = claude.messages.count_tokens(model=MODEL, messages=ASK, tools=[WEATHER])
+    with_tools = messages_api.messages.count_tokens(model=MODEL, messages=ASK, tools=[WEATHER])
     assert with_tools.input_tokens > prompt_tokens(mock_server, ASK)
 
 
@@ -181,9 +181,9 @@ def test_bad_requests_get_anthropics_error_shape(mock_proxy, name, fields, words
     assert words in body["error"]["message"]
 
 
-def test_unknown_model_and_plain_text_body(claude, mock_proxy):
+def test_unknown_model_and_plain_text_body(messages_api, mock_proxy):
     with pytest.raises(anthropic.NotFoundError) as caught:
-        claude.messages.create(model="claude-opus-4", max_tokens=5, messages=ASK)
+        messages_api.messages.create(model="messages_api-opus-4", max_tokens=5, messages=ASK)
     assert caught.value.body["error"]["type"] == "not_found_error"
     response = requests.post(mock_proxy.url + "/v1/messages", timeout=30,
                              data=json.dumps({"model": MODEL, "max_tokens": 2, "messages": ASK}),
@@ -223,17 +223,17 @@ def test_a_client_that_leaves_a_stream_frees_its_row(mock_server):
 
 
 @pytest.fixture(scope="module")
-def real_claude(real_server):
+def real_messages_api(real_server):
     with start_proxy(real_server.url) as proxy:
         yield client_at(proxy.url)
 
 
 @pytest.mark.slow
-def test_real_model_answers_and_streams_the_same_greedy_message(real_claude):
+def test_real_model_answers_and_streams_the_same_greedy_message(real_messages_api):
     ask = [{"role": "user", "content": "What is the capital of France?"}]
-    whole = real_claude.messages.create(model=MODEL, max_tokens=30, messages=ask,
+    whole = real_messages_api.messages.create(model=MODEL, max_tokens=30, messages=ask,
                                         extra_body=GREEDY)
-    with real_claude.messages.stream(model=MODEL, max_tokens=30, messages=ask,
+    with real_messages_api.messages.stream(model=MODEL, max_tokens=30, messages=ask,
                                      extra_body=GREEDY) as stream:
         streamed = "".join(stream.text_stream)
     assert streamed == whole.content[0].text and "Paris" in streamed
@@ -241,8 +241,8 @@ def test_real_model_answers_and_streams_the_same_greedy_message(real_claude):
 
 
 @pytest.mark.slow
-def test_real_model_tool_round_trip(real_claude):
-    message = real_claude.messages.create(model=MODEL, max_tokens=100, extra_body=GREEDY,
+def test_real_model_tool_round_trip(real_messages_api):
+    message = real_messages_api.messages.create(model=MODEL, max_tokens=100, extra_body=GREEDY,
                                           messages=ASK, tools=[WEATHER],
                                           tool_choice={"type": "any"})
     [call] = [b for b in message.content if b.type == "tool_use"]
@@ -250,6 +250,6 @@ def test_real_model_tool_round_trip(real_claude):
     history = ASK + [{"role": "assistant", "content": [call.model_dump()]},
                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
                                                    "content": "22 degrees and sunny"}]}]
-    answer = real_claude.messages.create(model=MODEL, max_tokens=60, extra_body=GREEDY,
+    answer = real_messages_api.messages.create(model=MODEL, max_tokens=60, extra_body=GREEDY,
                                          messages=history, tools=[WEATHER])
     assert answer.stop_reason in ("end_turn", "tool_use", "max_tokens") and answer.content

@@ -21,9 +21,9 @@ ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}")
           ("post", "/v1/completions"), ("post", "/v1/chat/completions"), ("post", "/generate"),
           ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("get", "/health"),
           ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/tokenize"),
-          ("post", "/detokenize"), ("post", "/v1/responses"), ("get", "/v1/responses/{response_id}"),
-          ("delete", "/v1/responses/{response_id}"), ("post", "/v1/messages"),
-          ("post", "/v1/messages/count_tokens")}
+          ("post", "/detokenize"), ("post", "/v1/responses"),
+          ("get", "/v1/responses/{response_id}"), ("delete", "/v1/responses/{response_id}"),
+          ("post", "/v1/messages"), ("post", "/v1/messages/count_tokens")}
 # A bounded number of requests per operation and mode, the same ones every run: the suite's
 # time matters, and a failure must reproduce.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))  # raise it for a deeper search

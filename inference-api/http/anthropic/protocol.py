@@ -9,7 +9,8 @@ import json
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator,
+                      model_validator)
 
 from inference_api.http.fields import REQUEST_CONFIG, Float, Int, StopList, TopP, drop_nulls
 from inference_api.quote import quote
