@@ -43,6 +43,8 @@ class Config:
     quantization: str = "none"  # int8: the linear layers' weights in int8, activations per row
     batch_invariant: bool = False  # a request's bits independent of its batch (model/invariant.py)
     strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
+    responses_store_max: int = 1000  # stored Responses API responses kept in memory, newest first
+    responses_store_ttl_s: float = 3600.0  # ... each for at most this long
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it
@@ -77,6 +79,10 @@ class Config:
                "SERVICE_HOST", self.service_host, "a host name or address")
         _check(1 <= self.service_port <= 65535, "SERVICE_PORT", self.service_port, "1..65535")
         _check(1024 <= self.max_body_bytes, "MAX_BODY_BYTES", self.max_body_bytes, ">= 1024")
+        _check(0 <= self.responses_store_max <= 1_000_000, "RESPONSES_STORE_MAX",
+               self.responses_store_max, "0..1000000")
+        _check(self.responses_store_ttl_s > 0, "RESPONSES_STORE_TTL_S",
+               self.responses_store_ttl_s, "> 0")
         _check(self.drain_timeout_s >= 0, "DRAIN_TIMEOUT_S", self.drain_timeout_s, ">= 0")
         _check(self.backend_start_timeout_s > 0, "BACKEND_START_TIMEOUT_S",
                self.backend_start_timeout_s, "> 0")

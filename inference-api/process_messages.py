@@ -51,6 +51,7 @@ class Output:
     text: str
     num_tokens: int = 0  # tokens generated since the previous Output of this session
     finish_reason: str | None = None
+    stop: str | None = None  # with finish_reason "stop": the stop string that ended the text
     completion_tokens: int = 0
     error: str | None = None
     refused: bool = False  # with error: the request itself cannot run (a 400, not a failure)

@@ -8,12 +8,12 @@ from aiohttp import web
 
 from common.request_id import request_id_for
 
-from .auth import AuthError, token_from_header, verify_token
+from .auth import AuthError, token_of_request, verify_token
 from .body import read_body
 from .config import MIN_SECRET_BYTES, ProxyConfig
 from .drain import Drain
-from .errors import (RequestError, error_response, internal_error, over_limit, shutting_down,
-                     unauthorized)
+from .errors import (RequestError, error_response, internal_error, is_anthropic_path, over_limit,
+                     shutting_down, unauthorized)
 from .exchange import Exchange, own_headers, record
 from .forward import Upstream
 from .limits import TokenLimiter
@@ -135,8 +135,9 @@ class ProxyApp:
         if self.drain.draining:
             raise shutting_down("the proxy is shutting down; retry on another instance")
         try:
-            claims = verify_token(token_from_header(request.headers.get("Authorization")),
-                                  self.config.jwt_secret, self.config.max_token_lifetime_s)
+            token = token_of_request(request.headers.get("Authorization"),
+                                     request.headers.get("x-api-key"), is_anthropic_path(target))
+            claims = verify_token(token, self.config.jwt_secret, self.config.max_token_lifetime_s)
         except AuthError as err:
             self.metrics.auth_failures.labels(err.reason).inc()
             raise unauthorized(err.reason, err.message) from None

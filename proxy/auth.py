@@ -42,6 +42,17 @@ def token_from_header(value: str | None) -> str:
     return token
 
 
+def token_of_request(authorization: str | None, api_key: str | None, anthropic: bool) -> str:
+    """The token a request carries: in `Authorization: Bearer`, or, on Anthropic's Messages
+    API (whose clients send their key so), in `x-api-key` when there is no Authorization."""
+    if anthropic and api_key is not None and not (authorization or "").strip():
+        token = api_key.strip()
+        if not token or " " in token:
+            raise AuthError("malformed", "the x-api-key header must hold one token")
+        return token
+    return token_from_header(authorization)
+
+
 def verify_token(token: str, secret: str, max_lifetime_s: int = 0) -> dict:
     """The claims of a valid token; raises AuthError saying why it is not valid.
 

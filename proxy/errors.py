@@ -33,9 +33,13 @@ def error_response(error: RequestError, target: str) -> web.Response:
 
 
 def error_body(error: RequestError, target: str) -> dict:
-    """OpenAI's `{"error": {...}}` under /v1/, else the native `{"status_code", "message"}`."""
+    """OpenAI's `{"error": {...}}` under /v1/ (Anthropic's `{"type": "error", "error": {...}}`
+    under /v1/messages), else the native `{"status_code", "message"}`."""
     if not is_openai_path(target):
         return {"status_code": error.status, "message": error.message}
+    if is_anthropic_path(target):
+        return {"type": "error", "error": {"type": anthropic_error_type(error.status),
+                                           "message": error.message}}
     return {"error": {"message": error.message, "type": error_type(error.status),
                       "param": None, "code": error.code}}
 
@@ -44,6 +48,23 @@ def is_openai_path(target: str) -> bool:
     """Whether the API answers target's errors in OpenAI's shape (its path is under /v1/)."""
     # Decoded, as the API's router sees it: /%761/models reaches the API's /v1/models.
     return unquote(target.split("?", 1)[0]).startswith("/v1/")
+
+
+def is_anthropic_path(target: str) -> bool:
+    """Whether target is Anthropic's Messages API, which the API answers in Anthropic's shape."""
+    path = unquote(target.split("?", 1)[0])
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+# Anthropic's error types by status (the API's own mapping; it says "overloaded" for 503).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error"}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error `type` for status."""
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
 def error_type(status: int) -> str:

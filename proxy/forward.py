@@ -18,7 +18,7 @@ CLIENT_CLAIMS = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-host",
                            "x-real-ip"})
 # Request headers the proxy replaces or that the HTTP client recomputes for the upstream hop.
 NOT_FORWARDED = HOP_BY_HOP | CLIENT_CLAIMS | {
-    "host", "authorization", "content-length", "expect", "accept-encoding",
+    "host", "authorization", "x-api-key", "content-length", "expect", "accept-encoding",
     "x-team-id", "x-token-id", "x-request-id"}
 # The proxy's own server writes these for the client hop.
 NOT_RETURNED = HOP_BY_HOP | {"date", "server", "x-request-id", "content-length"}

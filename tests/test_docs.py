@@ -4,9 +4,14 @@ from __future__ import annotations
 import pytest
 from pydantic import AliasChoices
 
+from inference_api.http.anthropic.protocol import (CountTokensRequest, MessagesRequest,
+                                                   OutputConfig, Tool, ToolChoice,
+                                                   ToolResultBlock, ToolUseBlock)
 from inference_api.http.native.protocol import GenerateRequest, InferenceRequest
 from inference_api.http.openai.protocol import ChatRequest, CompletionRequest, StreamOptions
 from inference_api.http.openai.protocol_messages import ChatMessage
+from inference_api.http.responses.protocol import (FunctionCallItem, FunctionCallOutputItem,
+                                                   FunctionTool, ResponsesRequest, TextConfig)
 from processes import REPO
 
 DOCS = REPO / "docs"
@@ -36,6 +41,8 @@ def section(doc: str, heading: str) -> str:
 NATIVE_ROUTES = "Native routes: /inference and /predictions"
 GENERATE = "POST /generate"
 OPENAI_ROUTES = "OpenAI-compatible routes under /v1/"
+RESPONSES = "OpenAI's Responses API: /v1/responses"
+MESSAGES = "Anthropic's Messages API: /v1/messages"
 
 
 @pytest.mark.parametrize("model,heading", [
@@ -45,6 +52,18 @@ OPENAI_ROUTES = "OpenAI-compatible routes under /v1/"
     (ChatRequest, OPENAI_ROUTES),
     (ChatMessage, OPENAI_ROUTES),
     (StreamOptions, OPENAI_ROUTES),
+    (ResponsesRequest, RESPONSES),
+    (TextConfig, RESPONSES),
+    (FunctionTool, RESPONSES),
+    (FunctionCallItem, RESPONSES),
+    (FunctionCallOutputItem, RESPONSES),
+    (MessagesRequest, MESSAGES),
+    (CountTokensRequest, MESSAGES),
+    (Tool, MESSAGES),
+    (ToolChoice, MESSAGES),
+    (ToolUseBlock, MESSAGES),
+    (ToolResultBlock, MESSAGES),
+    (OutputConfig, MESSAGES),
 ])
 def test_every_accepted_field_is_documented(model, heading):
     text = section("api.md", heading)

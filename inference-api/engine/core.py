@@ -5,7 +5,8 @@ import time
 from typing import Protocol
 
 from inference_api.process_messages import (FINISH_CANCELLED, FINISH_EOS, FINISH_ERROR,
-                                            FINISH_LENGTH, Output, Submit, TokenLogprob)
+                                            FINISH_LENGTH, FINISH_STOP, Output, Submit,
+                                            TokenLogprob)
 from inference_api.sampling_params import check_context
 
 from .scheduler import Scheduler
@@ -158,7 +159,8 @@ class Engine:
                 text = seq.prompt_text + text
         if finish is not None:
             self._finish(seq)
-            return self._final(seq, text, finish)
+            stop = seq.text.stops.matched if finish == FINISH_STOP else None
+            return self._output(seq, text, finish_reason=finish, stop=stop)
         if not text:
             return None  # held back: half a character or the start of a stop string
         return self._output(seq, text)

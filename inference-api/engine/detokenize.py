@@ -46,6 +46,7 @@ class StopMatcher:
         self.stops = tuple(s for s in stops if s)
         self.held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def push(self, text: str) -> tuple[str, bool]:
         """(text safe to emit now, stopped?); nothing from a stop string on is ever emitted."""
@@ -57,6 +58,7 @@ class StopMatcher:
         cut = first_stop(buf, self.stops)
         if cut is not None:
             self.held, self.stopped = "", True
+            self.matched = next(s for s in self.stops if buf.startswith(s, cut))
             return buf[:cut], True
         keep = partial_stop_len(buf, self.stops)
         self.held = buf[len(buf) - keep:] if keep else ""

@@ -12,6 +12,7 @@ from inference_api.quote import quote_name
 from inference_api.serving.engine_client import EngineClient
 from inference_api.serving.errors import ContextExceeded, Unavailable
 
+from .anthropic.routes import anthropic
 from .errors import ApiError, error_answer, from_serving
 from .health import health
 from .metrics import install_metrics
@@ -20,6 +21,8 @@ from .native.routes import native
 from .openai.routes import openai
 from .openai.tokens import tokens
 from .openapi import openapi
+from .responses.routes import responses
+from .responses.store import ResponseStore
 from .plumbing import finish_body
 
 
@@ -31,10 +34,14 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.json.sort_keys = False  # keep fields in the order made: top_logprobs likeliest first
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["inference"] = engine = EngineClient(config, start_backend=start_backend)
+    app.extensions["responses"] = ResponseStore(config.responses_store_max,
+                                                config.responses_store_ttl_s)
 
     app.register_blueprint(health)
     app.register_blueprint(native)
     app.register_blueprint(openai)
+    app.register_blueprint(anthropic)
+    app.register_blueprint(responses)
     app.register_blueprint(tokens)
     app.register_blueprint(generate)
     app.register_blueprint(openapi)

@@ -8,12 +8,16 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from pydantic.json_schema import models_json_schema
 
+from .anthropic.protocol import CountTokensRequest, MessagesRequest
+from .anthropic.protocol_answers import AnthropicError, AnthropicMessage, TokenCount
 from .health import Health
 from .native.protocol import GenerateAnswer, GenerateRequest, InferenceRequest, NativeError
 from .openai.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnswer, ModelCard,
                                       ModelList, OpenAIError, TokenizeAnswer)
 from .plumbing import current_engine
+from .responses.protocol import ResponsesRequest
+from .responses.protocol_answers import ResponseDeleted, ResponseObject
 
 openapi = Blueprint("openapi", __name__)
 JSON, TEXT, SSE = "application/json", "text/plain", "text/event-stream"
@@ -40,6 +44,9 @@ def _ref(name: str) -> dict:
 # One server-sent event as a reader of the stream sees it: a data line (JSON, or [DONE] on /v1).
 SSE_EVENT = {"type": "object", "required": ["data"],
              "properties": {"data": {"type": "string"}, "event": {"const": "message"}}}
+# The Responses and Messages APIs name each event by its type (event: response.created).
+NAMED_SSE_EVENT = {"type": "object", "required": ["event", "data"],
+                   "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
 
 
 def _content(schema: dict | None = None, media: str = JSON) -> dict:
@@ -49,7 +56,8 @@ def _content(schema: dict | None = None, media: str = JSON) -> dict:
 
 def _errors(statuses: tuple[int, ...], shape: str) -> dict:
     reasons = {400: "a bad body or field (the message says which)", 404: "unknown model",
-               413: "the body is over MAX_BODY_BYTES", 415: "a compressed body",
+               413: "the body is over MAX_BODY_BYTES",
+               415: "a compressed body (or, under /v1/, one not sent as JSON)",
                500: "the generation failed", 503: "loading, restarting, shutting down or "
                "too many prompts waiting (Retry-After)"}
     return {str(s): {"description": reasons[s], "content": _content(_ref(shape))}
@@ -69,25 +77,43 @@ def _tokens(summary: str, request: str, answer: str) -> dict:
                           **_errors((400, 404, 413, 415, 503), "NativeError")}}
 
 
+def _stored_response_doc() -> dict:
+    """GET and DELETE of a stored response."""
+    param = [{"name": "response_id", "in": "path", "required": True,
+              "schema": {"type": "string"}}]
+    missing = {"404": {"description": "no such stored response (never stored, deleted or "
+                                      "expired)", "content": _content(_ref("OpenAIError"))}}
+    return {"get": {"summary": "a stored response", "parameters": param, "responses": {
+                "200": {"description": "as it was answered",
+                        "content": _content(_ref("ResponseObject"))}, **missing}},
+            "delete": {"summary": "forget a stored response", "parameters": param, "responses": {
+                "200": {"description": "deleted", "content": _content(_ref("ResponseDeleted"))},
+                **missing}}}
+
+
 def build_document(model_id: str) -> dict:
     """The OpenAPI 3.1 document of this server, for the served model's name."""
     requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest,
-                TokenizeRequest, DetokenizeRequest]
+                TokenizeRequest, DetokenizeRequest, ResponsesRequest, MessagesRequest,
+                CountTokensRequest]
     answers = [NativeError, OpenAIError, Health, ModelList, ModelCard, Completion,
-               ChatCompletion, GenerateAnswer, TokenizeAnswer, DetokenizeAnswer]
+               ChatCompletion, GenerateAnswer, TokenizeAnswer, DetokenizeAnswer,
+               ResponseObject, ResponseDeleted, AnthropicMessage, TokenCount, AnthropicError]
     _, schemas = models_json_schema([(m, "validation") for m in requests]
                                     + [(m, "serialization") for m in answers],
                                     ref_template="#/components/schemas/{model}")
     components = _standard_keywords(schemas["$defs"])
-    for name in ("CompletionRequest", "ChatRequest"):  # any other model is a 404
+    for name in ("CompletionRequest", "ChatRequest", "ResponsesRequest", "MessagesRequest",
+                 "CountTokensRequest"):  # any other model is a 404
         components[name]["properties"]["model"]["enum"] = [model_id]
     model_param = {"name": "model_id", "in": "path", "required": True,
                    "schema": {"type": "string", "enum": [model_id]}}
     stream = {"description": "the text as it is generated", "content": _content(media=TEXT)}
 
-    def sse_or(name: str) -> dict:
+    def sse_or(name: str, named: bool = False) -> dict:
         return {"description": "the answer; with \"stream\": true, server-sent events",
-                "content": {**_content(_ref(name)), **_content(media=SSE)}}
+                "content": {**_content(_ref(name)),
+                            **_content(NAMED_SSE_EVENT if named else None, SSE)}}
 
     def native_doc(summary: str) -> dict:
         return {"parameters": [model_param],
@@ -99,6 +125,18 @@ def build_document(model_id: str) -> dict:
                                                 sse_or("Completion"), "OpenAIError")},
         "/v1/chat/completions": {"post": _generation("the assistant's next turn", "ChatRequest",
                                                      sse_or("ChatCompletion"), "OpenAIError")},
+        "/v1/responses": {"post": _generation(
+            "OpenAI's Responses API: the model's response", "ResponsesRequest",
+            sse_or("ResponseObject", named=True), "OpenAIError")},
+        "/v1/responses/{response_id}": _stored_response_doc(),
+        "/v1/messages": {"post": _generation(
+            "Anthropic's Messages API: the assistant's next message", "MessagesRequest",
+            sse_or("AnthropicMessage", named=True), "AnthropicError")},
+        "/v1/messages/count_tokens": {"post": {
+            "summary": "the prompt's tokens for these messages, as /v1/messages makes it",
+            "requestBody": {"required": True, "content": _content(_ref("CountTokensRequest"))},
+            "responses": {"200": {"description": "the count", "content": _content(_ref(
+                "TokenCount"))}, **_errors((400, 404, 413, 415, 503), "AnthropicError")}}},
         "/generate": {"post": _generation("num_samples continuations of text", "GenerateRequest",
                                           sse_or("GenerateAnswer"), "NativeError")},
         "/tokenize": {"post": _tokens("the token ids of a prompt or of chat messages",
@@ -125,7 +163,8 @@ def build_document(model_id: str) -> dict:
             "info": {"title": "Inference API", "version": "1",
                      "description": f"Serves {model_id}. Errors are JSON: "
                                     "{status_code, message} on the native routes and /generate, "
-                                    "{error: {message, type, param, code}} on /v1."},
+                                    "{type: error, error: {type, message}} on /v1/messages, "
+                                    "{error: {message, type, param, code}} on the rest of /v1."},
             "paths": paths, "components": {"schemas": components}}
 
 

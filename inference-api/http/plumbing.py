@@ -15,6 +15,7 @@ import socket
 from flask import current_app, g, request
 from pydantic import ValidationError
 
+from inference_api.quote import quote_name
 from inference_api.serving.engine_client import EngineClient
 
 from .errors import ApiError
@@ -160,6 +161,18 @@ def read_json_object() -> dict:
         raise ApiError(400, "the JSON body holds a lone surrogate escape (such as \\udc00): "
                             "strings must be valid Unicode text")
     return body
+
+
+def require_json_media_type() -> None:
+    """A 415 when the body is declared as something other than JSON (text/plain, a form), as
+    vLLM answers on the OpenAI routes; a body with no Content-Type is read as JSON."""
+    declared = request.headers.get("Content-Type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, f"Content-Type {quote_name(media, 40)} is not accepted: send the "
+                            f"body as JSON (Content-Type: application/json)")
 
 
 def current_engine() -> EngineClient:

@@ -33,6 +33,7 @@ class Sample:
     record: Record
     text: str = ""
     finish_reason: str | None = None
+    stop: str | None = None  # the stop string that ended it, when one did
     error: str | None = None
     refused: bool = False  # the backend refused the request as given
     retry_after: int | None = None  # the generation was cut by no fault of its own
@@ -84,6 +85,7 @@ def text_batches(engine: EngineClient, answer: Answer
                 sample.prompt_logprobs = batch[0].prompt_logprobs
             if last.finish_reason is not None:
                 sample.finish_reason, sample.error = last.finish_reason, last.error
+                sample.stop = last.stop
                 sample.refused, sample.retry_after = last.refused, last.retry_after
             if last.finish_reason == FINISH_CANCELLED:
                 return
@@ -120,11 +122,12 @@ def failure_event(sample: Sample) -> bytes:
                                    code="generation_failed"))
 
 
-def sse_event(payload) -> bytes:
-    """One server-sent event carrying a JSON object (or a bare word such as [DONE])."""
+def sse_event(payload, name: str | None = None) -> bytes:
+    """One server-sent event carrying a JSON object (or a bare word such as [DONE]), named when
+    the API names its events (Responses, Messages)."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False,
                                                                separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    return (f"event: {name}\n" if name else "").encode() + f"data: {data}\n\n".encode()
 
 
 def sse_response(events: Iterator[bytes]) -> Response:

@@ -26,7 +26,9 @@ def grammar_for_response_format(response_format: dict) -> str | None:
     """The grammar for OpenAI's response_format, or None for plain text.
 
     {"type": "json_object"} is any JSON object; {"type": "json_schema", "json_schema": {"name",
-    "schema", "strict", "description"}} follows the schema. The schema is enforced whatever
+    "schema", "strict", "description"}} follows the schema. llama.cpp's forms are taken too: the
+    name may be left out, and {"type": "json_object" or "json_schema", "schema": {...}} gives
+    the schema beside the type. The schema is enforced whatever
     strict says: llguidance enforces every keyword it accepts and refuses the others, so
     strict=false gives the same output as strict=true.
     """
@@ -35,21 +37,27 @@ def grammar_for_response_format(response_format: dict) -> str | None:
     kind = response_format.get("type")
     if kind not in RESPONSE_FORMAT_TYPES:
         raise ValueError(f"response_format.type must be one of {', '.join(RESPONSE_FORMAT_TYPES)}")
-    allowed = {"type", "json_schema"} if kind == "json_schema" else {"type"}
+    allowed = {"text": {"type"}, "json_object": {"type", "schema"},
+               "json_schema": {"type", "json_schema", "schema"}}[kind]
     _refuse_unknown("response_format", response_format, allowed)
     if kind == "text":
         return None
+    if "schema" in response_format:  # llama.cpp's form: the schema beside the type
+        if kind == "json_schema" and "json_schema" in response_format:
+            raise ValueError("response_format: give the schema in json_schema.schema or in "
+                             "schema, not both")
+        return grammar_for_json_schema(response_format["schema"], "response_format.schema")
     if kind == "json_object":
         return grammar_for_json_schema({"type": "object"})
     spec = response_format.get("json_schema")
     if not isinstance(spec, dict):
-        raise ValueError("response_format.json_schema must be an object with name and schema")
+        raise ValueError("response_format.json_schema must be an object with schema (and name)")
     _refuse_unknown("response_format.json_schema", spec,
                     {"name", "schema", "strict", "description"})
-    name = spec.get("name")
-    if not (isinstance(name, str) and SCHEMA_NAME.fullmatch(name)):
-        raise ValueError("response_format.json_schema.name is required: 1 to 64 letters, "
-                         "digits, _ or -")
+    name = spec.get("name")  # OpenAI requires it; llama.cpp and vLLM do without
+    if name is not None and not (isinstance(name, str) and SCHEMA_NAME.fullmatch(name)):
+        raise ValueError("response_format.json_schema.name must be 1 to 64 letters, digits, "
+                         "_ or -")
     if spec.get("strict") not in (None, True, False):
         raise ValueError("response_format.json_schema.strict must be true, false or null")
     if not isinstance(spec.get("description", ""), str):
@@ -89,6 +97,34 @@ def grammar_for_gbnf(text: str, where: str = "grammar") -> str:
         grammar = llguidance.grammar_from("gbnf", text)
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"{where} is not a valid GBNF grammar: {one_line(str(exc))}") from None
+    check_grammar(grammar, where)
+    return grammar
+
+
+def grammar_for_regex(pattern: str, where: str = "regex") -> str:
+    """The checked grammar of a regular expression (Rust's regex syntax, as llguidance reads it);
+    the whole answer must match it."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"{where} must be a non-empty regular expression")
+    _check_size(where, pattern)
+    try:
+        grammar = llguidance.grammar_from("regex", pattern)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not a valid regular expression: {one_line(str(exc))}"
+                         ) from None
+    check_grammar(grammar, where)
+    return grammar
+
+
+def grammar_for_choice(choices, where: str = "choice") -> str:
+    """The checked grammar of a list of strings: the answer is one of them, as written (no
+    quotes), as vLLM's guided_choice gives it."""
+    if not (isinstance(choices, list) and choices and all(
+            isinstance(c, str) and c for c in choices)):
+        raise ValueError(f"{where} must be a non-empty list of non-empty strings")
+    text = json.dumps(choices)
+    _check_size(where, text)
+    grammar = llguidance.grammar_from("choice", text)
     check_grammar(grammar, where)
     return grammar
 

@@ -75,7 +75,7 @@ def answer_schema(use: ToolUse) -> dict | None:
     defs: dict = {}
     calls = [{"type": "object",
               "properties": {"name": {"const": f["name"]},  # before arguments: streamed first
-                             "arguments": _hoist_defs(f["name"], f["parameters"], defs)},
+                             "arguments": _hoist_defs(f["name"], closed(f["parameters"]), defs)},
               "required": ["name", "arguments"], "additionalProperties": False}
              for f in use.functions]
     array = {"type": "array", "items": {"anyOf": calls}, "minItems": 1}
@@ -86,6 +86,34 @@ def answer_schema(use: ToolUse) -> dict | None:
     if not (use.forced or use.required):
         schema = {"anyOf": [schema, RESPONSE_FORM]}
     return {**schema, "$defs": defs} if defs else schema
+
+
+# Keys whose value maps names to schemas, and keys whose value is data rather than a schema.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_NOT_SCHEMAS = ("enum", "const", "default", "examples", "required")
+
+
+def closed(schema):
+    """The schema with every object that lists its properties closed to others, unless it says
+    otherwise (additionalProperties or patternProperties), as OpenAI's strict mode holds them.
+
+    Without it a small model fills the arguments with keys copied from the schema itself
+    ({"city": "Paris", "type": "string"}), and calling the function with them fails.
+    """
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    node = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            node[key] = {name: closed(sub) for name, sub in value.items()}
+        else:
+            node[key] = value if key in _NOT_SCHEMAS else closed(value)
+    if isinstance(node.get("properties"), dict) and not (
+            {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(node)):
+        node["additionalProperties"] = False
+    return node
 
 
 def _hoist_defs(name: str, parameters: dict, defs: dict) -> dict:

@@ -24,9 +24,12 @@ def _paired(text: str) -> str:
 class ToolStream:
     """Turns a generic-format answer, fed piece by piece, into OpenAI chat stream deltas.
 
-    A response's string streams as content; each tool call as a delta with its id and name,
-    then fragments of its arguments' JSON text as generated. Text that is not such an answer
-    is passed on as content, unless deltas were made already: then the rest is dropped.
+    A response's string streams as content; the first tool call as a delta with its id and
+    name, then fragments of its arguments' JSON text as generated. Each later call goes out
+    whole once it is complete, unless it repeats an earlier call exactly (the same name and
+    arguments): a small model, free to add another call, tends to write the same one again until
+    max_tokens, and the function would run once per copy. Text that is not such an answer is
+    passed on as content, unless deltas were made already: then the rest is dropped.
     """
 
     def __init__(self):
@@ -36,6 +39,7 @@ class ToolStream:
         self.string = self.sink = self.escape = None  # inside a string: what it is, where to
         self.chars: list[str] = []  # the characters of a kept string, or content not yet sent
         self.calls: list[dict] = []
+        self.sent_calls = 0  # calls whose head went out
         self.out: list[dict] = []
         self.scalar = self.raw = self.spoke = self.done = False
 
@@ -77,7 +81,7 @@ class ToolStream:
         self._say(_paired(text[:-1] if keep else text))
 
     def _send_arguments(self, call: dict) -> None:
-        if call["name"] is None or call["start"] is None:
+        if call["out"] is None or call["start"] is None:
             return
         upto = self.pos if call["end"] is None else call["end"]
         if upto > call["sent"]:
@@ -85,8 +89,24 @@ class ToolStream:
             call["sent"] = upto
 
     def _call_delta(self, call: dict, function: dict, head: bool = False) -> None:
-        part = {"index": call["index"], **({"id": call["id"], "type": "function"} if head else {})}
+        if head:
+            call["out"], self.sent_calls = self.sent_calls, self.sent_calls + 1  # repeats skip
+        part = {"index": call["out"], **({"id": call["id"], "type": "function"} if head else {})}
         self.out.append({"tool_calls": [{**part, "function": function}]})
+
+    def _release(self, call: dict) -> None:
+        """A later call, now complete: sent whole unless it repeats an earlier one."""
+        if any(self._key(sent)[:2] == self._key(call)[:2] for sent in self.calls[:call["index"]]
+               if sent["out"] is not None):
+            return
+        self._call_delta(call, {"name": call["name"], "arguments": ""}, head=True)
+        self._call_delta(call, {"arguments": self._key(call)[2]})
+        call["sent"] = call["end"]
+
+    def _key(self, call: dict) -> tuple:
+        """(name, arguments as a value, arguments' text) of a complete call."""
+        arguments = "{}" if call["start"] is None else self.text[call["start"]:call["end"]]
+        return call["name"], _parsed(arguments), arguments
 
     def _stop(self) -> None:
         # Parsing ends: at the root's end, or at text out of the format. Text nothing was made
@@ -124,7 +144,7 @@ class ToolStream:
         role = self._role(path)
         if role == "call":
             self.calls.append({"index": len(self.calls), "id": new_call_id(), "name": None,
-                               "start": None, "end": None, "sent": 0})
+                               "start": None, "end": None, "sent": 0, "out": None})
         elif role == "call.arguments" and self.calls[-1]["start"] is None:
             self.calls[-1].update(start=self.pos, sent=self.pos)
         elif role == "call.arguments" or role == "call.name" and self.calls[-1]["name"]:
@@ -155,13 +175,16 @@ class ToolStream:
         call = self.calls[-1] if self.calls else None
         if role == "call.name":
             call["name"], self.spoke = _paired("".join(self.chars)), True
-            self._call_delta(call, {"name": call["name"], "arguments": ""}, head=True)
-            self._send_arguments(call)
+            if call["index"] == 0:  # the first call streams as it comes
+                self._call_delta(call, {"name": call["name"], "arguments": ""}, head=True)
+                self._send_arguments(call)
         elif role == "call.arguments":
             call["end"] = end
             self._send_arguments(call)
         elif role == "call" and call["name"] is None:
             self._stop()
+        elif role == "call" and call["index"] > 0:
+            self._release(call)
         elif role == "call" and call["start"] is None:  # no arguments: the function takes none
             self._call_delta(call, {"arguments": "{}"})
         elif role == "root":
@@ -191,6 +214,14 @@ class ToolStream:
             return self._value_end(self.pos + 1)
         if self.sink:
             self.chars.append(c)
+
+
+def _parsed(arguments: str):
+    """Arguments as a value to compare (key order aside), or their text if they do not parse."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 def parse_answer(text: str) -> tuple[str | None, list[dict]]:

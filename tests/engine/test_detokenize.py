@@ -118,8 +118,15 @@ def test_stop_strings_that_prefix_each_other():
 
 
 def test_earliest_stop_wins():
-    out, stopped, _ = feed(["world", "lo"], ["hello world"])
-    assert out == ["hel"] and stopped
+    out, stopped, m = feed(["world", "lo"], ["hello world"])
+    assert out == ["hel"] and stopped and m.matched == "lo"
+
+
+def test_the_matched_stop_is_named():
+    _, _, m = feed(["<END>", "###"], ["a #", "## b"])
+    assert m.matched == "###"
+    _, stopped, m = feed(["<END>"], ["no stop here"])
+    assert not stopped and m.matched is None
 
 
 def test_no_stop_flush_returns_the_held_text():

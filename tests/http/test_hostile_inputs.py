@@ -26,21 +26,36 @@ def _chat_content(body: dict, value) -> dict:
     return body
 
 
-# Each route: its path, a valid body, where its prompt text goes, its stop list and a boolean.
+# Each route: its path, a valid body, where its prompt text goes, its stop list, a boolean, its
+# token limit and its error shape; the OpenAI routes ignore unknown fields, as vLLM does.
 ROUTES = {
     "inference": dict(path=f"/inference/{MODEL}", base={"text": "hello", "max_tokens": 2},
-                      text="text", stop="stop_sequence", flag="ignore_eos", shape="native"),
+                      text="text", stop="stop_sequence", flag="ignore_eos", shape="native",
+                      max="max_tokens"),
     "predictions": dict(path=f"/predictions/{MODEL}", base={"text": "hello", "max_tokens": 2},
-                        text="text", stop="stop_sequence", flag="return_prompt", shape="native"),
+                        text="text", stop="stop_sequence", flag="return_prompt", shape="native",
+                        max="max_tokens"),
     "completions": dict(path="/v1/completions",
                         base={"model": MODEL, "prompt": "hello", "max_tokens": 2},
-                        text="prompt", stop="stop", flag="stream", shape="openai"),
+                        text="prompt", stop="stop", flag="stream", shape="openai",
+                        max="max_tokens", ignores_unknown=True),
     "chat": dict(path="/v1/chat/completions",
                  base={"model": MODEL, "max_tokens": 2,
                        "messages": [{"role": "user", "content": "hello"}]},
-                 text=None, stop="stop", flag="stream", shape="openai"),
+                 text=None, stop="stop", flag="stream", shape="openai", max="max_tokens",
+                 ignores_unknown=True),
     "generate": dict(path="/generate", base={"text": "hello", "max_tokens": 2}, text="text",
-                     stop="stop", flag="stream", shape="native"),
+                     stop="stop", flag="stream", shape="native", max="max_tokens"),
+    # The Responses API has no stop strings: "stop" is an unknown field there, and refused.
+    "responses": dict(path="/v1/responses",
+                      base={"model": MODEL, "input": "hello", "max_output_tokens": 2},
+                      text="input", stop="stop", flag="stream", shape="openai",
+                      max="max_output_tokens"),
+    "messages": dict(path="/v1/messages",
+                     base={"model": MODEL, "max_tokens": 2,
+                           "messages": [{"role": "user", "content": "hello"}]},
+                     text=None, stop="stop_sequences", flag="stream", shape="anthropic",
+                     max="max_tokens"),
 }
 
 
@@ -92,17 +107,17 @@ BAD_INPUTS = [
     ("boolean as 1", lambda r: with_field(r, r["flag"], 1), {}, 400, "valid boolean"),
     ("boolean as the string true", lambda r: with_field(r, r["flag"], "true"), {}, 400,
      "valid boolean"),
-    ("max_tokens as true", lambda r: with_field(r, "max_tokens", True), {}, 400,
+    ("max_tokens as true", lambda r: with_field(r, r["max"], True), {}, 400,
      "not true or false"),
     ("temperature as false", lambda r: with_field(r, "temperature", False), {}, 400,
      "not true or false"),
-    ("max_tokens of 4000 digits", lambda r: json.dumps(with_field(r, "max_tokens", 7)).replace(
-        '"max_tokens": 7', '"max_tokens": ' + "9" * 4000).encode(), {}, 400, "max_tokens"),
-    ("a number of 5000 digits", lambda r: json.dumps(with_field(r, "max_tokens", 7)).replace(
-        '"max_tokens": 7', '"max_tokens": ' + "9" * 5000).encode(), {}, 400, "malformed JSON"),
-    ("max_tokens as a string of 5000 digits", lambda r: with_field(r, "max_tokens", "9" * 5000),
+    ("max_tokens of 4000 digits", lambda r: json.dumps(with_field(r, r["max"], 7)).replace(
+        f'"{r["max"]}": 7', f'"{r["max"]}": ' + "9" * 4000).encode(), {}, 400, "max_tokens"),
+    ("a number of 5000 digits", lambda r: json.dumps(with_field(r, r["max"], 7)).replace(
+        f'"{r["max"]}": 7', f'"{r["max"]}": ' + "9" * 5000).encode(), {}, 400, "malformed JSON"),
+    ("max_tokens as a string of 5000 digits", lambda r: with_field(r, r["max"], "9" * 5000),
      {}, 400, "max_tokens"),
-    ("max_tokens fractional", lambda r: with_field(r, "max_tokens", 2.5), {}, 400, "max_tokens"),
+    ("max_tokens fractional", lambda r: with_field(r, r["max"], 2.5), {}, 400, "max_tokens"),
     ("temperature as a long string", lambda r: with_field(r, "temperature", "x" * 500_000), {},
      400, "characters"),
     ("a 500-kilobyte unknown key", lambda r: with_field(r, "k" * 500_000, 1), {}, 400,
@@ -119,9 +134,9 @@ BAD_INPUTS = [
     ("prompt null", lambda r: with_text(r, None), {}, 400, ""),
     ("prompt of 1,040,000 characters", lambda r: with_text(r, "a" * 1_040_000), {}, 400,
      "characters"),
-    ("gzip body", lambda r: with_field(r, "max_tokens", 2), {"Content-Encoding": "gzip"}, 415,
+    ("gzip body", lambda r: with_field(r, r["max"], 2), {"Content-Encoding": "gzip"}, 415,
      "identity"),
-    ("brotli body", lambda r: with_field(r, "max_tokens", 2), {"Content-Encoding": "br"}, 415,
+    ("brotli body", lambda r: with_field(r, r["max"], 2), {"Content-Encoding": "br"}, 415,
      "identity"),
     ("form body", lambda r: b"text=hello&max_tokens=2",
      {"Content-Type": "application/x-www-form-urlencoded"}, 400, "malformed JSON"),
@@ -138,6 +153,12 @@ def check_error(route: dict, response: requests.Response, status: int, words: st
     if route["shape"] == "native":
         assert set(payload) == {"status_code", "message"} and payload["status_code"] == status
         message = payload["message"]
+    elif route["shape"] == "anthropic":
+        assert set(payload) == {"type", "error"} and payload["type"] == "error"
+        assert set(payload["error"]) == {"type", "message"}
+        assert payload["error"]["type"] == ("request_too_large" if status == 413 else
+                                            "invalid_request_error")
+        message = payload["error"]["message"]
     else:
         error = payload["error"]
         assert set(error) == {"message", "type", "param", "code"}
@@ -159,12 +180,16 @@ def test_bad_input_gets_a_short_4xx_in_the_routes_shape(mock_server, route_name,
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = requests.post(mock_server.url + route["path"], data=data, timeout=60,
                              headers={"Content-Type": "application/json", **headers})
-    if name in UNKNOWN_FIELDS and route["shape"] == "openai":
+    if name in UNKNOWN_FIELDS and route.get("ignores_unknown"):
         # The OpenAI routes ignore fields OpenAI does not have and name them in a short header.
         assert response.status_code == 200, response.text[:500]
         assert 0 < len(response.headers["X-Ignored-Fields"]) <= 1000
         return
-    check_error(route, response, status, words)
+    if name == "form body" and route["shape"] != "native":
+        status, words = 415, "application/json"  # as vLLM: the /v1 routes take JSON only
+    if route_name == "responses" and name == "a 900-kilobyte stop list":
+        words = "stop is not a known field"
+    check_error(route, response, status, words.replace("max_tokens", route["max"]))
 
 
 UNKNOWN_FIELDS = {"a 500-kilobyte unknown key", "twenty thousand unknown keys",

@@ -49,6 +49,13 @@ def send_and_leave(server, path: str, body: dict, wait_s: float) -> bytes:
                               "max_tokens": 2000}),
     ("/generate", {"text": "leave", "max_tokens": 2000, "n": 2}),
     (f"/inference/{MODEL}", {"text": "leave", "max_tokens": 2000}),
+    ("/v1/responses", {"model": MODEL, "input": "leave", "max_output_tokens": 2000}),
+    ("/v1/responses", {"model": MODEL, "input": "leave", "max_output_tokens": 2000,
+                       "stream": True}),
+    ("/v1/messages", {"model": MODEL, "messages": [{"role": "user", "content": "leave"}],
+                      "max_tokens": 2000}),
+    ("/v1/messages", {"model": MODEL, "messages": [{"role": "user", "content": "leave"}],
+                      "max_tokens": 2000, "stream": True}),
 ])
 def test_disconnect_frees_rows_while_tokens_flow(slow_mock, path, body):
     """A client that leaves mid-generation frees its rows although its tokens keep coming."""

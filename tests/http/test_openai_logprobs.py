@@ -27,10 +27,12 @@ def test_completion_logprobs_in_the_legacy_shape(client):
     assert all(choice.text[o:].startswith(t) for o, t in zip(lp.text_offset, lp.tokens))
 
 
-def test_completion_logprobs_zero_gives_the_tokens_without_alternatives(client):
+def test_completion_logprobs_zero_gives_each_sampled_tokens_own_entry(client):
+    """As vLLM answers it: no alternatives, but the chosen token with its log probability."""
     lp = client.completions.create(model=MODEL, prompt="x", max_tokens=3, logprobs=0).choices[
         0].logprobs
-    assert len(lp.tokens) == 3 and lp.top_logprobs == [{}, {}, {}]
+    assert lp.tokens == [mock_word("x", i) for i in range(3)]
+    assert lp.top_logprobs == [{mock_word("x", i): mock_logprob(i)} for i in range(3)]
 
 
 def test_echo_returns_the_prompt_first(client):

@@ -21,7 +21,9 @@ ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}")
           ("post", "/v1/completions"), ("post", "/v1/chat/completions"), ("post", "/generate"),
           ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("get", "/health"),
           ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/tokenize"),
-          ("post", "/detokenize")}
+          ("post", "/detokenize"), ("post", "/v1/responses"),
+          ("get", "/v1/responses/{response_id}"), ("delete", "/v1/responses/{response_id}"),
+          ("post", "/v1/messages"), ("post", "/v1/messages/count_tokens")}
 # A bounded number of requests per operation and mode, the same ones every run: the suite's
 # time matters, and a failure must reproduce.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))  # raise it for a deeper search
@@ -65,6 +67,16 @@ def test_document_lists_every_route_with_request_models_and_error_shapes(fuzz_se
     assert set(components["OpenAIErrorDetail"]["properties"]) == {"message", "type", "param",
                                                                   "code"}
     assert set(components["NativeError"]["required"]) == {"status_code", "message"}
+    messages = document["paths"]["/v1/messages"]["post"]
+    assert messages["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/AnthropicError"}
+    assert components["MessagesRequest"]["properties"]["model"]["enum"] == [MODEL]
+    assert "max_tokens" in components["MessagesRequest"]["required"]
+    responses = document["paths"]["/v1/responses"]["post"]
+    assert set(responses["responses"]["200"]["content"]) == {"application/json",
+                                                            "text/event-stream"}
+    assert components["ResponsesRequest"]["properties"]["model"]["enum"] == [MODEL]
+    assert set(document["paths"]["/v1/responses/{response_id}"]) == {"get", "delete"}
 
 
 # Routes that take a body get invalid ones too; the others have no input that could be invalid.

@@ -93,7 +93,6 @@ def test_response_format_shapes_compile():
     ({}, "response_format.type"),
     ("json", "response_format must be an object"),
     ({"type": "json_schema"}, "response_format.json_schema must be an object"),
-    ({"type": "json_schema", "json_schema": {"schema": {}}}, "json_schema.name is required"),
     ({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}, "json_schema.name"),
     ({"type": "json_schema", "json_schema": {"name": "x" * 65, "schema": {}}}, "1 to 64"),
     ({"type": "json_schema", "json_schema": {"name": "n"}}, "json_schema.schema is required"),
@@ -109,6 +108,19 @@ def test_response_format_shapes_compile():
 def test_bad_response_formats_say_what_is_wrong(response_format, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         grammar_for_response_format(response_format)
+
+
+def test_llama_cpp_forms_without_a_name_or_with_the_schema_beside_the_type():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    named = grammar_for_response_format({"type": "json_schema", "json_schema": {
+        "name": "n", "schema": schema}})
+    assert grammar_for_response_format({"type": "json_schema",
+                                        "json_schema": {"schema": schema}}) == named
+    assert grammar_for_response_format({"type": "json_schema", "schema": schema}) == named
+    assert grammar_for_response_format({"type": "json_object", "schema": schema}) == named
+    with pytest.raises(ValueError, match="not both"):
+        grammar_for_response_format({"type": "json_schema", "schema": schema,
+                                     "json_schema": {"schema": schema}})
 
 
 def nested(depth: int) -> dict:

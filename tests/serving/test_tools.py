@@ -12,7 +12,7 @@ from inference_api.http.openai.protocol import describe_openai_error
 from inference_api.http.openai.protocol_messages import ToolCall, ToolFields
 from inference_api.serving.grammars import grammar_for_json_schema
 from inference_api.serving.templates import render_chat
-from inference_api.serving.tool_format import (ToolUse, answer_schema, history_turns,
+from inference_api.serving.tool_format import (ToolUse, answer_schema, closed, history_turns,
                                                prepare_turns, renders_tool_role,
                                                template_supports_tools, template_turns,
                                                tool_prompt)
@@ -185,6 +185,29 @@ def test_no_schema_when_tools_are_off():
     assert answer_schema(use(tools=[])) is None
 
 
+def test_objects_that_list_properties_are_closed_unless_they_say_otherwise():
+    schema = {"type": "object", "properties": {
+        "city": {"type": "string"},
+        "where": {"type": "object", "properties": {"zip": {"type": "string"}}},
+        "free": {"type": "object"},
+        "open": {"type": "object", "properties": {}, "additionalProperties": True},
+        "many": {"type": "array", "items": {"type": "object", "properties": {"a": {}}}},
+        "properties": {"type": "object", "properties": {"b": {}}}},  # a property named so
+        "$defs": {"d": {"type": "object", "properties": {"c": {}}}},
+        "default": {"properties": {"kept": "as is"}}}
+    held = closed(schema)
+    props = held["properties"]
+    assert held["additionalProperties"] is False
+    assert props["where"]["additionalProperties"] is False
+    assert "additionalProperties" not in props["free"]
+    assert props["open"]["additionalProperties"] is True
+    assert props["many"]["items"]["additionalProperties"] is False
+    assert props["properties"]["additionalProperties"] is False
+    assert held["$defs"]["d"]["additionalProperties"] is False
+    assert held["default"] == {"properties": {"kept": "as is"}}  # data, not a schema
+    assert closed(schema) == held and "additionalProperties" not in schema  # not changed
+
+
 # --- parsing ----------------------------------------------------------------------------------
 
 def test_parse_tool_calls():
@@ -293,6 +316,22 @@ def test_stream_sends_the_call_head_once_the_name_is_complete():
     assert stream.feed('{"name": "ping", "arguments": {}}]}')[1] == {
         "tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}
     assert stream.finish() == [] and stream.called
+
+
+def test_a_call_repeating_an_earlier_one_is_not_sent():
+    """A looping model writes the same call again and again; the function runs once."""
+    paris = '{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}'
+    same = '{"name": "get_weather", "arguments": {"days": 2, "city": "Paris"}}'
+    rome = '{"name": "get_weather", "arguments": {"city": "Rome", "days": 2}}'
+    text = '{"tool_calls": [' + ", ".join([paris, same, paris, rome, same, rome]) + "]}"
+    content, found = parse_answer(text)
+    assert content is None
+    assert [json.loads(c["function"]["arguments"])["city"] for c in found] == ["Paris", "Rome"]
+    for pieces in (list(text), [text]):
+        (_, streamed_calls), called = streamed(pieces)
+        assert [json.loads(args)["city"] for _, args in streamed_calls] == ["Paris", "Rome"]
+        assert called
+    assert len(parse_answer(calls(CALL_PING, CALL_PING, CALL_WEATHER))[1]) == 2
 
 
 def test_stream_content_pieces_as_they_come():

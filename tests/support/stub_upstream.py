@@ -83,6 +83,7 @@ def stream():
 
 @app.route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @app.route("/echo/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@app.post("/v1/messages")  # Anthropic's path, where the proxy also takes x-api-key
 def echo(rest: str = ""):
     """What arrived: method, raw target, headers (repeats kept) and body."""
     return jsonify({

@@ -32,7 +32,10 @@ def completion_logprobs(entries: list[TokenLogprob], token_bytes: TokenBytes,
         text = _text(entry.token_id, entry, token_bytes)
         shape["tokens"].append(text)
         shape["token_logprobs"].append(entry.logprob)
-        shape["top_logprobs"].append({_text(i, entry, token_bytes): lp for i, lp in entry.top})
+        # logprobs 0 asks for no alternatives: the entry holds the chosen token alone, as
+        # vLLM gives it (evaluation harnesses read it there).
+        top = entry.top or [(entry.token_id, entry.logprob)]
+        shape["top_logprobs"].append({_text(i, entry, token_bytes): lp for i, lp in top})
         shape["text_offset"].append(offset)
         offset += len(text)
     return shape

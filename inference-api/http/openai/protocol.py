@@ -65,6 +65,12 @@ class _OpenAIRequest(BaseModel):
     min_tokens: Int = Field(0, ge=0, le=MAX_COUNT)
     logit_bias: dict[str, Float] | None = Field(None, max_length=MAX_LOGIT_BIAS)
     response_format: dict | None = None  # checked by grammar.grammar_for_response_format
+    # vLLM's structured outputs, new and old; each checked by structured.request_grammar
+    structured_outputs: dict | None = None
+    guided_json: dict | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
     @field_validator("logit_bias")
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, Field, PlainValidator, StrictBool, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictBool, ValidationError,
                       field_validator, model_validator)
 
 from inference_api.http.fields import REQUEST_CONFIG
@@ -14,6 +14,7 @@ from inference_api.quote import quote
 from inference_api.serving.tool_format import ToolUse
 
 MAX_TOOLS = 128  # OpenAI's limit
+MAX_ROLE_CHARS = 64  # a custom role is a word such as "ipython" or "my-custom-role"
 
 
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -165,11 +166,14 @@ class ChatMessage(BaseModel):
     """One turn: the content as a string or a list of {"type": "text", "text": ...} parts.
 
     An assistant turn may hold tool_calls instead of content; a tool turn answers one of them.
+    As vLLM does, fields a message does not need are ignored (clients echo back what answers
+    carried: refusal, reasoning_content, ...), and a role other than OpenAI's is passed to the
+    chat template as it is, for templates that know it.
     """
 
-    model_config = REQUEST_CONFIG
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Annotated[str, Field(min_length=1, max_length=MAX_ROLE_CHARS)]
     content: str | None = None
     name: str | None = None  # accepted for compatibility; chat templates do not use it
     tool_calls: list[ToolCall] | None = None

@@ -7,19 +7,15 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
+from inference_api.http.conversation import answer_grammar, prompt_of
 from inference_api.http.errors import ApiError
-from inference_api.http.plumbing import current_engine, validated
+from inference_api.http.plumbing import current_engine, require_json_media_type, validated
 from inference_api.quote import quote, quote_name
-from inference_api.serving.grammars import (grammar_for_gbnf, grammar_for_json_schema,
-                                            grammar_for_response_format)
 from inference_api.serving.prompts import PromptTooLong
-from inference_api.serving.templates import ChatTemplateError
-from inference_api.serving.tool_format import (ToolUse, answer_schema, prepare_turns,
-                                               template_supports_tools, template_turns, tool_prompt,
-                                               with_system_text)
 
 from .protocol import ChatRequest, CompletionRequest, describe_openai_error
 from .serving import answer
+from .structured import request_grammar
 
 openai = Blueprint("openai", __name__)
 log = logging.getLogger("inference_api.requests")
@@ -69,7 +65,7 @@ def completions():
                             "prompt)", param="max_tokens")
     scored = body.logprobs if body.echo else None
     fields = dict(logprobs=body.logprobs, prompt_logprobs=scored, return_prompt=body.echo,
-                  grammar=_grammar(body))
+                  grammar=request_grammar(body))
     return answer(engine, body, prompts, chat=False, fields=fields)
 
 
@@ -79,58 +75,11 @@ def chat_completions():
     engine, body = _read(ChatRequest)
     encoder = engine.require_ready()
     use = body.tool_use()
-    turns, tools = _chat_turns(encoder, body, use)
-    try:
-        text = encoder.chat_text(turns, tools=tools)
-        ids = encoder.encode_chat_text(text)
-    except ChatTemplateError as exc:
-        raise ApiError(400, str(exc), param="messages") from None
-    except PromptTooLong as exc:
-        raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
-    schema, grammar = answer_schema(use), _grammar(body)
-    if schema is not None and grammar is not None:
-        raise ApiError(400, "a structured output (response_format) cannot be combined with "
-                            "tools unless tool_choice is \"none\"", param="response_format")
-    if schema is not None:
-        try:
-            grammar = grammar_for_json_schema(schema, "tools")
-        except ValueError as exc:
-            raise ApiError(400, str(exc), param="tools") from None
+    text, ids = prompt_of(encoder, [m.turn() for m in body.messages], use, "messages",
+                          [t.model_dump(exclude_none=True) for t in body.tools])
+    grammar, tools = answer_grammar(use, request_grammar(body), "response_format")
     fields = dict(logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar)
-    return answer(engine, body, [(text, ids)], chat=True, fields=fields,
-                   tools=schema is not None)
-
-
-def _chat_turns(encoder, body: ChatRequest, use: ToolUse) -> tuple[list[dict], list[dict] | None]:
-    """The turns for the template, and the tools for templates with their own tool syntax.
-
-    Templates without it (the bundled model's) get the tools described in the system message
-    and the tool history as plain turns: the generic format of tools.py.
-    """
-    turns = [m.turn() for m in body.messages]
-    if template_supports_tools(encoder.info.get("chat_template")):
-        turns = with_system_text(template_turns(turns), tool_prompt(use, listed=False))
-        listed = [t.model_dump(exclude_none=True) for t in body.tools] if use.functions else None
-        return turns, listed
-    return prepare_turns(turns, use, encoder.renders_tool_role), None
-
-
-def _grammar(body) -> str | None:
-    """The grammar a structured output asks for (None for free text); a 400 naming the field."""
-    given = [name for name in ("json_schema", "grammar", "response_format")
-             if getattr(body, name, None) is not None]
-    if len(given) > 1:
-        raise ApiError(400, f"give one of {', '.join(given)}, not several", param=given[1])
-    for name, compile_field in (("json_schema", grammar_for_json_schema),
-                                ("grammar", grammar_for_gbnf),
-                                ("response_format", grammar_for_response_format)):
-        value = getattr(body, name, None)
-        if value is not None:
-            try:
-                return compile_field(value)
-            except ValueError as exc:  # the message names the field
-                raise ApiError(400, str(exc), param=name) from None
-    return None
+    return answer(engine, body, [(text, ids)], chat=True, fields=fields, tools=tools)
 
 
 def _model_card() -> dict:
@@ -156,6 +105,7 @@ def _read(schema):
     X-Ignored-Fields header; with STRICT_FIELDS=1 they are refused instead.
     """
     engine = current_engine()
+    require_json_media_type()
     context = None if engine.config.strict_fields else {"ignored": []}
     body = validated(schema, describe_openai_error, context)
     if context and context["ignored"]:
