@@ -9,7 +9,7 @@ from helpers import api_server, health
 from invariance import alone, differences, in_company
 
 # A loaded machine takes minutes for a server start and the twenty answers.
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(1800)]
 
 DTYPES = ["auto", "float32"]  # auto: bfloat16 where the CPU has bf16 math
 
