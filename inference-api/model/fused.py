@@ -85,8 +85,8 @@ class NativeLayerOps(TorchLayerOps):
         if cos.device.type != "cpu" or cos.dtype not in _SUFFIX:
             raise KernelUnavailable(f"the kernel covers CPU float32 and bfloat16, not "
                                     f"{cos.device.type} {cos.dtype}")
-        if any(c.shape[-1] % 2 for c, _ in tables.values()):
-            raise KernelUnavailable(f"the kernel covers even rotated dims, not {cos.shape[-1]}")
+        if head_dim % 2:
+            raise KernelUnavailable(f"the kernel covers even head sizes, not {head_dim}")
         library = _library()
         self.kernels = {}
         for name, argtypes in _ARGTYPES.items():
