@@ -15,6 +15,7 @@ import torch
 
 CHARS = [chr(c) for c in range(32, 127)]
 VOCAB = len(CHARS)  # 95
+EOS = VOCAB - 1  # "~", the end-of-sequence token of generation_config.json
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
               num_attention_heads=4, num_key_value_heads=2, head_dim=16,
               max_position_embeddings=256, initializer_range=0.1, pad_token_id=None,
@@ -88,11 +89,14 @@ def build(name: str, seed: int = 0):
 
 
 def tokenizer():
-    """One token per printable ASCII character."""
-    from tokenizers import Tokenizer, decoders, models
+    """One token per printable ASCII character: byte-level, as the structured outputs'
+    tokenizer needs, with no merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(CHARS)}, merges=[]))
-    tok.decoder = decoders.Fuse()
+    pieces = ["\u0120" if c == " " else c for c in CHARS]  # byte-level's name for the space
+    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
     return tok
 
 
@@ -103,6 +107,8 @@ def save(name: str, folder: Path, seed: int = 0):
     model.save_pretrained(folder)
     tokenizer().save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 256}))
+    # The server needs an end-of-sequence token; the model returned generates without one.
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": EOS}))
     return model
 
 
