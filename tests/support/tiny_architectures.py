@@ -20,6 +20,7 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden
               num_attention_heads=4, num_key_value_heads=2, head_dim=16,
               max_position_embeddings=256, initializer_range=0.1, pad_token_id=None,
               bos_token_id=None, eos_token_id=None)
+TOKENS = 64  # greedy tokens the tests compare
 LONGROPE_ORIGINAL = 48  # Phi-3's short factors up to here, its long ones past it
 
 LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
@@ -118,3 +119,21 @@ def encode(text: str) -> list[int]:
 
 def decode(ids) -> str:
     return "".join(CHARS[int(i)] for i in ids)
+
+
+def transformers_answers(hf_model, prompt_ids: list[int]):
+    """transformers' greedy tokens, each one's log probability, and the prompt's log
+    probabilities (of each token after the first), all in float32."""
+    with torch.inference_mode():
+        # ignore_eos bans the end-of-sequence token, as min_new_tokens does here; the scores
+        # are the logits after that ban.
+        ids = torch.tensor([prompt_ids])  # no padding: the mask is given, not guessed from ids
+        out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=TOKENS,
+                                min_new_tokens=TOKENS, eos_token_id=EOS, pad_token_id=EOS,
+                                do_sample=False, output_scores=True, return_dict_in_generate=True)
+        tokens = out.sequences[0, len(prompt_ids):].tolist()
+        logprobs = [torch.log_softmax(step[0].float(), -1)[t].item()
+                    for step, t in zip(out.scores, tokens)]
+        prompt = torch.log_softmax(hf_model(torch.tensor([prompt_ids])).logits[0].float(), -1)
+        prompt_logprobs = [prompt[i, t].item() for i, t in enumerate(prompt_ids[1:])]
+    return tokens, logprobs, prompt_logprobs
