@@ -20,20 +20,20 @@ ARRIVALS = [0, 4, 5, 9]  # steps at which they arrive: mid-prefill and mid-decod
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
 def served(request, tmp_path_factory):
-    """(the transformers model, its folder): saved once per architecture."""
+    """(the transformers model, its folder, its answers to PROMPTS): once per architecture."""
     folder = tmp_path_factory.mktemp(request.param)
-    return save(request.param, folder), folder
+    hf_model = save(request.param, folder)
+    return hf_model, folder, [transformers_answers(hf_model, encode(p)) for p in PROMPTS]
 
 
 @pytest.mark.parametrize("attention", ["native", "torch"])
 def test_greedy_tokens_and_logprobs_equal_transformers(served, attention, tmp_path,
                                                        monkeypatch):
-    hf_model, folder = served
+    hf_model, folder, expected = served
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a weight cache of this test's own
     runner = ModelRunner(Config(model_path=str(folder), dtype="float32", device="cpu",
                                 max_users=4, max_seq_len=128, decode_attention=attention))
     assert runner.info["architecture"] == hf_model.config.architectures[0]
-    expected = [transformers_answers(hf_model, encode(p)) for p in PROMPTS]
     for prefix_caching in (True, False):
         engine = make_engine(runner, prefill_budget=8, prefix_caching=prefix_caching)
         arrivals = {}

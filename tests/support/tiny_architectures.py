@@ -75,12 +75,15 @@ def _configs() -> dict:
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3")
 
 
-def build(name: str, seed: int = 0):
-    """A tiny random transformers model of the named family, in float32, eval mode."""
+def build(name: str, seed: int = 0, **overrides):
+    """A tiny random transformers model of the named family, in float32, eval mode; overrides
+    change config attributes."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = _configs()[name]
+    for key, value in overrides.items():
+        setattr(config, key, value)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     with torch.no_grad():
         for param in model.parameters():
