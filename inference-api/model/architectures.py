@@ -75,7 +75,8 @@ def layer_modules(layer) -> dict:
     norms = {"attn_norm": layer.input_layernorm,
              # With norms after attention and MLP too (Gemma), the MLP's input norm is the
              # pre-feedforward one; post_attention_layernorm is applied to attention's output.
-             "mlp_norm": layer.pre_feedforward_layernorm if post else layer.post_attention_layernorm,
+             "mlp_norm": (layer.pre_feedforward_layernorm if post
+                          else layer.post_attention_layernorm),
              "post_attn_norm": layer.post_attention_layernorm if post else None,
              "post_mlp_norm": layer.post_feedforward_layernorm if post else None,
              "q_norm": getattr(attn, "q_norm", None), "k_norm": getattr(attn, "k_norm", None)}

@@ -16,8 +16,8 @@ from .attention.ops import attend_row, position_mask, softcap
 from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
 from .fused import layer_ops
 from .linear import Linear, can_pack
-from .step_bounds import check_bounds
 from .rope import rope_tables
+from .step_bounds import check_bounds
 from .weights import ModelWeights, weights_of
 
 
@@ -178,7 +178,8 @@ class DecoderModel:
         self._chunk_masks(chunks)
         # x [T, hidden] is the residual stream, h its norm: each layer's input, and at the end
         # the final norm's output (each layer adds its parts and normalizes for the next).
-        x = self.embed[tokens] if self.embed_scale is None else self.embed[tokens] * self.embed_scale
+        x = self.embed[tokens]  # [T, hidden], Gemma's scaled
+        x = x if self.embed_scale is None else x * self.embed_scale
         x, h = self.ops.norm(x, None, self.layers[0].attn_norm, self.eps)
         for index, layer in enumerate(self.layers):
             after = self.layers[index + 1].attn_norm if index + 1 < len(self.layers) \

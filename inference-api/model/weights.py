@@ -84,7 +84,8 @@ def weights_of(hf_model, quantization: str = "none") -> ModelWeights:
     check_architecture(config)
     inner = hf_model.model
     heads = config.num_attention_heads
-    tensors = {"embed": inner.embed_tokens.weight.detach(), "final_norm": inner.norm.weight.detach()}
+    tensors = {"embed": inner.embed_tokens.weight.detach(),
+               "final_norm": inner.norm.weight.detach()}
     _add(tensors, "lm_head", prepare(hf_model.lm_head.weight, hf_model.lm_head.bias,
                                      quantization))  # embed's weight where tied
     for i, layer in enumerate(inner.layers):

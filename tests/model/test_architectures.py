@@ -50,8 +50,9 @@ class Driver:
             assert len(self.seqs[row]) <= LONGROPE_ORIGINAL  # where transformers' is one rope
             with torch.inference_mode():
                 want = self.hf(torch.tensor([self.seqs[row]])).logits[0, -1].float()
+            where = f"row {row}, length {len(self.seqs[row])}"
             torch.testing.assert_close(logits[i], want, atol=self.tol, rtol=self.tol,
-                                       msg=lambda m: f"row {row}, length {len(self.seqs[row])}: {m}")
+                                       msg=lambda m: f"{where}: {m}")
             self.checked += 1
 
 
@@ -101,7 +102,8 @@ def test_bfloat16_kernel_and_torch_ops_agree_to_the_bit(name):
     """In bfloat16 our fused kernel's norms and rotary give torch ops' tensors exactly, on every
     family's switches (Gemma's norms, q/k norms, partial rotary, layers without rope)."""
     hf_model = build(name).to(torch.bfloat16)
-    models = [DecoderModel(hf_model, 3, 64, fused=fused, attention="torch") for fused in (True, False)]
+    models = [DecoderModel(hf_model, 3, 64, fused=fused, attention="torch")
+              for fused in (True, False)]
     assert [type(m.ops) for m in models] == [NativeLayerOps, TorchLayerOps]
     prompts = [torch.randint(0, VOCAB, (n,)) for n in (21, 5, 13)]
     runs = [m.step(EMPTY, EMPTY, EMPTY, [PrefillInput(r, p, 0) for r, p in enumerate(prompts)])

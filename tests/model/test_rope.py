@@ -41,7 +41,8 @@ def test_tables_equal_transformers_token_by_token(name):
     config = LlamaConfig(**COMMON, rope_parameters=dict(SCALINGS[name]))
     rotary = LlamaRotaryEmbedding(config)
     seq = 96  # past both max_position_embeddings and the original length
-    cos, sin = rope_tables(rope_params(config, config.rope_parameters, HEAD_DIM), seq, torch.float32)
+    params = rope_params(config, config.rope_parameters, HEAD_DIM)
+    cos, sin = rope_tables(params, seq, torch.float32)
     want_cos, want_sin = transformers_tables(rotary, config, torch.arange(seq))
     assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
     if name == "longrope":  # short factors within the original length, long ones past it
