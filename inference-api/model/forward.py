@@ -1,4 +1,5 @@
-"""Batched forward pass for Llama-family models over a KV cache preallocated for fixed rows.
+"""Batched forward pass for Llama-like models over a KV cache preallocated for fixed rows (the
+families of architectures, their differences switched on per model).
 
 One `step` runs a single new token for every decoding row plus prompt chunks of newly admitted
 rows (chunked prefill) through the model together, so the weights are read once per step.
@@ -11,12 +12,14 @@ import torch
 
 from .attention.int8_cache import Int8DecodeAttention
 from .attention.native_decode import choose_decode_attention
-from .attention.ops import attend_row, position_mask
-from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
+from .attention.ops import softcap
+from .attention.torch_decode import KV_BUCKET, DecodeAttention
 from .fused import layer_ops
 from .invariant import attention_choice, tile_products
-from .layers import rope_tables
 from .linear import Linear, can_pack
+from .prompt_chunks import PromptAttention
+from .rope import rope_tables
+from .step_bounds import check_bounds
 from .weights import ModelWeights, weights_of
 
 
@@ -42,6 +45,8 @@ class _Layer:
     down: Linear
     act: object
     window: int | None  # sliding-window size, None for full attention
+    rope: str | None  # the name of its rope tables, None for a layer without rotary (SmolLM3)
+    norms: dict  # the family's other norms: q_norm, k_norm, post_attn_norm, post_mlp_norm
 
 
 @dataclass
@@ -53,21 +58,9 @@ class _DecodeLayout:
     groups: list = field(default_factory=list)  # of attention.DecodeGroup
 
 
-@dataclass
-class _PrefillLayout:
-    """One prefill chunk of a step: its row, sequence start and offset among the step's tokens."""
-
-    row: int
-    start: int
-    offset: int
-    n: int
-    kv_len: int = 0  # cache positions read: start + n rounded up to KV_BUCKET
-    masks: dict | None = None  # sliding window -> additive mask [groups * n, kv_len]
-
-
 class DecoderModel:
-    """Our own forward pass over a Llama/Mistral/Qwen2 model's weights: a ModelWeights (from the
-    weight cache) or a loaded transformers model."""
+    """Our own forward pass over the weights of a model of a supported architecture: a
+    ModelWeights (from the weight cache) or a loaded transformers model."""
 
     def __init__(self, model, max_rows: int, max_seq_len: int, kv_bucket: int = KV_BUCKET,
                  pack_weights: bool | None = None, attention: str = "auto",
@@ -93,20 +86,26 @@ class DecoderModel:
             weights.tensors[f"layers.{i}.attn_norm"], weights.linear(f"layers.{i}.qkv", pack),
             weights.linear(f"layers.{i}.o", pack), weights.tensors[f"layers.{i}.mlp_norm"],
             weights.linear(f"layers.{i}.gate_up", pack), weights.linear(f"layers.{i}.down", pack),
-            weights.act, window if window is not None and window < max_seq_len else None)
+            weights.act, window if window is not None and window < max_seq_len else None,
+            meta["layer_rope"][i], weights.other_norms(i))
             for i, window in enumerate(meta["windows"])]
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
         self.ffn_size = self.layers[0].gate_up.out_features // 2
-        self.cos, self.sin = rope_tables(weights.tensors["inv_freq"], meta["attention_scaling"],
-                                         max_seq_len, self.dtype)
+        tables = {name: tuple(t.to(self.device) for t in rope_tables(p, max_seq_len, self.dtype))
+                  for name, p in meta["rope"].items()}  # [max_seq_len, rotated dims] each
         # The layers' norms and rotary: our kernel where it covers the model (fused None: where it
         # builds; True: or an error), else torch ops.
-        self.ops = layer_ops(self.cos, self.sin, self.heads, self.kv_heads, self.head_dim,
-                             self.scale, self.layers[0].act, native=fused)
+        self.ops = layer_ops(tables, self.heads, self.kv_heads, self.head_dim, self.scale,
+                             self.layers[0].act, meta["gemma_norms"], native=fused)
+        scale = meta["embed_scale"]  # a float32 tensor cast to the dtype, as transformers has it
+        self.embed_scale = None if scale is None else torch.tensor(scale).to(self.dtype)
+        self.attn_softcap, self.final_softcap = meta["attn_softcap"], meta["final_softcap"]
         self.kv_bucket = kv_bucket
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
         self.batch_invariant = batch_invariant
+        self.prompts = PromptAttention(self.kv_heads, self.groups, self.head_dim, max_seq_len,
+                                       kv_bucket, self.windows, self.attn_softcap, batch_invariant)
         if batch_invariant:
             self.lm_head = tile_products(self.layers, self.lm_head)
         self.use_decode_attention(attention, kv_cache_dtype)
@@ -122,6 +121,7 @@ class DecoderModel:
             lambda: torch_ops(len(self.layers), self.max_seq_len, self.kv_heads, self.head_dim,
                               self.dtype, self.kv_bucket, keep_buffers=self.device.type == "cpu"),
             kv_cache_dtype)
+        self.attention.softcap = self.attn_softcap
         self.k_cache, self.v_cache = self.attention.allocate_cache(
             len(self.layers), self.max_rows, self.max_seq_len, self.device)
 
@@ -142,7 +142,7 @@ class DecoderModel:
 
         A row appears at most once per step, either decoding or in one prefill chunk.
         """
-        self._check_bounds(decode_rows, decode_positions, prefills)
+        check_bounds(decode_rows, decode_positions, prefills, self.max_rows, self.max_seq_len)
         try:
             return self._forward(decode_rows, decode_tokens, decode_positions, prefills)
         except BaseException:
@@ -163,19 +163,16 @@ class DecoderModel:
                 decode_tokens, decode_positions = decode_tokens[order], decode_positions[order]
                 rows, restore = rows[order], order.argsort().tolist()
             decode = _DecodeLayout(rows, decode_positions, groups)
-        chunks, offset = [], decode_rows.numel()
-        for c in prefills:
-            chunks.append(_PrefillLayout(c.row, c.start, offset, c.tokens.numel()))
-            offset += c.tokens.numel()
+        chunks = self.prompts.layouts(prefills, decode_rows.numel(), self.dtype, dev)
         tokens = torch.cat([decode_tokens.to(dev)] + [c.tokens.to(dev) for c in prefills])  # [T]
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         rope = self.ops.rope(positions)
-        if not self.batch_invariant:  # whose kernel reads each position's own keys: no masks
-            self._chunk_masks(chunks)
         # x [T, hidden] is the residual stream, h its norm: each layer's input, and at the end
         # the final norm's output (each layer adds its parts and normalizes for the next).
-        x, h = self.ops.norm(self.embed[tokens], None, self.layers[0].attn_norm, self.eps)
+        x = self.embed[tokens]  # [T, hidden], Gemma's scaled
+        x = x if self.embed_scale is None else x * self.embed_scale
+        x, h = self.ops.norm(x, None, self.layers[0].attn_norm, self.eps)
         for index, layer in enumerate(self.layers):
             after = self.layers[index + 1].attn_norm if index + 1 < len(self.layers) \
                 else self.final_norm
@@ -184,33 +181,15 @@ class DecoderModel:
         for c, p in zip(chunks, prefills):
             last = last + (list(range(c.offset, c.offset + c.n)) if p.all_logits
                            else [c.offset + c.n - 1])
-        return self.lm_head(h[torch.tensor(last, device=dev)]).float()  # where logits are asked
-
-    def _check_bounds(self, decode_rows, decode_positions, prefills) -> None:
-        """Reject rows/positions outside the cache instead of writing out of bounds."""
-        if decode_rows.numel():
-            if int(decode_rows.min()) < 0 or int(decode_rows.max()) >= self.max_rows:
-                raise IndexError("decode row outside the cache")
-            if int(decode_positions.min()) < 0 or int(decode_positions.max()) >= self.max_seq_len:
-                raise IndexError("decode position outside the cache")
-        for c in prefills:
-            if not 0 <= c.row < self.max_rows or c.start < 0 or c.tokens.numel() == 0 \
-                    or c.start + c.tokens.numel() > self.max_seq_len:
-                raise IndexError(f"prefill chunk (row {c.row}, start {c.start}) outside the cache")
-
-    def _chunk_masks(self, chunks) -> None:
-        """Prompt chunks' masks, one per distinct sliding window, shared by all layers."""
-        for c in chunks:
-            q_pos = torch.arange(c.start, c.start + c.n, device=self.device)
-            c.kv_len = kv_extent(c.start + c.n, self.max_seq_len, self.kv_bucket)
-            c.masks = {w: position_mask(q_pos, c.kv_len, w, self.dtype).repeat(self.groups, 1)
-                       for w in self.windows}  # [groups * c, L], queries ordered as in _prefill
+        logits = self.lm_head(h[torch.tensor(last, device=dev)])  # where logits are asked
+        return softcap(logits, self.final_softcap).float()
 
     def _layer(self, index, layer, x, h, rope, decode, chunks, after) -> tuple:
         """One decoder layer over all T tokens of the step: the residual stream x [T, hidden]
         and its norm h -> the same after the layer, h normalized by `after`'s weight."""
         t = x.shape[0]
-        q, k, v = self.ops.rotary(layer.qkv(h), rope)  # [T, heads or kv, dim]; q scaled
+        q, k, v = self.ops.rotary(layer.qkv(h), rope.get(layer.rope), layer.norms.get("q_norm"),
+                                  layer.norms.get("k_norm"), self.eps)  # [T, heads or kv, dim]
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # one layer's, [rows, ...]
         out = q.new_empty(t, self.heads, self.head_dim)
         if decode is not None:
@@ -219,10 +198,17 @@ class DecoderModel:
                          out[:d])
         for c in chunks:
             span = slice(c.offset, c.offset + c.n)
-            self._prefill(q[span], k[span], v[span], k_cache, v_cache, c, layer.window,
-                          out[span])
-        x, h = self.ops.norm(x, layer.o(out.view(t, -1)), layer.mlp_norm, self.eps)
-        return self.ops.norm(x, layer.down(self.ops.silu_mul(layer.gate_up(h))), after, self.eps)
+            self.prompts.run(self.attention, q[span], k[span], v[span], k_cache, v_cache, c,
+                             layer.window, out[span])
+        attended = self._post_norm(layer.o(out.view(t, -1)), layer.norms.get("post_attn_norm"))
+        x, h = self.ops.norm(x, attended, layer.mlp_norm, self.eps)
+        mlp = self._post_norm(layer.down(self.ops.silu_mul(layer.gate_up(h))),
+                              layer.norms.get("post_mlp_norm"))
+        return self.ops.norm(x, mlp, after, self.eps)
+
+    def _post_norm(self, delta: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """A part's output normalized before it joins the residual stream (Gemma), else as is."""
+        return delta if weight is None else self.ops.norm(delta, None, weight, self.eps)[1]
 
     def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
         """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out
@@ -230,21 +216,3 @@ class DecoderModel:
         shape = (q.shape[0], self.kv_heads, self.groups, self.head_dim)
         self.attention.run(index, q.view(shape), k, v, k_cache, v_cache, plan.rows,
                            plan.positions, plan.groups, window, out.view(shape))
-
-    def _prefill(self, q, k, v, k_cache, v_cache, c, window, out) -> None:
-        """Causal attention of one prompt chunk over its row's cache: q [c, heads, dim] into
-        out (like q)."""
-        n, shape = c.n, (c.n, self.kv_heads, self.groups, self.head_dim)
-        self.attention.write_prompt_keys(k_cache, c.row, c.start, k)
-        self.attention.write_prompt_values(v_cache, c.row, c.start, v)
-        if self.batch_invariant:
-            self.attention.attend_prompt(q.view(shape), k_cache, v_cache, c.row, c.start,
-                                         window, out.view(shape))
-            return
-        # [c, heads, dim] -> [kv, groups * c, dim]: a group's queries share their kv head
-        qc = q.view(n, self.kv_heads, self.groups, self.head_dim).permute(1, 2, 0, 3)
-        qc = qc.reshape(self.kv_heads, self.groups * n, self.head_dim)
-        keys = self.attention.prompt_keys(k_cache, c.row, c.kv_len)  # [kv, dim, kv_len]
-        o = attend_row(qc, keys, self.attention.prompt_values(v_cache, c.row, c.kv_len),
-                       c.masks[window])
-        out.view(shape).copy_(o.view(self.kv_heads, self.groups, n, -1).permute(2, 0, 1, 3))

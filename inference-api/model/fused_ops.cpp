@@ -1,5 +1,6 @@
 // The decoder layer's small operations, each in one pass over its rows: the residual add with
-// the RMSNorm after it, and rotary embeddings of queries and keys (queries scaled). Built at
+// the RMSNorm after it, and rotary embeddings of queries and keys (queries scaled, and each head
+// normalized first in the families that norm queries and keys). Built at
 // first use by fused.py for the machine it runs on, like the attention kernel, and called
 // through ctypes once per operation and layer.
 //
@@ -87,14 +88,29 @@ float torch_row_sum(const float *v, int64_t n) {
     return total;
 }
 
-// x += delta (when given), then out = weight * norm(x): x [rows, dim], as transformers'
-// RMSNorm computes it (float32 statistics, the normalized row cast back before the weight).
+// out = the RMSNorm of v [dim] (float32 values, as the tensor's dtype holds them) times the
+// weight, as transformers computes it: float32 statistics, then Llama's weight * (the normalized
+// row cast back), or Gemma's (the normalized row * (1 + weight)) in float32, cast once. `squares`
+// is scratch room for dim floats.
+template <typename T>
+void normalize(const float *v, const T *weight, int64_t dim, float eps, bool gemma,
+               float *squares, float *out) {
+    for (int64_t i = 0; i < dim; i++) squares[i] = v[i] * v[i];
+    const float scale = 1.0f / std::sqrt(torch_row_sum(squares, dim) / float(dim) + eps);
+    for (int64_t i = 0; i < dim; i++) {
+        const float y = v[i] * scale, w = to_float(weight[i]);
+        out[i] = gemma ? round_as<T>(y * (1.0f + w)) : round_as<T>(w * round_as<T>(y));
+    }
+}
+
+// x += delta (when given), then out = the RMSNorm of x: x [rows, dim].
 template <typename T>
 void add_rms_norm(T *x, const T *delta, const T *weight, T *out, int64_t rows, int64_t dim,
-                  float eps) {
+                  float eps, int gemma) {
     #pragma omp parallel if (rows * dim >= PARALLEL_ELEMENTS)
     {
-        float *squares = new float[dim];
+        float *values = new float[3 * dim];
+        float *squares = values + dim, *normed = values + 2 * dim;
         #pragma omp for
         for (int64_t r = 0; r < rows; r++) {
             T *xr = x + r * dim;
@@ -104,44 +120,53 @@ void add_rms_norm(T *x, const T *delta, const T *weight, T *out, int64_t rows, i
                     v = round_as<T>(v + to_float(delta[r * dim + i]));
                     store(xr + i, v);
                 }
-                squares[i] = v * v;
+                values[i] = v;
             }
-            const float scale = 1.0f / std::sqrt(torch_row_sum(squares, dim) / float(dim) + eps);
-            for (int64_t i = 0; i < dim; i++) {
-                const float y = round_as<T>(to_float(xr[i]) * scale);
-                store(out + r * dim + i, round_as<T>(to_float(weight[i]) * y));
-            }
+            normalize(values, weight, dim, eps, gemma != 0, squares, normed);
+            for (int64_t i = 0; i < dim; i++) store(out + r * dim + i, normed[i]);
         }
-        delete[] squares;
+        delete[] values;
     }
 }
 
-// Rotary embedding (rotate-half) of the first `heads + kv_heads` heads of each row of qkv
-// [rows, stride], in place, at each row's position of the cos/sin tables [positions, dim]; the
-// first `heads` (the queries) are then multiplied by q_scale.
+// The first `heads + kv_heads` heads of each row of qkv [rows, stride], in place: each head's
+// RMSNorm where q_norm / k_norm [dim] are given (Qwen3, Gemma 3), then its rotary embedding
+// (rotate-half) over its first `rot` dims at the row's position of the cos/sin tables
+// [positions, rot] (none where cos is null), and the first `heads` (the queries) times q_scale.
 template <typename T>
-void rotary(T *qkv, int64_t stride, const int64_t *positions, const T *cos, const T *sin,
-            int64_t rows, int heads, int kv_heads, int dim, float q_scale) {
-    const int half = dim / 2;
-    #pragma omp parallel for if (rows * (heads + kv_heads) * dim >= PARALLEL_ELEMENTS)
-    for (int64_t r = 0; r < rows; r++) {
-        const T *c = cos + positions[r] * dim, *s = sin + positions[r] * dim;
-        for (int h = 0; h < heads + kv_heads; h++) {
-            T *x = qkv + r * stride + int64_t(h) * dim;
-            for (int i = 0; i < half; i++) {
-                const float x1 = to_float(x[i]), x2 = to_float(x[i + half]);
-                float lo = round_as<T>(round_as<T>(x1 * to_float(c[i]))
-                                       + round_as<T>(-x2 * to_float(s[i])));
-                float hi = round_as<T>(round_as<T>(x2 * to_float(c[i + half]))
-                                       + round_as<T>(x1 * to_float(s[i + half])));
-                if (h < heads) {
-                    lo = round_as<T>(lo * q_scale);
-                    hi = round_as<T>(hi * q_scale);
+void rotary(T *qkv, int64_t stride, const int64_t *positions, const T *cos, const T *sin, int rot,
+            int64_t rows, int heads, int kv_heads, int dim, float q_scale, const T *q_norm,
+            const T *k_norm, float eps, int gemma) {
+    const int half = cos ? rot / 2 : 0;
+    #pragma omp parallel if (rows * (heads + kv_heads) * dim >= PARALLEL_ELEMENTS)
+    {
+        float *values = new float[3 * dim];
+        float *squares = values + dim, *normed = values + 2 * dim;
+        #pragma omp for
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t at = cos ? positions[r] * rot : 0;
+            const T *c = cos + at, *s = sin + at;  // unread without tables (half is 0)
+            for (int h = 0; h < heads + kv_heads; h++) {
+                T *x = qkv + r * stride + int64_t(h) * dim;
+                float *v = values;
+                for (int i = 0; i < dim; i++) v[i] = to_float(x[i]);
+                if (q_norm) {
+                    normalize(values, h < heads ? q_norm : k_norm, dim, eps, gemma != 0, squares,
+                              normed);
+                    v = normed;
                 }
-                store(x + i, lo);
-                store(x + i + half, hi);
+                for (int i = 0; i < half; i++) {
+                    const float x1 = v[i], x2 = v[i + half];
+                    v[i] = round_as<T>(round_as<T>(x1 * to_float(c[i]))
+                                       + round_as<T>(-x2 * to_float(s[i])));
+                    v[i + half] = round_as<T>(round_as<T>(x2 * to_float(c[i + half]))
+                                              + round_as<T>(x1 * to_float(s[i + half])));
+                }
+                for (int i = 0; i < dim; i++)
+                    store(x + i, h < heads ? round_as<T>(v[i] * q_scale) : v[i]);
             }
         }
+        delete[] values;
     }
 }
 
@@ -149,13 +174,15 @@ void rotary(T *qkv, int64_t stride, const int64_t *positions, const T *cos, cons
 
 #define EXPORT(suffix, T)                                                                       \
     extern "C" void add_rms_norm_##suffix(T *x, const T *delta, const T *weight, T *out,       \
-                                          int64_t rows, int64_t dim, float eps) {               \
-        add_rms_norm<T>(x, delta, weight, out, rows, dim, eps);                                 \
+                                          int64_t rows, int64_t dim, float eps, int gemma) {    \
+        add_rms_norm<T>(x, delta, weight, out, rows, dim, eps, gemma);                          \
     }                                                                                           \
     extern "C" void rotary_##suffix(T *qkv, int64_t stride, const int64_t *positions,           \
-                                    const T *cos, const T *sin, int64_t rows, int heads,        \
-                                    int kv_heads, int dim, float q_scale) {                     \
-        rotary<T>(qkv, stride, positions, cos, sin, rows, heads, kv_heads, dim, q_scale);       \
+                                    const T *cos, const T *sin, int rot, int64_t rows,          \
+                                    int heads, int kv_heads, int dim, float q_scale,            \
+                                    const T *q_norm, const T *k_norm, float eps, int gemma) {   \
+        rotary<T>(qkv, stride, positions, cos, sin, rot, rows, heads, kv_heads, dim, q_scale,   \
+                  q_norm, k_norm, eps, gemma);                                                  \
     }
 
 EXPORT(bf16, bf16)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .architectures import ARCHITECTURES
 from .files import ModelLoadError
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                "qwen2": "Qwen2ForCausalLM"}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
+_MODEL_TYPES = {model_type: name for name, model_type in ARCHITECTURES.items()}
 
 
 class UnsupportedArchitecture(ValueError):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy
 import torch
 
-from . import linear, quantized, weights as weights_module
+from . import architectures, linear, quantized, weights as weights_module
 from .loading import load_hf_model
 from .weights import ACTIVATIONS, ModelWeights, weights_of
 
@@ -51,7 +51,8 @@ def cache_file(cache: Path, folder: Path, dtype: torch.dtype, quantization: str)
     folder = Path(folder).resolve()
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                    for p in folder.iterdir() if p.is_file())
-    sources = [weights_module, linear] + ([quantized] if quantization != "none" else [])
+    sources = [weights_module, architectures, linear]
+    sources += [quantized] if quantization != "none" else []
     parts = [str(FORMAT), str(folder), repr(files), str(dtype), quantization,
              _version("torch"), _version("transformers")]
     parts += [Path(module.__file__).read_text() for module in sources]

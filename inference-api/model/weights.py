@@ -9,18 +9,21 @@ transformers model, the one place that reads transformers' modules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .architectures import features, layer_modules
 from .linear import Linear, from_prepared, prepare, stack
 from .loading import check_architecture
 from .quantized import Int8Linear
 
 # transformers' activations by config name, as the functions they call: what a cached model's
 # MLP runs (a model whose activation is not here is loaded through transformers every time).
-ACTIVATIONS: dict[str, Callable] = {"silu": F.silu, "swish": F.silu}
+ACTIVATIONS: dict[str, Callable] = {"silu": F.silu, "swish": F.silu,
+                                    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh")}
 LINEARS = ("qkv", "o", "gate_up", "down")
 
 
@@ -28,8 +31,9 @@ LINEARS = ("qkv", "o", "gate_up", "down")
 class ModelWeights:
     """Flat named tensors and the architecture's numbers (`meta`, plain values).
 
-    Tensors: embed [vocab, hidden], final_norm, inv_freq (rotary), and per layer i
-    layers.i.attn_norm and layers.i.mlp_norm; each linear layer (lm_head, layers.i.qkv, .o,
+    Tensors: embed [vocab, hidden], final_norm, and per layer i layers.i.attn_norm and
+    layers.i.mlp_norm (and where the family has them, architectures: q_norm and k_norm [head_dim],
+    post_attn_norm and post_mlp_norm); each linear layer (lm_head, layers.i.qkv, .o,
     .gate_up, .down) as linear.prepare() made it, under its name: `<name>.weight` (or `.q` and
     `.scale` in int8) and `<name>.bias` where it has one.
     """
@@ -49,12 +53,20 @@ class ModelWeights:
         parts = {k[len(prefix):]: t for k, t in self.tensors.items() if k.startswith(prefix)}
         return from_prepared(parts, pack, self.dtype)
 
+    def other_norms(self, layer: int) -> dict[str, torch.Tensor]:
+        """A layer's norms beyond its two pre-norms, by name, where the family has them."""
+        names = ("q_norm", "k_norm", "post_attn_norm", "post_mlp_norm")
+        return {n: self.tensors[f"layers.{layer}.{n}"] for n in names
+                if f"layers.{layer}.{n}" in self.tensors}
+
     def names(self) -> list[str]:
         """Every tensor name the meta calls for, as weights_of makes them (to check a file)."""
         linear = ["q", "scale"] if self.meta["quantization"] == "int8" else ["weight"]
-        names = ["embed", "final_norm", "inv_freq"] + [f"lm_head.{p}" for p in linear]
+        names = ["embed", "final_norm"] + [f"lm_head.{p}" for p in linear]
+        norms = ["attn_norm", "mlp_norm"] + (["q_norm", "k_norm"] if self.meta["qk_norm"] else [])
+        norms += ["post_attn_norm", "post_mlp_norm"] if self.meta["post_norms"] else []
         for i in range(self.meta["layers"]):
-            names += [f"layers.{i}.attn_norm", f"layers.{i}.mlp_norm"]
+            names += [f"layers.{i}.{norm}" for norm in norms]
             names += [f"layers.{i}.{n}.{p}" for n in LINEARS for p in linear]
         return names
 
@@ -65,29 +77,21 @@ class ModelWeights:
 
 
 def weights_of(hf_model, quantization: str = "none") -> ModelWeights:
-    """The weights of a loaded transformers Llama, Mistral or Qwen2 model, prepared for our
-    forward pass (UnsupportedArchitecture for any other; QuantizationUnavailable where int8
-    cannot run)."""
+    """The weights of a loaded transformers model of a supported architecture (architectures),
+    prepared for our forward pass (UnsupportedArchitecture for any other; QuantizationUnavailable
+    where int8 cannot run)."""
     config = hf_model.config
     check_architecture(config)
     inner = hf_model.model
     heads = config.num_attention_heads
-    layer_types = getattr(config, "layer_types", None) or []
     tensors = {"embed": inner.embed_tokens.weight.detach(),
-               "final_norm": inner.norm.weight.detach(),
-               "inv_freq": inner.rotary_emb.inv_freq}
+               "final_norm": inner.norm.weight.detach()}
     _add(tensors, "lm_head", prepare(hf_model.lm_head.weight, hf_model.lm_head.bias,
                                      quantization))  # embed's weight where tied
-    windows = []
     for i, layer in enumerate(inner.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        sliding = (layer_types[i] == "sliding_attention") if layer_types else True
-        windows.append(getattr(config, "sliding_window", None) if sliding else None)
-        tensors[f"layers.{i}.attn_norm"] = layer.input_layernorm.weight.detach()
-        tensors[f"layers.{i}.mlp_norm"] = layer.post_attention_layernorm.weight.detach()
-        for name, modules in (("qkv", (attn.q_proj, attn.k_proj, attn.v_proj)),
-                              ("o", (attn.o_proj,)), ("gate_up", (mlp.gate_proj, mlp.up_proj)),
-                              ("down", (mlp.down_proj,))):
+        linears, norms = layer_modules(layer)
+        tensors.update({f"layers.{i}.{name}": weight for name, weight in norms.items()})
+        for name, modules in linears.items():
             weight, bias = stack(*modules) if len(modules) > 1 else (modules[0].weight,
                                                                      modules[0].bias)
             _add(tensors, f"layers.{i}.{name}", prepare(weight, bias, quantization))
@@ -95,9 +99,9 @@ def weights_of(hf_model, quantization: str = "none") -> ModelWeights:
             "kv_heads": config.num_key_value_heads,
             "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
             "eps": config.rms_norm_eps, "scale": inner.layers[0].self_attn.scaling,
-            "windows": windows, "attention_scaling": inner.rotary_emb.attention_scaling,
-            "hidden_act": getattr(config, "hidden_act", None), "quantization": quantization}
-    return ModelWeights(meta, tensors, inner.layers[0].mlp.act_fn)
+            "quantization": quantization, **features(hf_model)}
+    mlp = inner.layers[0].mlp
+    return ModelWeights(meta, tensors, getattr(mlp, "act_fn", None) or mlp.activation_fn)
 
 
 def _add(tensors: dict, name: str, parts: dict) -> None:

@@ -5,17 +5,23 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from inference_api.model.forward import DecoderModel, PrefillInput
 from inference_api.model.fused import NativeLayerOps, TorchLayerOps, layer_ops
-from inference_api.model.layers import rope_tables
+from inference_api.model.rope import rope_tables
 from inference_api.model.native_build import KernelUnavailable
 
 DTYPES = [torch.bfloat16, torch.float32]
 
 
-def both(dtype, heads=9, kv_heads=3, head_dim=64, q_scale=0.125):
+def tables(dtype, head_dim=64, rotary_dim=None):
+    """Rotary tables for 512 positions, over rotary_dim of each head's dims (all by default)."""
+    params = {"rope_type": "default", "rope_theta": 10000.0, "head_dim": head_dim,
+              "rotary_dim": rotary_dim or head_dim, "max_position_embeddings": 512}
+    return {"default": rope_tables(params, 512, dtype)}
+
+
+def both(dtype, heads=9, kv_heads=3, head_dim=64, q_scale=0.125, rotary_dim=None, gemma=False):
     """The kernel's ops and torch's over the same rotary tables."""
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    cos, sin = rope_tables(inv_freq, 1.0, 512, dtype)
-    args = (cos, sin, heads, kv_heads, head_dim, q_scale, torch.nn.SiLU())
+    args = (tables(dtype, head_dim, rotary_dim), heads, kv_heads, head_dim, q_scale,
+            torch.nn.SiLU(), gemma)
     return NativeLayerOps(*args), TorchLayerOps(*args)
 
 
@@ -36,16 +42,46 @@ def test_residual_add_and_norm_equal_torch_to_the_bit(dtype, dim, rows):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [576, 100])
+def test_gemma_norms_equal_torch_to_the_bit(dtype, dim):
+    """Gemma's norms: (1 + weight) times the normalized row in float32, rounded once."""
+    native, reference = both(dtype, gemma=True)
+    gen = torch.Generator().manual_seed(dim)
+    x = (torch.randn(33, dim, generator=gen) * 20).to(dtype)
+    delta = torch.randn(33, dim, generator=gen).to(dtype)
+    weight = torch.randn(dim, generator=gen).to(dtype)
+    for given in (delta, None):
+        x_native, h_native = native.norm(x.clone(), given, weight, 1e-6)
+        x_torch, h_torch = reference.norm(x.clone(), given, weight, 1e-6)
+        assert torch.equal(x_native, x_torch) and torch.equal(h_native, h_torch)
+    llama_style = both(dtype)[1].norm(x.clone(), None, weight, 1e-6)[1]
+    assert not torch.equal(llama_style, h_torch)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("heads, kv_heads, head_dim", [(9, 3, 64), (4, 4, 16), (8, 2, 128)])
-def test_rotary_and_query_scale_equal_torch_to_the_bit(dtype, heads, kv_heads, head_dim):
-    native, reference = both(dtype, heads, kv_heads, head_dim, head_dim ** -0.5)
+@pytest.mark.parametrize("variant", ["plain", "qk-norm", "gemma-qk-norm", "partial", "no-rope"])
+def test_rotary_and_query_scale_equal_torch_to_the_bit(dtype, heads, kv_heads, head_dim, variant):
+    native, reference = both(dtype, heads, kv_heads, head_dim, head_dim ** -0.5,
+                             rotary_dim=head_dim * 3 // 4 if variant == "partial" else None,
+                             gemma=variant == "gemma-qk-norm")
     gen = torch.Generator().manual_seed(heads * head_dim)
-    qkv = torch.randn(40, (heads + 2 * kv_heads) * head_dim, generator=gen).to(dtype)
+    qkv = (torch.randn(40, (heads + 2 * kv_heads) * head_dim, generator=gen) * 3).to(dtype)
     positions = torch.randint(0, 512, (40,), generator=gen)
-    got = native.rotary(qkv.clone(), native.rope(positions))
-    want = reference.rotary(qkv.clone(), reference.rope(positions))
+    norms = {}
+    if variant.endswith("qk-norm"):
+        norms = {"q_norm": (torch.randn(head_dim, generator=gen) + 1).to(dtype),
+                 "k_norm": (torch.randn(head_dim, generator=gen) + 1).to(dtype), "eps": 1e-6}
+    rope = (lambda ops: None) if variant == "no-rope" else (
+        lambda ops: ops.rope(positions)["default"])
+    got = native.rotary(qkv.clone(), rope(native), **norms)
+    want = reference.rotary(qkv.clone(), rope(reference), **norms)
     for a, b in zip(got, want):  # q, k and v
         assert a.shape == b.shape and torch.equal(a, b)
+    if variant == "partial":  # the dims past the rotated ones pass, only the queries scaled
+        assert torch.equal(want[1][..., head_dim * 3 // 4:],
+                           qkv.view(40, -1, head_dim)[:, heads:heads + kv_heads,
+                                                      head_dim * 3 // 4:])
 
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -77,11 +113,10 @@ def test_a_step_gives_the_same_logits_with_and_without_the_kernel(dtype, make):
 
 
 def test_the_choice_follows_the_ask(monkeypatch):
-    _, reference = both(torch.float32)
-    args = (reference.cos, reference.sin, 9, 3, 64, 0.125, torch.nn.SiLU())
+    args = (tables(torch.float32), 9, 3, 64, 0.125, torch.nn.SiLU())
     assert isinstance(layer_ops(*args, native=False), TorchLayerOps)
     assert isinstance(layer_ops(*args), NativeLayerOps)
-    odd = (reference.cos, reference.sin, 9, 3, 63, 0.125, torch.nn.SiLU())
+    odd = (tables(torch.float32, 63), 9, 3, 63, 0.125, torch.nn.SiLU())
     assert isinstance(layer_ops(*odd), TorchLayerOps)  # auto falls back, saying why in the log
     with pytest.raises(KernelUnavailable, match="even head sizes"):
         layer_ops(*odd, native=True)

@@ -428,7 +428,7 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t q_stri
                       int64_t k_stride, int64_t v_stride, C *k_cache, C *v_cache,
                       const int64_t *rows, const int64_t *positions, int64_t n_rows,
                       int64_t kv_heads, int64_t group, int64_t dim, int64_t cache_seq,
-                      int64_t window, T *out) {
+                      int64_t window, float softcap, T *out) {
     // Scores start at the tile of the first visible position: room for one tile more.
     const int64_t scores_stride = cache_seq + 2 * W;
     const int64_t size = head_size(k_cache, cache_seq, dim);
@@ -455,6 +455,12 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t q_stri
             const int64_t base = first / W * W, skip = first - base, n = length - first;
             query_key(qf, int(group), int(dim), key_tile(k, base / W, dim),
                       (length - base + W - 1) / W, scores, scores_stride);
+            if (softcap > 0)  // cap * tanh(score / cap) before the softmax (Gemma 2)
+                for (int g = 0; g < group; g++)
+                    for (int64_t p = 0; p < n; p++) {
+                        float &s = scores[g * scores_stride + skip + p];
+                        s = std::tanh(s / softcap) * softcap;
+                    }
             float inverse_sum[MAX_GROUP];
             for (int g = 0; g < group; g++)
                 inverse_sum[g] = softmax_numerators(scores + g * scores_stride + skip, n);
@@ -479,16 +485,17 @@ void decode_attention(const T *q, const T *k_new, const T *v_new, int64_t q_stri
 // cache_seq / 16, dim / 2, 16, 2] and v_cache [cache_rows, kv_heads, cache_seq, dim] in q's
 // dtype, or both [cache_rows, kv_heads, cache_seq / 16, 64 + 16 * dim] int8 tiles (the _int8
 // variants), rows/positions [rows] int64 (cache row and position of each new token), window 0
-// for full attention; out [rows, kv_heads, group, dim] contiguous. The caches contiguous,
-// cache_seq and dim multiples of 16, group <= 64.
+// for full attention, softcap 0 for scores not soft-capped (else cap * tanh(score / cap));
+// out [rows, kv_heads, group, dim] contiguous. The caches contiguous, cache_seq and dim
+// multiples of 16, group <= 64.
 #define EXPORT(name, T, C)                                                                    \
     extern "C" void name(const T *q, const T *k_new, const T *v_new,                           \
                          int64_t q_stride, int64_t k_stride, int64_t v_stride,                \
                          C *k_cache, C *v_cache, const int64_t *rows, const int64_t *positions, \
                          int64_t n_rows, int64_t kv_heads, int64_t group, int64_t dim,         \
-                         int64_t cache_seq, int64_t window, T *out) {                          \
+                         int64_t cache_seq, int64_t window, float softcap, T *out) {           \
         decode_attention(q, k_new, v_new, q_stride, k_stride, v_stride, k_cache, v_cache, rows, positions,      \
-                         n_rows, kv_heads, group, dim, cache_seq, window, out);               \
+                         n_rows, kv_heads, group, dim, cache_seq, window, softcap, out);      \
     }
 EXPORT(decode_attention_bf16, bf16, bf16)
 EXPORT(decode_attention_f32, float, float)

@@ -36,7 +36,7 @@ def build() -> ctypes.CDLL:
     for symbol in [*_SYMBOLS.values(), *_INT8_SYMBOLS.values()]:
         function = getattr(library, symbol)
         function.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 4
-                             + [ctypes.c_int64] * 6 + [ctypes.c_void_p])
+                             + [ctypes.c_int64] * 6 + [ctypes.c_float, ctypes.c_void_p])
         function.restype = None
     return library
 
@@ -45,6 +45,7 @@ class NativeDecodeAttention:
     """Decode attention in one kernel call per layer, reading every row's cache in place."""
 
     symbols = _SYMBOLS  # the kernel's function for each dtype of the model
+    softcap: float | None = None  # the scores' soft cap (Gemma 2), set by the model
 
     def __init__(self, device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int,
                  head_dim: int):
@@ -133,7 +134,7 @@ class NativeDecodeAttention:
         self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), k.stride(0),
                     v.stride(0), k_cache.data_ptr(), v_cache.data_ptr(), rows.data_ptr(),
                     positions.data_ptr(), d, kv_heads, group, dim, k_cache.shape[2] * TILE,
-                    window or 0, out.data_ptr())
+                    window or 0, self.softcap or 0.0, out.data_ptr())
 
     def attend_prompt(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                       row: int, start: int, window: int | None, out: torch.Tensor) -> None:
@@ -146,7 +147,8 @@ class NativeDecodeAttention:
         positions = torch.arange(start, start + n, dtype=torch.long)
         self.kernel(q.data_ptr(), None, None, q.stride(0), 0, 0, k_cache.data_ptr(),
                     v_cache.data_ptr(), rows.data_ptr(), positions.data_ptr(), n, kv_heads,
-                    group, dim, k_cache.shape[2] * TILE, window or 0, out.data_ptr())
+                    group, dim, k_cache.shape[2] * TILE, window or 0, self.softcap or 0.0,
+                    out.data_ptr())
 
 
 def _rows_contiguous(x: torch.Tensor) -> bool:

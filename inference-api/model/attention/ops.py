@@ -23,23 +23,31 @@ def position_mask(q_pos: torch.Tensor, kv_len: int, window: int | None,
 # dtype); softmax computes in float32 internally for bfloat16/float16 inputs and rounds once,
 # which gives the same probabilities as transformers' softmax(dtype=float32).to(dtype).
 
+def softcap(scores: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(scores / cap), in place, in transformers' order of ops (Gemma 2's attention
+    scores and final logits); scores as they are when cap is None."""
+    return scores if cap is None else scores.div_(cap).tanh_().mul_(cap)
+
+
 def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-           out: torch.Tensor) -> None:
+           out: torch.Tensor, cap: float | None = None) -> None:
     """Attention of grouped queries q [b, kv_heads, n, dim] over k_t [b, kv_heads, dim, L] and
     v [b, kv_heads, L, dim] with an additive mask broadcastable to [b, kv_heads, n, L], written
     into `out` (contiguous, like q).
 
-    Several query heads share one kv head, so q stacks the group's queries along n and K/V are
+    Scores are soft-capped at `cap` before the mask where given (Gemma 2). Several query heads
+    share one kv head, so q stacks the group's queries along n and K/V are
     never repeated. K and V must be contiguous: a batched matmul copies strided operands.
     """
     b, kv, n, _ = q.shape
-    scores = torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1)
+    scores = softcap(torch.bmm(q.flatten(0, 1), k_t.flatten(0, 1)).view(b, kv, n, -1), cap)
     scores += mask
     probs = torch.softmax(scores, dim=-1)
     torch.bmm(probs.flatten(0, 1), v.flatten(0, 1), out=out.view(b * kv, n, -1))
 
 
-def attend_row(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def attend_row(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+               cap: float | None = None) -> torch.Tensor:
     """Attention of queries q [kv_heads, n, dim] over one cache row read in place:
     k_t [kv_heads, dim, L] and v [kv_heads, L, dim], slices of the cache, mask [n, L].
 
@@ -48,7 +56,7 @@ def attend_row(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.
     """
     out = torch.empty_like(q)
     for head in range(q.shape[0]):
-        scores = torch.mm(q[head], k_t[head])  # [n, L]
+        scores = softcap(torch.mm(q[head], k_t[head]), cap)  # [n, L]
         scores += mask
         torch.mm(torch.softmax(scores, dim=-1), v[head], out=out[head])
     return out

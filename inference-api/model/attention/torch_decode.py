@@ -87,6 +87,8 @@ class DecodeGroup:
 class DecodeAttention:
     """Groups a step's decoding rows and runs their attention; owns the group buffers."""
 
+    softcap: float | None = None  # the scores' soft cap (Gemma 2), set by the model
+
     def __init__(self, layers: int, max_seq_len: int, kv_heads: int, head_dim: int, dtype,
                  bucket: int = KV_BUCKET, overhead: int = GROUP_OVERHEAD,
                  keep_buffers: bool = True):
@@ -222,7 +224,8 @@ class DecodeAttention:
                 at = (group.slots, group.positions)
                 buffer.k[layer].permute(0, 3, 1, 2).index_put_(at, k[span])
                 buffer.v[layer].transpose(1, 2).index_put_(at, v[span])
-            attend(q[span], buffer.k[layer], buffer.v[layer], group.masks[window], out=out[span])
+            attend(q[span], buffer.k[layer], buffer.v[layer], group.masks[window], out[span],
+                   self.softcap)
             if not self.keep_buffers:
                 buffer.k[layer] = buffer.v[layer] = None
 
