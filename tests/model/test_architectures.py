@@ -127,7 +127,7 @@ def test_each_switch_changes_the_logits(name, switch):
     prompt = [PrefillInput(0, torch.randint(0, VOCAB, (20,), generator=torch.Generator()), 0)]
     want = model.step(EMPTY, EMPTY, EMPTY, prompt)
     if switch == "attn_softcap":
-        model.attn_softcap = model.attention.softcap = None
+        model.attn_softcap = model.attention.softcap = model.prompts.softcap = None
     elif switch == "final_softcap":
         model.final_softcap = None
     elif switch == "embed_scale":
