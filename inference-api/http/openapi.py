@@ -69,8 +69,9 @@ def _tokens(summary: str, request: str, answer: str) -> dict:
                           **_errors((400, 404, 413, 415, 503), "NativeError")}}
 
 
-def build_document(model_id: str) -> dict:
-    """The OpenAPI 3.1 document of this server, for the served model's name."""
+def build_document(model_ids: list[str]) -> dict:
+    """The OpenAPI 3.1 document of this server, for the served names (the model's, then its
+    LoRA adapters')."""
     requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest,
                 TokenizeRequest, DetokenizeRequest]
     answers = [NativeError, OpenAIError, Health, ModelList, ModelCard, Completion,
@@ -80,9 +81,9 @@ def build_document(model_id: str) -> dict:
                                     ref_template="#/components/schemas/{model}")
     components = _standard_keywords(schemas["$defs"])
     for name in ("CompletionRequest", "ChatRequest"):  # any other model is a 404
-        components[name]["properties"]["model"]["enum"] = [model_id]
+        components[name]["properties"]["model"]["enum"] = list(model_ids)
     model_param = {"name": "model_id", "in": "path", "required": True,
-                   "schema": {"type": "string", "enum": [model_id]}}
+                   "schema": {"type": "string", "enum": list(model_ids)}}
     stream = {"description": "the text as it is generated", "content": _content(media=TEXT)}
 
     def sse_or(name: str) -> dict:
@@ -123,7 +124,7 @@ def build_document(model_id: str) -> dict:
     }
     return {"openapi": "3.1.0",
             "info": {"title": "Inference API", "version": "1",
-                     "description": f"Serves {model_id}. Errors are JSON: "
+                     "description": f"Serves {', '.join(model_ids)}. Errors are JSON: "
                                     "{status_code, message} on the native routes and /generate, "
                                     "{error: {message, type, param, code}} on /v1."},
             "paths": paths, "components": {"schemas": components}}
@@ -134,6 +135,6 @@ def openapi_document():
     """The OpenAPI 3.1 document of every route."""
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built once: the models do not change while the server runs
-        document = build_document(current_engine().config.model_id)
+        document = build_document(current_engine().model_names)
         current_app.extensions["openapi_document"] = document
     return jsonify(document)

@@ -16,6 +16,7 @@ from .attention.torch_decode import KV_BUCKET, DecodeAttention, kv_extent
 from .fused import layer_ops
 from .layers import rope_tables
 from .linear import Linear, can_pack
+from .lora import token_rows
 from .weights import ModelWeights, weights_of
 
 
@@ -104,6 +105,7 @@ class DecoderModel:
         self.ops = layer_ops(self.cos, self.sin, self.heads, self.kv_heads, self.head_dim,
                              self.scale, self.layers[0].act, native=fused)
         self.kv_bucket = kv_bucket
+        self.lora = None  # LoRA hook: the served adapters (lora.LoraSet), set by the runner
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
         self.use_decode_attention(attention, kv_cache_dtype)
 
@@ -166,6 +168,8 @@ class DecoderModel:
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         rope = self.ops.rope(positions)
+        if self.lora is not None:  # LoRA hook: the step's tokens grouped by their row's adapter
+            self.lora.begin_step(token_rows(None if decode is None else decode.rows, chunks, dev))
         self._chunk_masks(chunks)
         # x [T, hidden] is the residual stream, h its norm: each layer's input, and at the end
         # the final norm's output (each layer adds its parts and normalizes for the next).
@@ -204,7 +208,8 @@ class DecoderModel:
         """One decoder layer over all T tokens of the step: the residual stream x [T, hidden]
         and its norm h -> the same after the layer, h normalized by `after`'s weight."""
         t = x.shape[0]
-        q, k, v = self.ops.rotary(layer.qkv(h), rope)  # [T, heads or kv, dim]; q scaled
+        qkv = self._linear(index, "qkv", layer.qkv, h)
+        q, k, v = self.ops.rotary(qkv, rope)  # [T, heads or kv, dim]; q scaled
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # one layer's, [rows, ...]
         out = q.new_empty(t, self.heads, self.head_dim)
         if decode is not None:
@@ -215,8 +220,14 @@ class DecoderModel:
             span = slice(c.offset, c.offset + c.n)
             out[span] = self._prefill(q[span], k[span], v[span], k_cache, v_cache, c,
                                       c.masks[layer.window])
-        x, h = self.ops.norm(x, layer.o(out.view(t, -1)), layer.mlp_norm, self.eps)
-        return self.ops.norm(x, layer.down(self.ops.silu_mul(layer.gate_up(h))), after, self.eps)
+        attended = self._linear(index, "o", layer.o, out.view(t, -1))
+        x, h = self.ops.norm(x, attended, layer.mlp_norm, self.eps)
+        act = self.ops.silu_mul(self._linear(index, "gate_up", layer.gate_up, h))
+        return self.ops.norm(x, self._linear(index, "down", layer.down, act), after, self.eps)
+
+    def _linear(self, index: int, name: str, linear, x: torch.Tensor) -> torch.Tensor:
+        """linear(x) [T, out]; LoRA hook: plus the adapters' products for their rows' tokens."""
+        return linear(x) if self.lora is None else self.lora.add(index, name, x, linear(x))
 
     def _decode(self, index, q, k, v, k_cache, v_cache, plan, window, out) -> None:
         """Attention of one new token per row, q [D, heads, dim] and k/v [D, kv, dim], into out
