@@ -160,7 +160,8 @@ def _check_config(config: dict, base_names: list[str], refuse) -> None:
 
 def _same_model(base: str, base_names: list[str]) -> bool:
     """True when the last part of the adapter's base path names the served model by one of its
-    names (MODEL_ID, the folder or file it was loaded from), case aside."""
+    names (MODEL_ID, the folder or GGUF file of MODEL_PATH, the config's _name_or_path), case
+    aside."""
     def short(name: str) -> str:
         return name.rstrip("/").rsplit("/", 1)[-1].lower().removesuffix(".gguf")
     return short(base) in {short(n) for n in base_names if n}
@@ -181,10 +182,13 @@ def _read_weights(folder: Path, refuse) -> dict:
         raise refuse(f"cannot read {path.name}: {exc}") from None
 
 
-def read_adapters(config, folder: Path, model_config) -> list[LoraAdapter]:
-    """Every adapter LORA_MODULES names, checked against the model in `folder` (whose
-    config.json is model_config) before the model loads."""
-    names = [config.model_id, Path(config.model_path).name if config.model_path else "",
-             Path(folder).name, getattr(model_config, "_name_or_path", "") or ""]
+def read_adapters(config, model_config) -> list[LoraAdapter]:
+    """Every adapter LORA_MODULES names, checked against the model whose config.json is
+    model_config, before the model loads."""
+    source = Path(config.model_path).name if config.model_path else ""
+    if source.lower().endswith(".gguf"):  # Name.Q4_K_M.gguf: the name before the quantization
+        source = source.split(".", 1)[0]
+    names = [n for n in (config.model_id, source, getattr(model_config, "_name_or_path", ""))
+             if n]
     base = BaseShapes.of_config(model_config)
     return [read_adapter(name, path, base, names) for name, path in config.lora_adapters.items()]

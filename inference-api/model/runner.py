@@ -64,7 +64,7 @@ class ModelRunner:
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
         model_config = read_config(folder)
         check_architecture(model_config)  # before the long load
-        adapters = read_adapters(config, folder, model_config)  # LoRA: refused before it too
+        adapters = read_adapters(config, model_config)  # LoRA: refused before it too
         self.info = read_model_info(folder)
         self.tokenizer = load_tokenizer(folder)
         weights = load_model(folder, device, dtype, config.quantization, cache_dir("weights"))

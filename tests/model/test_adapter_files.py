@@ -18,7 +18,7 @@ from inference_api.model.adapter_files import AdapterRefused, BaseShapes, read_a
 BASE = BaseShapes.of_config(SimpleNamespace(num_hidden_layers=2, hidden_size=64,
                                             num_attention_heads=4, num_key_value_heads=2,
                                             intermediate_size=96))
-NAMES = ["SmolLM2-135M-Instruct", "cache-folder"]
+NAMES = ["SmolLM2-135M-Instruct", "model-folder"]
 PREFIX = "base_model.model.model.layers"
 SHAPES = {"q_proj": (64, 64), "k_proj": (32, 64), "v_proj": (32, 64), "o_proj": (64, 64),
           "gate_proj": (96, 64), "up_proj": (96, 64), "down_proj": (64, 96)}  # (out, in)
@@ -61,7 +61,7 @@ def test_an_adapter_that_fits_is_read_with_its_scaling(tmp_path):
     rs = read_adapter("tune", str(write(tmp_path / "rs", {"use_rslora": True})), BASE, NAMES)
     assert rs.scaling == pytest.approx(8 / math.sqrt(4))
     # A base named by a local path whose last part is a name of the served model is the same.
-    local = write(tmp_path / "local", {"base_model_name_or_path": "/models/cache-folder/"})
+    local = write(tmp_path / "local", {"base_model_name_or_path": "/models/model-folder/"})
     assert read_adapter("tune", str(local), BASE, NAMES).rank == 4
 
 
@@ -75,7 +75,7 @@ def test_an_adapter_that_fits_is_read_with_its_scaling(tmp_path):
      "target modules lm_head, embed_tokens cannot be applied"),
     ({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B"},
      "it was trained on 'Qwen/Qwen2.5-0.5B', and this server serves SmolLM2-135M-Instruct / "
-     "cache-folder (set MODEL_ID"),
+     "model-folder (set MODEL_ID"),
 ])
 def test_settings_we_cannot_apply_are_refused_by_name(tmp_path, config, reason):
     assert reason in refusal(write(tmp_path / "a", config))

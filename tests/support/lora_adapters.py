@@ -19,7 +19,7 @@ ADAPTERS = {
 }
 PROMPTS = ["The capital of France is", "def fibonacci(n):",
            "Once upon a time, in a small village by the sea, there lived an old fisherman who"]
-NEW_TOKENS = 24
+NEW_TOKENS = 20
 
 
 @dataclass
@@ -45,7 +45,7 @@ def model_folder() -> Path:
     return prepare_model_folder(config.model_path, config.model_cache_dir)
 
 
-def make_adapters(target: Path, std: float = 0.02) -> AdapterSet:
+def make_adapters(target: Path, std: float = 0.04) -> AdapterSet:
     """Both adapters saved under target/<name>, and PEFT's greedy answers to PROMPTS with each
     adapter and with none."""
     import torch
@@ -70,8 +70,9 @@ def make_adapters(target: Path, std: float = 0.02) -> AdapterSet:
     folders = {}
     for name in ADAPTERS:
         model.peft_config[name].base_model_name_or_path = BASE_NAME
+        # No embedding check: it would look the base name up online.
         model.save_pretrained(target / "saved", selected_adapters=[name],
-                              safe_serialization=True)
+                              safe_serialization=True, save_embedding_layers=False)
         folders[name] = target / "saved" / name
     answers = {}
     for prompt in PROMPTS:
@@ -83,14 +84,20 @@ def make_adapters(target: Path, std: float = 0.02) -> AdapterSet:
             else:
                 model.set_adapter(name)
                 out = _greedy(model, ids)
-            answers[(prompt, name)] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
-                                                       skip_special_tokens=True)
+            answers[(prompt, name)] = tokenizer.decode(out, skip_special_tokens=True)
     return AdapterSet(folders, answers, tokenizer)
 
 
-def _greedy(model, ids):
+def _greedy(model, ids) -> list[int]:
+    """NEW_TOKENS greedy tokens, each the argmax of the model's logits with its KV cache (what
+    generate() does, without its per-token overhead, which is most of its time on a CPU)."""
     import torch
 
+    tokens = []
     with torch.inference_mode():
-        return model.generate(**ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                              do_sample=False)
+        out = model(**ids, use_cache=True)
+        for _ in range(NEW_TOKENS):
+            tokens.append(int(out.logits[0, -1].argmax()))
+            out = model(input_ids=torch.tensor([[tokens[-1]]]), use_cache=True,
+                        past_key_values=out.past_key_values)
+    return tokens
