@@ -3,7 +3,7 @@
 Every row of the KV cache runs with one adapter or none, set when a request takes the row. In a
 step, the tokens are grouped by their row's adapter once (as S-LoRA and Punica batch them), and
 after each of the base model's linear products every adapter adds its low-rank product to its
-own tokens' outputs: out[idx] += x[idx] @ A^T @ B^T, B scaled by the adapter's scaling. The
+own tokens' outputs: out[idx] += x[idx] @ A^T @ B^T * scaling (in float32, as PEFT does). The
 base product is computed once for all rows, as without adapters; rows without one cost nothing
 more, and an adapter costs two thin products per linear layer for its tokens alone.
 
@@ -21,14 +21,14 @@ NO_ADAPTER = -1
 
 
 class LoraSet:
-    """The served adapters' weights in the model's dtype, each row's adapter, and the step's
-    tokens grouped by adapter."""
+    """The served adapters' weights (float32), each row's adapter, and the step's tokens
+    grouped by adapter."""
 
-    def __init__(self, adapters: list[LoraAdapter], base: BaseShapes, max_rows: int,
-                 device, dtype):
+    def __init__(self, adapters: list[LoraAdapter], base: BaseShapes, max_rows: int, device):
         self.names = [a.name for a in adapters]  # slot -> name
-        # [slot][layer][linear] -> (A [R, in], B scaled [out, R]), absent where not targeted
-        self.products = [[_stack(adapter, layer, base, device, dtype)
+        self.scalings = [a.scaling for a in adapters]  # slot -> lora_alpha / r (or / sqrt(r))
+        # [slot][layer][linear] -> (A [R, in], B [out, R]), absent where not targeted
+        self.products = [[_stack(adapter, layer, base, device)
                           for layer in range(base.layers)] for adapter in adapters]
         self.row_slot = torch.full((max_rows,), NO_ADAPTER, dtype=torch.long, device=device)
         self.groups: list[tuple[int, torch.Tensor | None]] = []  # this step's (slot, tokens)
@@ -53,16 +53,20 @@ class LoraSet:
 
     def add(self, layer: int, linear: str, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out [T, out] (the base product of x [T, in]) with each adapter's product added to
-        its tokens' rows, in place."""
+        its tokens' rows, in place. As PEFT does, the product is computed in float32 and added
+        to the base product in float32, rounded to the model's dtype once."""
         for slot, index in self.groups:
             product = self.products[slot][layer].get(linear)
             if product is None:
                 continue
-            a, b = product
+            a, b = product  # float32
+            rows = x if index is None else x.index_select(0, index)
+            delta = ((rows.float() @ a.T) @ b.T).mul_(self.scalings[slot])  # [t, out]
             if index is None:
-                out.add_((x @ a.T) @ b.T)
+                out.copy_(out.float() + delta)
             else:
-                out.index_add_(0, index, (x.index_select(0, index) @ a.T) @ b.T)
+                out.index_copy_(0, index, (out.index_select(0, index).float() + delta)
+                                .to(out.dtype))
         return out
 
 
@@ -74,8 +78,9 @@ def token_rows(decode_rows: torch.Tensor | None, chunks, device) -> torch.Tensor
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=device)
 
 
-def _stack(adapter: LoraAdapter, layer: int, base: BaseShapes, device, dtype) -> dict:
-    """One layer's products of one adapter, per linear layer it changes: (A, B scaled)."""
+def _stack(adapter: LoraAdapter, layer: int, base: BaseShapes, device) -> dict:
+    """One layer's products of one adapter, per linear layer it changes: (A, B), in
+    float32 whatever the model's dtype (the products are small; PEFT keeps them so too)."""
     products = {}
     for linear in ("qkv", "o", "gate_up", "down"):
         modules = [m for m, (target, _) in TARGETS.items() if target == linear]
@@ -91,7 +96,7 @@ def _stack(adapter: LoraAdapter, layer: int, base: BaseShapes, device, dtype) ->
         for part, (_, lora_b) in found:
             rank = lora_b.shape[1]
             b[offsets[part]:offsets[part] + parts[part], column:column + rank] = \
-                lora_b.to(device, torch.float32) * adapter.scaling
+                lora_b.to(device, torch.float32)
             column += rank
-        products[linear] = (a.to(dtype).contiguous(), b.to(dtype).contiguous())
+        products[linear] = (a.contiguous(), b.contiguous())
     return products

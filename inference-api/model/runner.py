@@ -76,7 +76,7 @@ class ModelRunner:
                                   quantization=config.quantization)
         if adapters:
             self.model.lora = LoraSet(adapters, BaseShapes.of_config(model_config),
-                                      config.max_users, self.model.device, self.model.dtype)
+                                      config.max_users, self.model.device)
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)

@@ -45,7 +45,7 @@ def tiny(tmp_path_factory):
     peft_model.save_pretrained(folder, safe_serialization=True)
     base = BaseShapes.of_config(hf.config)
     adapters = [read_adapter(name, str(folder / name), base, []) for name in SETTINGS]
-    ours.lora = LoraSet(adapters, base, ours.max_rows, ours.device, ours.dtype)
+    ours.lora = LoraSet(adapters, base, ours.max_rows, ours.device)
     return ours, peft_model
 
 

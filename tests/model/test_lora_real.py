@@ -10,7 +10,8 @@ from inference_api.process_messages import Submit
 from lora_adapters import ADAPTERS, NEW_TOKENS, PROMPTS
 from real_engine import greedy, make_engine, run, text_of
 
-pytestmark = pytest.mark.slow
+# The adapters' fixture runs PEFT's greedy answers first: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 MODELS = [None, *ADAPTERS]  # None: the base model
 
 
