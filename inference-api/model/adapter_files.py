@@ -147,7 +147,7 @@ def _check_config(config: dict, base_names: list[str], refuse) -> None:
             raise refuse(f"{what} is not supported")
     targets = config.get("target_modules")
     if isinstance(targets, list):
-        other = [t for t in targets if t.rsplit(".", 1)[-1] not in TARGETS]
+        other = [str(t) for t in targets if str(t).rsplit(".", 1)[-1] not in TARGETS]
         if other:
             raise refuse(f"target modules {', '.join(other)} cannot be applied (served: "
                          f"{', '.join(TARGETS)})")
