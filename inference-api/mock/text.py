@@ -26,7 +26,7 @@ class MockDetokenizer:
     """The mock's text: token number i of a prompt is mock_word(prompt, i)."""
 
     def __init__(self, seq: Sequence):
-        self.prompt_text, self.adapter = seq.prompt_text, seq.adapter
+        self.prompt_text, self.adapter = seq.prompt_text, getattr(seq, "adapter", None)
 
     def push(self, token_id: int) -> str:
         """The word of this token."""
