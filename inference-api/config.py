@@ -45,6 +45,7 @@ class Config:
     strict_fields: bool = False  # refuse unknown fields in OpenAI requests instead of ignoring them
     responses_store_max: int = 1000  # stored Responses API responses kept in memory, newest first
     responses_store_ttl_s: float = 3600.0  # ... each for at most this long
+    lora_modules: str = ""  # name=path,...: PEFT LoRA adapters served beside the base model
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it
@@ -67,6 +68,10 @@ class Config:
                "one of " + "|".join(QUANTIZATIONS))
         _check(bool(self.model_id.strip()) and "/" not in self.model_id,
                "MODEL_ID", self.model_id, "a non-empty name without '/'")
+        parse_lora_modules(self.lora_modules, self.model_id)  # ConfigError naming it
+        # The adapters' products run over as many rows as use them: not yet over fixed tiles.
+        _check(not (self.batch_invariant and self.lora_modules.strip()), "BATCH_INVARIANT",
+               int(self.batch_invariant), "0 while LORA_MODULES serves adapters")
         _check(0 <= self.cpu_threads <= 4096, "CPU_THREADS", self.cpu_threads,
                "0..4096 (0: every core the process may run on)")
         _check(1 <= self.max_users <= 1024, "MAX_USERS", self.max_users, "1..1024")
@@ -88,7 +93,27 @@ class Config:
                self.backend_start_timeout_s, "> 0")
         _check(self.heartbeat_timeout_s > 0, "HEARTBEAT_TIMEOUT_S", self.heartbeat_timeout_s, "> 0")
 
+    @property
+    def lora_adapters(self) -> dict[str, str]:
+        """LORA_MODULES as {adapter name: folder}, in the order given."""
+        return parse_lora_modules(self.lora_modules, self.model_id)
+
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Config":
         """Build a Config from environment variables (upper-case field names)."""
         return from_env(cls, environ, **overrides)
+
+
+def parse_lora_modules(text: str, model_id: str) -> dict[str, str]:
+    """LORA_MODULES (`name=path,...`) as {name: path}, in the order given; ConfigError naming
+    the variable when an entry is malformed or a name is taken twice (by the base model too).
+    Whether each path holds an adapter that fits the model is checked where the model loads."""
+    adapters: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, path = (part.strip() for part in entry.partition("="))
+        _check(bool(name) and bool(path) and "/" not in name and " " not in name,
+               "LORA_MODULES", entry, "name=path entries, the name without '/' or spaces")
+        _check(name not in adapters and name != model_id, "LORA_MODULES", entry,
+               f"a name used once, other than MODEL_ID ({model_id})")
+        adapters[name] = path
+    return adapters

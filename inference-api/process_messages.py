@@ -19,6 +19,7 @@ class Submit:
     prompt_ids: list[int]
     params: object  # SamplingParams
     prompt_text: str = ""  # emitted first when params.return_prompt
+    adapter: str | None = None  # the LoRA adapter (LORA_MODULES) to run with; None: the base
 
 
 @dataclass

@@ -48,3 +48,12 @@ def hf_model_fp32(model_runner_fp32):
     folder = model_runner_fp32.info["folder"]
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def lora_adapter_set(tmp_path_factory):
+    """Two random LoRA adapters over the default model, saved by PEFT, with PEFT's greedy
+    float32 answers (lora_adapters.py)."""
+    from lora_adapters import make_adapters
+
+    return make_adapters(tmp_path_factory.mktemp("lora"))

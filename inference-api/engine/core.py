@@ -76,7 +76,7 @@ class Engine:
             return [Output(submit.session_id, "", finish_reason=FINISH_ERROR, error=str(exc),
                            refused=True)]
         self.scheduler.add(Sequence(submit.session_id, list(submit.prompt_ids), submit.params,
-                                    prompt_text=submit.prompt_text))
+                                    prompt_text=submit.prompt_text, adapter=submit.adapter))
         return []
 
     def cancel(self, session_id: str) -> list[Output]:

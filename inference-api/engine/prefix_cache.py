@@ -8,6 +8,10 @@ the new row, once the busy row has them in its cache: a copy costs microseconds 
 the forward costs a millisecond or more, so the new prompt waits for that rather than computing
 the same positions beside it. Keys and values at a position depend only on the tokens up to it,
 so the answer is the same either way.
+
+Keys and values depend on the LoRA adapter a row ran with too (its products change every
+layer's), so a prompt only reuses rows, kept or busy, of its own adapter (or, without one, rows
+that had none).
 """
 from __future__ import annotations
 
@@ -53,19 +57,23 @@ class RowContents:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.kept: dict[int, list[int]] = {}  # free row -> tokens its cache still holds
+        self.kept_adapter: dict[int, str | None] = {}  # free row -> the adapter they ran with
 
     def keep(self, seq: Sequence) -> None:
         """A sequence leaves its row: remember what the row's cache holds."""
         if self.enabled and seq.row is not None:
             self.kept[seq.row] = (seq.prompt_ids + seq.generated)[:seq.num_cached]
+            self.kept_adapter[seq.row] = seq.adapter
 
     def forget_all(self) -> None:
         """No row's cache can be trusted any more (a step failed halfway)."""
         self.kept.clear()
+        self.kept_adapter.clear()
 
     def choose(self, prompt: list[int], free_rows: list[int],
-               running: dict[int, Sequence]) -> Reuse:
-        """The free row for a prompt, and how much of the prompt is cached for it.
+               running: dict[int, Sequence], adapter: str | None = None) -> Reuse:
+        """The free row for a prompt run with `adapter`, and how much of the prompt is cached
+        for it (by rows of the same adapter alone).
 
         free_rows is ordered oldest-freed first: with nothing to reuse the row whose contents
         have been kept longest goes, so recent prompts stay available longest. At least the
@@ -75,11 +83,13 @@ class RowContents:
         if not self.enabled or limit <= 0:
             return Reuse(free_rows[0], 0)
         in_place = {row: min(shared_prefix(prompt, self.kept.get(row, [])), limit)
-                    for row in free_rows}
+                    if self.kept_adapter.get(row) == adapter else 0 for row in free_rows}
         row = max(free_rows, key=in_place.__getitem__)  # ties: the oldest freed
         best = Reuse(row, in_place[row])
         most = best.cached + MIN_COPY_TOKENS - 1
         for seq in running.values():
+            if seq.adapter != adapter:
+                continue
             # What its row holds or will hold: the prompt and the answer but its newest token.
             shared = min(shared_prefix(prompt, seq.prompt_ids + seq.generated[:-1]), limit)
             if shared > most:
@@ -89,4 +99,5 @@ class RowContents:
     def taken(self, row: int) -> None:
         """A row was given to a new prompt: its contents are the new sequence's from now on."""
         self.kept.pop(row, None)
+        self.kept_adapter.pop(row, None)
 

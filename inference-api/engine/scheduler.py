@@ -101,7 +101,7 @@ class Scheduler:
             seq = self.waiting.popleft()
             # A prompt whose own log probabilities are asked for is computed whole.
             prompt = seq.prompt_ids[:1] if seq.wants_prompt_logprobs else seq.prompt_ids
-            reuse = self.contents.choose(prompt, self.free_rows, self.running)
+            reuse = self.contents.choose(prompt, self.free_rows, self.running, seq.adapter)
             self.free_rows.remove(reuse.row)
             self.contents.taken(reuse.row)
             seq.row, seq.admitted_at = reuse.row, now

@@ -17,6 +17,7 @@ class Sequence:
     prompt_ids: list[int]
     params: object  # SamplingParams
     prompt_text: str = ""
+    adapter: str | None = None  # the LoRA adapter the request runs with; None: the base model
     arrival: float = field(default_factory=time.monotonic)
     row: int | None = None
     admitted_at: float | None = None

@@ -76,11 +76,13 @@ def sampling_of(engine, body, names: tuple[str, ...]) -> dict:
 
 
 def open_one(engine, text: str, ids: list[int], wanted_tokens: int | None, seed: int | None,
-             **fields) -> Answer:
-    """One generation of the prompt (fields: SamplingParams' but max_tokens and seed)."""
+             model: str, **fields) -> Answer:
+    """One generation of the prompt by the served model or adapter named `model` (fields:
+    SamplingParams' but max_tokens and seed)."""
     max_tokens = engine.fit_max_tokens(len(ids), wanted_tokens, engine.context_len)
-    return open_answer(engine, [Job(ids, params, text) for params in sample_params(
-        1, seed, max_tokens=max_tokens, **fields)])
+    return open_answer(engine, [Job(ids, params, text, engine.adapter_for(model))
+                                for params in sample_params(1, seed, max_tokens=max_tokens,
+                                                            **fields)])
 
 
 @dataclass

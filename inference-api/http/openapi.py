@@ -91,8 +91,9 @@ def _stored_response_doc() -> dict:
                 **missing}}}
 
 
-def build_document(model_id: str) -> dict:
-    """The OpenAPI 3.1 document of this server, for the served model's name."""
+def build_document(model_ids: list[str]) -> dict:
+    """The OpenAPI 3.1 document of this server, for the served names (the model's, then its
+    LoRA adapters')."""
     requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest,
                 TokenizeRequest, DetokenizeRequest, ResponsesRequest, MessagesRequest,
                 CountTokensRequest]
@@ -105,9 +106,9 @@ def build_document(model_id: str) -> dict:
     components = _standard_keywords(schemas["$defs"])
     for name in ("CompletionRequest", "ChatRequest", "ResponsesRequest", "MessagesRequest",
                  "CountTokensRequest"):  # any other model is a 404
-        components[name]["properties"]["model"]["enum"] = [model_id]
+        components[name]["properties"]["model"]["enum"] = list(model_ids)
     model_param = {"name": "model_id", "in": "path", "required": True,
-                   "schema": {"type": "string", "enum": [model_id]}}
+                   "schema": {"type": "string", "enum": list(model_ids)}}
     stream = {"description": "the text as it is generated", "content": _content(media=TEXT)}
 
     def sse_or(name: str, named: bool = False) -> dict:
@@ -161,7 +162,7 @@ def build_document(model_id: str) -> dict:
     }
     return {"openapi": "3.1.0",
             "info": {"title": "Inference API", "version": "1",
-                     "description": f"Serves {model_id}. Errors are JSON: "
+                     "description": f"Serves {', '.join(model_ids)}. Errors are JSON: "
                                     "{status_code, message} on the native routes and /generate, "
                                     "{type: error, error: {type, message}} on /v1/messages, "
                                     "{error: {message, type, param, code}} on the rest of /v1."},
@@ -173,6 +174,6 @@ def openapi_document():
     """The OpenAPI 3.1 document of every route."""
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built once: the models do not change while the server runs
-        document = build_document(current_engine().config.model_id)
+        document = build_document(current_engine().model_names)
         current_app.extensions["openapi_document"] = document
     return jsonify(document)

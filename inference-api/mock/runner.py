@@ -29,9 +29,14 @@ class MockRunner:
                      "chat_template": MOCK_CHAT_TEMPLATE, "architecture": "mock",
                      "device": "none", "dtype": "none"}
         self.grammars = MockGrammarRows()
+        # LORA_MODULES' names are served (their files are not read: the mock has no weights).
+        self.adapters = list(config.lora_adapters)
+        self.info["adapters"] = self.adapters
 
     def start(self, seq: Sequence) -> None:
         """A grammar's matcher for a row that asks for a structured output."""
+        if seq.adapter is not None and seq.adapter not in self.adapters:
+            raise ValueError(f"the model {seq.adapter!r} is not served here")
         if seq.params.grammar is not None:
             seed = seq.params.seed
             if seed is None:
@@ -76,7 +81,7 @@ def mock_logprob(seq: Sequence, index: int, top: int | None) -> TokenLogprob | N
     alternatives = tuple((index + j, -0.25 * (1 + index % 3) - j) for j in range(top))
     ids = [index + j for j in range(max(top, 1))]
     return TokenLogprob(index, -0.25 * (1 + index % 3), alternatives,
-                        texts={i: mock_word(seq.prompt_text, i) for i in ids})
+                        texts={i: mock_word(seq.prompt_text, i, seq.adapter) for i in ids})
 
 
 def record_mock_prompt_logprobs(chunk: PromptChunk) -> None:

@@ -1,7 +1,9 @@
 """The mock's text: words of the prompt numbered by position, or the bytes of a structured output.
 
 Token number i of a prompt's answer is mock_word(prompt, i), so tests can predict every answer
-(mock_answer). Rows with a grammar draw byte tokens instead (grammar.py), read as UTF-8.
+(mock_answer); a request for a LoRA adapter (LORA_MODULES) gets the same words, each after the
+adapter's name and a colon, so that tests see which adapter a request reached. Rows with a
+grammar draw byte tokens instead (grammar.py), read as UTF-8.
 """
 from __future__ import annotations
 
@@ -13,26 +15,27 @@ from inference_api.engine.text_state import TextMaker, TextState
 from .grammar import MOCK_GRAMMAR_EOS
 
 
-def mock_word(prompt_text: str, index: int) -> str:
-    """The mock's token number `index` for a prompt: a word of the prompt and the index."""
+def mock_word(prompt_text: str, index: int, adapter: str | None = None) -> str:
+    """The mock's token number `index` for a prompt: a word of the prompt and the index (after
+    `adapter:` for a request run with an adapter)."""
     words = prompt_text.split() or ["empty"]
-    return f"{words[index % len(words)]}{index} "
+    return f"{adapter + ':' if adapter else ''}{words[index % len(words)]}{index} "
 
 
 class MockDetokenizer:
     """The mock's text: token number i of a prompt is mock_word(prompt, i)."""
 
     def __init__(self, seq: Sequence):
-        self.prompt_text = seq.prompt_text
+        self.prompt_text, self.adapter = seq.prompt_text, getattr(seq, "adapter", None)
 
     def push(self, token_id: int) -> str:
         """The word of this token."""
-        return mock_word(self.prompt_text, token_id)
+        return mock_word(self.prompt_text, token_id, self.adapter)
 
 
-def mock_answer(prompt_text: str, num_tokens: int) -> str:
+def mock_answer(prompt_text: str, num_tokens: int, adapter: str | None = None) -> str:
     """The whole text the mock generates for a prompt in num_tokens tokens."""
-    return "".join(mock_word(prompt_text, i) for i in range(num_tokens))
+    return "".join(mock_word(prompt_text, i, adapter) for i in range(num_tokens))
 
 
 class ByteDetokenizer:

@@ -14,6 +14,7 @@ linear layers are int8 products (quantized), their inputs quantized per row by a
 (native_build). Weights are found and converted once (files), loaded on a device in a dtype
 (loading) and prepared for the forward pass, converted, stacked and quantized (weights), which
 the weight cache keeps on disk so that a restart maps them instead of loading the model through
-transformers (weight_cache). It may import engine (the plan and the sequences), sampling and the
-leaves.
+transformers (weight_cache). LoRA adapters (LORA_MODULES) are read and checked against the model
+(adapter_files) and applied per row in the forward pass, batched by adapter, without merging
+weights (lora). It may import engine (the plan and the sequences), sampling and the leaves.
 """

@@ -17,6 +17,7 @@ from .attention.torch_decode import KV_BUCKET, DecodeAttention
 from .fused import layer_ops
 from .invariant import attention_choice, tile_products
 from .linear import Linear, can_pack
+from .lora import token_rows
 from .prompt_chunks import PromptAttention
 from .rope import rope_tables
 from .step_bounds import check_bounds
@@ -102,6 +103,7 @@ class DecoderModel:
         self.embed_scale = None if scale is None else torch.tensor(scale).to(self.dtype)
         self.attn_softcap, self.final_softcap = meta["attn_softcap"], meta["final_softcap"]
         self.kv_bucket = kv_bucket
+        self.lora = None  # LoRA hook: the served adapters (lora.LoraSet), set by the runner
         self.windows = {layer.window for layer in self.layers}  # one mask per distinct window
         self.batch_invariant = batch_invariant
         self.prompts = PromptAttention(self.kv_heads, self.groups, self.head_dim, max_seq_len,
@@ -168,6 +170,8 @@ class DecoderModel:
         positions = torch.cat([decode_positions.to(dev)] + [
             torch.arange(c.start, c.start + c.n, device=dev) for c in chunks])  # [T]
         rope = self.ops.rope(positions)
+        if self.lora is not None:  # LoRA hook: the step's tokens grouped by their row's adapter
+            self.lora.begin_step(token_rows(None if decode is None else decode.rows, chunks, dev))
         # x [T, hidden] is the residual stream, h its norm: each layer's input, and at the end
         # the final norm's output (each layer adds its parts and normalizes for the next).
         x = self.embed[tokens]  # [T, hidden], Gemma's scaled
@@ -188,7 +192,8 @@ class DecoderModel:
         """One decoder layer over all T tokens of the step: the residual stream x [T, hidden]
         and its norm h -> the same after the layer, h normalized by `after`'s weight."""
         t = x.shape[0]
-        q, k, v = self.ops.rotary(layer.qkv(h), rope.get(layer.rope), layer.norms.get("q_norm"),
+        qkv = self._linear(index, "qkv", layer.qkv, h)
+        q, k, v = self.ops.rotary(qkv, rope.get(layer.rope), layer.norms.get("q_norm"),
                                   layer.norms.get("k_norm"), self.eps)  # [T, heads or kv, dim]
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # one layer's, [rows, ...]
         out = q.new_empty(t, self.heads, self.head_dim)
@@ -200,11 +205,17 @@ class DecoderModel:
             span = slice(c.offset, c.offset + c.n)
             self.prompts.run(self.attention, q[span], k[span], v[span], k_cache, v_cache, c,
                              layer.window, out[span])
-        attended = self._post_norm(layer.o(out.view(t, -1)), layer.norms.get("post_attn_norm"))
+        attended = self._post_norm(self._linear(index, "o", layer.o, out.view(t, -1)),
+                                   layer.norms.get("post_attn_norm"))
         x, h = self.ops.norm(x, attended, layer.mlp_norm, self.eps)
-        mlp = self._post_norm(layer.down(self.ops.silu_mul(layer.gate_up(h))),
+        act = self.ops.silu_mul(self._linear(index, "gate_up", layer.gate_up, h))
+        mlp = self._post_norm(self._linear(index, "down", layer.down, act),
                               layer.norms.get("post_mlp_norm"))
         return self.ops.norm(x, mlp, after, self.eps)
+
+    def _linear(self, index: int, name: str, linear, x: torch.Tensor) -> torch.Tensor:
+        """linear(x) [T, out]; LoRA hook: plus the adapters' products for their rows' tokens."""
+        return linear(x) if self.lora is None else self.lora.add(index, name, x, linear(x))
 
     def _post_norm(self, delta: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """A part's output normalized before it joins the residual stream (Gemma), else as is."""

@@ -13,9 +13,11 @@ from inference_api.engine.step_plan import PromptChunk, StepPlan
 from inference_api.sampling.grammar_rows import GrammarRows
 from inference_api.sampling.sampler import RowSampler, token_logprobs
 
+from .adapter_files import BaseShapes, read_adapters
 from .files import load_tokenizer, prepare_model_folder, read_config, read_model_info
 from .forward import DecoderModel, PrefillInput
 from .loading import check_architecture, resolve_device, resolve_dtype
+from .lora import LoraSet
 from .quantized import check_quantization
 from .weight_cache import load_model
 
@@ -60,7 +62,9 @@ class ModelRunner:
         dtype = resolve_dtype(config.dtype, device)
         check_quantization(config.quantization, device, dtype)  # before the long load
         folder = prepare_model_folder(config.model_path, config.model_cache_dir)
-        check_architecture(read_config(folder))  # before the long load
+        model_config = read_config(folder)
+        check_architecture(model_config)  # before the long load
+        adapters = read_adapters(config, model_config)  # LoRA: refused before it too
         self.info = read_model_info(folder)
         self.tokenizer = load_tokenizer(folder)
         weights = load_model(folder, device, dtype, config.quantization, cache_dir("weights"))
@@ -71,6 +75,9 @@ class ModelRunner:
                                   kv_cache_dtype=config.kv_cache_dtype,
                                   quantization=config.quantization,
                                   batch_invariant=config.batch_invariant)
+        if adapters:
+            self.model.lora = LoraSet(adapters, BaseShapes.of_config(model_config),
+                                      config.max_users, self.model.device)
         self.eos_ids = tuple(self.info["eos_token_ids"])
         self.sampler = RowSampler(config.max_users, self.model.vocab_size, self.model.device,
                                   self.eos_ids)
@@ -78,14 +85,19 @@ class ModelRunner:
                                     config.max_users)
         self.info.update(max_seq_len=self.max_seq_len, vocab_size=self.model.vocab_size,
                          device=str(device),
-                         dtype=str(dtype).removeprefix("torch."), mock=False)
+                         dtype=str(dtype).removeprefix("torch."), mock=False,
+                         adapters=[a.name for a in adapters])
         self.from_cache = weights.from_cache
         log.info("model %s loaded on %s in %s%s%s", folder, device, self.info["dtype"],
                  ", linear weights in int8" if config.quantization == "int8" else "",
                  " (weights from the weight cache)" if weights.from_cache else "")
 
     def start(self, seq: Sequence) -> None:
-        """Set a newly admitted row's sampling parameters and grammar."""
+        """Set a newly admitted row's adapter, sampling parameters and grammar."""
+        if self.model.lora is not None:
+            self.model.lora.assign(seq.row, seq.adapter)
+        elif seq.adapter is not None:
+            raise ValueError(f"the model {seq.adapter!r} is not served here")
         self.sampler.add(seq.row, seq.params, seq.prompt_ids)
         if seq.params.grammar is not None:
             self.grammars.add(seq.row, seq.params.grammar, seq.params.max_tokens)

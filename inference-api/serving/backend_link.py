@@ -45,6 +45,7 @@ class Job:
     prompt_ids: list[int]
     params: object  # SamplingParams
     prompt_text: str = ""
+    adapter: str | None = None  # the LoRA adapter the request's model name picked
 
 
 @dataclass
@@ -101,7 +102,8 @@ class BackendLink:
             outputs.unfinished.update(outputs.sample_ids)
             for sample_id, job in zip(outputs.sample_ids, jobs):
                 self._requests[sample_id] = outputs
-                self.inputs.put(Submit(sample_id, job.prompt_ids, job.params, job.prompt_text))
+                self.inputs.put(Submit(sample_id, job.prompt_ids, job.params, job.prompt_text,
+                                       job.adapter))
         return outputs
 
     def close(self, outputs: RequestOutputs) -> None:

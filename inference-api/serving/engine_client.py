@@ -69,6 +69,19 @@ class EngineClient:
         self.encoder = PromptEncoder(info)
         self.sampling_defaults = sampling_defaults(info.get("generation_config") or {})
 
+    @property
+    def model_names(self) -> list[str]:
+        """The names requests may ask for: the base model's, then each LoRA adapter's."""
+        return [self.config.model_id, *self.config.lora_adapters]
+
+    def served_text(self) -> str:
+        """The served names as a message lists them: 'base', 'adapter', ..."""
+        return ", ".join(repr(name) for name in self.model_names)
+
+    def adapter_for(self, model: str) -> str | None:
+        """The LoRA adapter a served model name runs with: None for the base model."""
+        return None if model == self.config.model_id else model
+
     def defaults_for(self, body) -> dict:
         """The sampling defaults of the fields a request body left out."""
         return {name: value for name, value in self.sampling_defaults.items()

@@ -22,9 +22,10 @@ def plan_step(scheduler: Scheduler) -> StepPlan:
     return plan
 
 
-def add(scheduler: Scheduler, name: str, prompt: int | list[int]) -> Sequence:
+def add(scheduler: Scheduler, name: str, prompt: int | list[int],
+        adapter: str | None = None) -> Sequence:
     ids = list(range(prompt)) if isinstance(prompt, int) else prompt
-    seq = Sequence(name, ids, SamplingParams(max_tokens=8))
+    seq = Sequence(name, ids, SamplingParams(max_tokens=8), adapter=adapter)
     scheduler.add(seq)
     return seq
 
@@ -161,6 +162,26 @@ def test_prompts_arriving_together_wait_for_their_shared_start_and_copy_it():
     assert [(c.seq.session_id, c.start, c.length) for c in plan.prefill] == \
         [("second", 40, 3), ("third", 40, 1)]
     assert second.num_reused == third.num_reused == 40
+
+
+def test_prefixes_are_reused_only_between_requests_of_the_same_adapter():
+    scheduler = Scheduler(max_rows=4, budget=FixedBudget(64))
+    system = list(range(100, 130))
+    tuned = add(scheduler, "tuned", system + [1], adapter="tune1")
+    finish(scheduler, tuned)
+    # The same start under the base model or another adapter: its keys and values differ.
+    others = [add(scheduler, name, system + [2], adapter=adapter)
+              for name, adapter in (("base", None), ("other", "tune2"))]
+    run_step(scheduler)
+    for seq in others:
+        assert seq.num_reused == 0 and seq.row != tuned.row and seq.copy_from is None
+    again = add(scheduler, "again", system + [3], adapter="tune1")
+    run_step(scheduler)
+    assert (again.row, again.num_reused) == (tuned.row, 30)
+    # Busy rows of the base model and of tune1 hold the same start: it is copied from tune2's.
+    reader = add(scheduler, "reader", system + [4], adapter="tune2")
+    plan = plan_step(scheduler)
+    assert plan.copies == [RowCopy(others[1].row, reader.row, 30)] and reader.num_reused == 30
 
 
 def test_a_copy_whose_source_leaves_first_is_given_up():

@@ -29,6 +29,16 @@ def test_a_rows_product_is_the_same_whatever_the_other_rows(dtype, rows):
     assert torch.equal(layer(x[shuffled]), alone[shuffled])
 
 
+def test_the_mode_refuses_lora_adapters():
+    from inference_api.config import Config
+    from common.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="BATCH_INVARIANT=1 is not valid: expected 0 while "
+                                          "LORA_MODULES serves adapters"):
+        Config(batch_invariant=True, lora_modules="tune=adapters/tune")
+    assert Config(batch_invariant=True).batch_invariant
+
+
 def test_the_mode_refuses_torch_attention():
     with pytest.raises(ValueError, match="BATCH_INVARIANT=1 needs the CPU attention kernel"):
         attention_choice("torch")

@@ -30,10 +30,9 @@ def messages():
     text, ids = prompt_of(encoder, body.turns(), use, "messages")
     grammar, tools = answer_grammar(use, _format_grammar(body), "output_config")
     sampling = sampling_of(engine, body, ("temperature", "top_p", "top_k"))
-    answer = open_one(engine, text, ids, body.max_tokens, None, grammar=grammar,
+    answer = open_one(engine, text, ids, body.max_tokens, None, body.model, grammar=grammar,
                       stop=tuple(body.stop_sequences), **sampling)
-    head = {"id": new_message_id(), "type": "message", "role": "assistant",
-            "model": engine.config.model_id}
+    head = {"id": new_message_id(), "type": "message", "role": "assistant", "model": body.model}
     if body.stream:
         return sse_response(message_events(engine, answer, head, len(ids), tools))
     reply = reply_whole(engine, answer, tools)
@@ -68,8 +67,7 @@ def _read(schema):
     engine = current_engine()
     require_json_media_type()
     body = validated(schema, describe_validation_error)
-    served = engine.config.model_id
-    if body.model != served:
+    if body.model not in engine.model_names:  # the base model's name, or a LoRA adapter's
         raise ApiError(404, f"model: {quote(body.model)} does not exist; this server serves "
-                            f"{served!r}")
+                            f"{engine.served_text()}")
     return engine, body

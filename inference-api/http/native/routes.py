@@ -44,10 +44,10 @@ def predictions(model_id: str):
 
 def _generate(model_id: str, chat: bool):
     engine = current_engine()
-    served = engine.config.model_id
-    if model_id != served:
-        raise ApiError(404, f"model {quote(model_id)} is not served here; the served model is "
-                            f"{served!r}")
+    if model_id not in engine.model_names:  # the base model's name, or a LoRA adapter's
+        raise ApiError(404, f"model {quote(model_id)} is not served here; the served "
+                            f"model{'s are' if engine.config.lora_adapters else ' is'} "
+                            f"{engine.served_text()}")
     body = validated(InferenceRequest, describe_validation_error)
     encoder = engine.require_ready()
     try:
@@ -64,7 +64,7 @@ def _generate(model_id: str, chat: bool):
         params = body.sampling(max_tokens, engine.defaults_for(body))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    generations = engine.open([Job(prompt_ids, params, body.text)], g.request_id, request.path)
+    generations = engine.open([Job(prompt_ids, params, body.text, engine.adapter_for(model_id))], g.request_id, request.path)
     if body.session_id is not None:
         log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
 

@@ -35,6 +35,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     max_model_len: int
+    parent: str | None = Field(None, description="for a LoRA adapter, the model it adapts")
 
 
 class ModelList(BaseModel):

@@ -32,15 +32,16 @@ def unknown(rest: str):
 
 @openai.get("/v1/models")
 def models():
-    """The one served model."""
-    return jsonify(object="list", data=[_model_card()])
+    """The served model, then its LoRA adapters (their parent: the served model)."""
+    return jsonify(object="list", data=[_model_card(name)
+                                        for name in current_engine().model_names])
 
 
 @openai.get("/v1/models/<path:model_id>")
 def model(model_id: str):
-    """The served model by its id, or a 404."""
+    """A served model (or adapter) by its id, or a 404."""
     _check_model(model_id)
-    return jsonify(_model_card())
+    return jsonify(_model_card(model_id))
 
 
 @openai.post("/v1/completions")
@@ -82,20 +83,22 @@ def chat_completions():
     return answer(engine, body, [(text, ids)], chat=True, fields=fields, tools=tools)
 
 
-def _model_card() -> dict:
+def _model_card(name: str) -> dict:
+    """A served name's card; an adapter's parent is the base model (as vLLM lists them)."""
     engine = current_engine()
     link = engine.link
     context = link.info.get("max_seq_len", engine.config.max_seq_len) if link else \
         engine.config.max_seq_len
-    return {"id": engine.config.model_id, "object": "model", "created": STARTED,
-            "owned_by": "inference-api", "max_model_len": context}
+    parent = engine.config.model_id if engine.adapter_for(name) else None
+    return {"id": name, "object": "model", "created": STARTED, "owned_by": "inference-api",
+            "max_model_len": context, "parent": parent}
 
 
 def _check_model(model_id: str) -> None:
-    served = current_engine().config.model_id
-    if model_id != served:
+    engine = current_engine()
+    if model_id not in engine.model_names:
         raise ApiError(404, f"The model {quote(model_id)} does not exist; this server serves "
-                               f"{served!r}", param="model", code="model_not_found")
+                               f"{engine.served_text()}", param="model", code="model_not_found")
 
 
 def _read(schema):

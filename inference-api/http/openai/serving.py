@@ -30,20 +30,20 @@ def answer(engine, body, prompts: list[tuple[str, list[int]]], chat: bool, field
     if outside:
         raise ApiError(400, f"logit_bias: token id {outside[0]} is outside the vocabulary "
                             f"(0..{vocab - 1})", param="logit_bias")
-    jobs = []
+    jobs, adapter = [], engine.adapter_for(body.model)  # None: the base model
     for text, ids in prompts:
         if not ids:
             raise ApiError(400, "the prompt has no tokens", param="prompt")
         default = engine.context_len if chat else COMPLETIONS_DEFAULT_MAX_TOKENS
         max_tokens = engine.fit_max_tokens(len(ids), body.wanted_tokens, default)
-        jobs += [Job(ids, params, text) for params in sample_params(
+        jobs += [Job(ids, params, text, adapter) for params in sample_params(
             body.n, body.seed, **body.sampling_fields(max_tokens, engine.defaults_for(body)),
             **fields)]
     answer = open_answer(engine, jobs)
     prompt_tokens = sum(len(ids) for _, ids in prompts)  # each prompt once, as OpenAI counts
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": engine.config.model_id,
+            "created": int(time.time()), "model": body.model,  # an adapter's name, or the base's
             "system_fingerprint": fingerprint(engine)}
     shaper = LogprobShaper(engine.encoder.token_bytes, [ids for _, ids in prompts
                                                           for _ in range(body.n)],

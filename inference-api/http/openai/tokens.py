@@ -16,12 +16,12 @@ tokens = Blueprint("tokens", __name__)
 
 
 def _ready_encoder(body):
-    """The prompt encoder, once the body names the served model (or none)."""
+    """The prompt encoder, once the body names a served model (or none): the base model or a
+    LoRA adapter, which share the tokenizer."""
     engine = current_engine()
-    served = engine.config.model_id
-    if body.model is not None and body.model != served:
+    if body.model is not None and body.model not in engine.model_names:
         raise ApiError(404, f"The model {quote(body.model)} does not exist; this server serves "
-                            f"{served!r}")
+                            f"{engine.served_text()}")
     return engine, engine.require_ready()
 
 

@@ -33,10 +33,9 @@ def create():
     engine = current_engine()
     require_json_media_type()
     body = validated(ResponsesRequest, _describe)
-    if body.model != engine.config.model_id:
+    if body.model not in engine.model_names:  # the base model's name, or a LoRA adapter's
         raise ApiError(404, f"The model {quote(body.model)} does not exist; this server serves "
-                            f"{engine.config.model_id!r}", param="model",
-                       code="model_not_found")
+                            f"{engine.served_text()}", param="model", code="model_not_found")
     encoder = engine.require_ready()
     items = _history(body.previous_response_id) + body.items()
     use = body.tool_use()
@@ -44,9 +43,9 @@ def create():
     text_format, grammar = _text_format(body)
     grammar, tools = answer_grammar(use, grammar, "text.format")
     sampling = sampling_of(engine, body, ("temperature", "top_p"))
-    answer = open_one(engine, text, ids, body.max_output_tokens, None, grammar=grammar,
-                      **sampling)
-    shape = ResponseShape(body, new_id("resp"), int(time.time()), engine.config.model_id,
+    answer = open_one(engine, text, ids, body.max_output_tokens, None, body.model,
+                      grammar=grammar, **sampling)
+    shape = ResponseShape(body, new_id("resp"), int(time.time()), body.model,
                           text_format, sampling)
 
     def keep(response: dict) -> None:
