@@ -82,3 +82,22 @@ def test_openapi_names_the_adapters_as_models(server):
     document = requests.get(server.url + "/openapi.json", timeout=30).json()
     schema = document["components"]["schemas"]["CompletionRequest"]["properties"]["model"]
     assert schema["enum"] == [MODEL, *ADAPTERS]
+
+
+def test_the_responses_and_messages_apis_take_adapter_names(server):
+    ask = [{"role": "user", "content": "hi there"}]
+    response = requests.post(f"{server.url}/v1/responses", timeout=30, json={
+        "model": "tune2", "input": "hi there", "max_output_tokens": 3}).json()
+    assert response["model"] == "tune2"
+    assert response["output"][0]["content"][0]["text"].startswith("tune2:")
+    message = requests.post(f"{server.url}/v1/messages", timeout=30, json={
+        "model": "tune1", "messages": ask, "max_tokens": 3}).json()
+    assert message["model"] == "tune1" and message["content"][0]["text"].startswith("tune1:")
+    base = requests.post(f"{server.url}/v1/messages", timeout=30, json={
+        "model": MODEL, "messages": ask, "max_tokens": 3}).json()
+    assert not base["content"][0]["text"].startswith(("tune1:", "tune2:"))
+    for route, body in (("responses", {"input": "hi"}), ("messages", {"messages": ask,
+                                                                       "max_tokens": 3})):
+        missing = requests.post(f"{server.url}/v1/{route}", timeout=30,
+                                json={"model": "tune3", **body})
+        assert missing.status_code == 404 and "tune2" in missing.text
