@@ -8,7 +8,7 @@ import anthropic
 import pytest
 import requests
 
-from helpers import MODEL, chat_prompt, health, make_token, start_proxy, wait_for
+from helpers import MODEL, chat_prompt, leave_streams, make_token, start_proxy
 from inference_api.mock.text import mock_answer, mock_word
 
 WEATHER = {"name": "get_weather", "description": "The current weather in a city",
@@ -211,12 +211,7 @@ def test_a_client_that_leaves_a_stream_frees_its_row(mock_server):
     client = anthropic.Anthropic(base_url=mock_server.url, api_key="unused", max_retries=0)
     streams = [client.messages.stream(model=MODEL, max_tokens=2000, messages=[
         {"role": "user", "content": f"leave {i}"}]).__enter__() for i in range(3)]
-    for stream in streams:
-        next(iter(stream))
-    assert wait_for(lambda: health(mock_server)["busy_rows"] >= 3)
-    for stream in streams:
-        stream.close()
-    assert wait_for(lambda: health(mock_server)["busy_rows"] == 0)
+    leave_streams(mock_server, streams)
 
 
 # --- on the real model ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import openai
 import pytest
 import requests
 
-from helpers import MODEL, PERSON, chat_prompt, health, make_token, start_proxy, wait_for
+from helpers import MODEL, PERSON, chat_prompt, leave_streams, make_token, start_proxy
 from inference_api.mock.text import mock_answer
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
@@ -201,12 +201,7 @@ def test_a_client_that_leaves_a_stream_frees_its_row(mock_server):
     client = openai.OpenAI(base_url=mock_server.url + "/v1", api_key="unused", max_retries=0)
     streams = [client.responses.create(model=MODEL, input=f"leave {i}", stream=True,
                                        max_output_tokens=2000) for i in range(3)]
-    for stream in streams:
-        next(iter(stream))
-    assert wait_for(lambda: health(mock_server)["busy_rows"] >= 3)
-    for stream in streams:
-        stream.close()
-    assert wait_for(lambda: health(mock_server)["busy_rows"] == 0)
+    leave_streams(mock_server, streams)
 
 
 # --- on the real model ------------------------------------------------------------------------

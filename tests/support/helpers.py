@@ -61,6 +61,17 @@ def health(server) -> dict:
     return requests.get(server.url + "/health", timeout=5).json()
 
 
+def leave_streams(server, streams: list) -> None:
+    """Read the first event of each open stream, see their rows busy, close them all, and wait
+    until the server has freed every row (a test fails here if leaving does not cancel)."""
+    for stream in streams:
+        next(iter(stream))
+    assert wait_for(lambda: health(server)["busy_rows"] >= len(streams))
+    for stream in streams:
+        stream.close()
+    assert wait_for(lambda: health(server)["busy_rows"] == 0)
+
+
 def health_response(server) -> requests.Response | None:
     """GET /health of a server (or a base URL), or None while it does not answer yet."""
     url = server if isinstance(server, str) else server.url
