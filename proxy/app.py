@@ -8,8 +8,10 @@ from aiohttp import web
 
 from common.request_id import request_id_for
 
+from .access import check_model_access
 from .auth import AuthError, token_of_request, verify_token
 from .body import read_body
+from .claims import policy_of
 from .config import MIN_SECRET_BYTES, ProxyConfig
 from .drain import Drain
 from .errors import (RequestError, error_response, internal_error, is_anthropic_path, over_limit,
@@ -18,6 +20,8 @@ from .exchange import Exchange, own_headers, record
 from .forward import Upstream
 from .limits import TokenLimiter
 from .metrics import Metrics
+from .rate_store import MemoryRateStore
+from .ratelimit import RateLimiter
 from .paths import target_problem
 from .relay import Relay
 from .static import StaticFiles, is_static_path
@@ -33,6 +37,8 @@ class ProxyApp:
         self.upstream = Upstream(config.upstream_url, config.upstream_timeout_s)
         self.limiter = TokenLimiter(config.max_streams_per_token)
         self.metrics = Metrics()
+        self.rate_limiter = RateLimiter(MemoryRateStore(), config.rate_limit_rpm,
+                                        config.rate_limit_tpm, config.rate_limit_window_s)
         self.drain = Drain()
         self.relay = Relay(self.upstream, self.metrics, config.send_timeout_s, self.drain)
         self.static = StaticFiles()
@@ -146,14 +152,31 @@ class ProxyApp:
         # Read before taking a slot: the body may still be refused.
         body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout_s,
                                self.metrics)
+        policy = policy_of(claims)
+        check_model_access(policy, request.method, target, body)
+        # Claims are visible ASCII without spaces: the space keeps the key unambiguous.
+        admission = await self._admit(f"{team_id} {token_id}", policy)
+        if admission is not None:
+            exchange.headers.update(admission.headers())
         key = (team_id, token_id)
         if not self.limiter.acquire(key):
             raise over_limit(self.limiter.limit)
         try:
-            return await self.relay.forward(request, exchange, target,
-                                            {"X-Team-ID": team_id, "X-Token-ID": token_id}, body)
+            return await self.relay.forward(
+                request, exchange, target, {"X-Team-ID": team_id, "X-Token-ID": token_id}, body,
+                count_usage=admission is not None and admission.counts_tokens)
         finally:
             self.limiter.release(key)
+            if admission is not None and exchange.meter is not None:
+                # Also when the client left mid-answer: the tokens were generated all the same.
+                await self.rate_limiter.count_tokens(admission, exchange.meter.tokens())
+
+    async def _admit(self, key: str, policy):
+        try:
+            return await self.rate_limiter.admit(key, policy)
+        except RequestError as err:
+            self.metrics.rate_limited.labels(err.outcome.removeprefix("rate_limited_")).inc()
+            raise
 
 
 def create_app(config: ProxyConfig | None = None) -> ProxyApp:

@@ -9,6 +9,8 @@ from common.settings import check as _check
 from common.settings import env_field as _env
 from common.settings import from_env
 
+from .claims import MAX_RATE
+
 # Below this many bytes an HS256 secret can be brute-forced offline from any token.
 MIN_SECRET_BYTES = 32
 
@@ -36,6 +38,11 @@ class ProxyConfig:
     drain_timeout_s: float = _env("PROXY_DRAIN_TIMEOUT", 30.0)
     # Longest a token may still be valid for, from now (0: any exp up to year 9999).
     max_token_lifetime_s: int = _env("PROXY_MAX_TOKEN_LIFETIME", 0)
+    # Per token and window: requests, and tokens generated (0: no limit); claims rpm/tpm override.
+    rate_limit_rpm: int = _env("PROXY_RATE_LIMIT_RPM", 0)
+    rate_limit_tpm: int = _env("PROXY_RATE_LIMIT_TPM", 0)
+    # The window the two limits count over: a minute, as their names say (shorter for tests).
+    rate_limit_window_s: float = _env("PROXY_RATE_LIMIT_WINDOW", 60.0)
 
     def __post_init__(self):
         if not self.jwt_secret:
@@ -60,6 +67,11 @@ class ProxyConfig:
                self.max_token_lifetime_s, "seconds, 0 (no cap) up to 100 years")
         _check(0 <= self.max_streams_per_token <= 100_000, "PROXY_MAX_STREAMS_PER_TOKEN",
                self.max_streams_per_token, "0 (off)..100000")
+        for name, value in (("PROXY_RATE_LIMIT_RPM", self.rate_limit_rpm),
+                            ("PROXY_RATE_LIMIT_TPM", self.rate_limit_tpm)):
+            _check(0 <= value <= MAX_RATE, name, value, f"0 (off)..{MAX_RATE}")
+        _check(0.1 <= self.rate_limit_window_s <= 86400, "PROXY_RATE_LIMIT_WINDOW",
+               self.rate_limit_window_s, "seconds, 0.1..86400")
         _check(1024 <= self.max_body_bytes, "PROXY_MAX_BODY_BYTES", self.max_body_bytes,
                ">= 1024")
 
