@@ -15,7 +15,8 @@ from proxy.claims import ClaimError, policy_of
 from proxy.config import MIN_SECRET_BYTES
 
 
-def encode(secret: str, claims_json: str, expires_in: int | None, policy: dict | None = None) -> int:
+def encode(secret: str, claims_json: str, expires_in: int | None,
+           policy: dict | None = None) -> int:
     """Print a token for the claims (plus policy: models, rpm, tpm); 2 if they are not usable."""
     try:
         claims = json.loads(claims_json)

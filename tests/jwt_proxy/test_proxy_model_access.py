@@ -20,7 +20,7 @@ def proxy(mock_server):
 
 
 def api_requests(mock_server) -> float:
-    """Every request the API has answered but its own /metrics scrapes (its count, read directly)."""
+    """Every request the API answered but its /metrics scrapes (its own count, read directly)."""
     return sum(value for (name, labels), value in scrape(mock_server).items()
                if name == "inference_requests_total" and ("route", "/metrics") not in labels)
 
