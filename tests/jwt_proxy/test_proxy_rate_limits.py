@@ -39,7 +39,8 @@ def chat(proxy, token: str, max_tokens: int = 10, **extra) -> requests.Response:
 
 
 def native(proxy, token: str) -> requests.Response:
-    return requests.post(f"{proxy.url}/inference/{MODEL}", json={"text": "burst", "max_tokens": 20},
+    return requests.post(f"{proxy.url}/inference/{MODEL}",
+                         json={"text": "burst", "max_tokens": 20},
                          headers=bearer(token), timeout=60)
 
 
