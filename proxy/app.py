@@ -71,9 +71,6 @@ class ProxyApp:
         target = request.raw_path
         problem = target_problem(target)
         path = target.split("?", 1)[0]
-        if problem is None and path == "/metrics":
-            # Scrapes would drown the access log and skew the request counts.
-            return self._metrics(request, exchange, target)
         self.drain.enter()
         response = None
         try:
@@ -85,6 +82,12 @@ class ProxyApp:
                 return response
             if problem is not None:
                 raise RequestError(400, problem, "bad_target")
+            if path == "/metrics":
+                # Never forwarded (the API's own /metrics is not for clients either), and the
+                # proxy's is served on its metrics port only (docs/proxy.md, "Metrics").
+                exchange.path = path
+                raise RequestError(404, "no such path: metrics are served on the operators' "
+                                   "port only", "not_found")
             exchange.path = path[:256]  # validated: what the log shows is what was forwarded
             response = await self._route(request, exchange, target)
             return response
@@ -118,17 +121,22 @@ class ProxyApp:
     # Gunicorn loads only callables; called, the app answers a request like handle().
     __call__ = handle
 
-    def _metrics(self, request: web.BaseRequest, exchange: Exchange,
-                 target: str) -> web.StreamResponse:
-        # No token: scrapers do not carry one and counts reveal no secrets (docs/proxy.md).
-        if request.method not in ("GET", "HEAD"):
+    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer a request on the metrics port (PROXY_METRICS_PORT): GET /metrics, else 404."""
+        # No token: the port is reachable by operators only. Scrapes are not logged or counted:
+        # they would drown the access log and skew the request counts.
+        target = request.raw_path
+        if target.split("?", 1)[0] != "/metrics":
+            response = error_response(RequestError(404, "this port serves /metrics only",
+                                                   "not_found"), target)
+        elif request.method not in ("GET", "HEAD"):
             response = error_response(
                 RequestError(405, "the proxy's /metrics answers GET only", "bad_method",
                              headers={"Allow": "GET, HEAD"}), target)
         else:
             response = web.Response(body=self.metrics.render(),
                                     headers={"Content-Type": self.metrics.content_type})
-        response.headers["X-Request-ID"] = exchange.request_id
+        response.headers["X-Request-ID"] = request_id_for(request.headers.get("X-Request-ID"))
         return response
 
     async def _route(self, request: web.BaseRequest, exchange: Exchange,

@@ -23,6 +23,10 @@ class ProxyConfig:
     upstream_url: str = _env("UPSTREAM_URL", "http://127.0.0.1:7000")
     host: str = _env("PROXY_HOST", "0.0.0.0")
     port: int = _env("PROXY_PORT", 1223)
+    # /metrics is served only here, apart from the public port: operators' scrapers reach it,
+    # clients do not (0: no metrics listener).
+    metrics_host: str = _env("PROXY_METRICS_HOST", "127.0.0.1")
+    metrics_port: int = _env("PROXY_METRICS_PORT", 1224)
     # Longest the upstream may stay silent: before its headers (-> 504) or between two chunks.
     # A non-streamed answer is silent for its whole generation, hence minutes, not seconds.
     upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", 600.0)
@@ -55,6 +59,10 @@ class ProxyConfig:
                "UPSTREAM_URL", self.upstream_url, "an http:// or https:// URL without query")
         _check(bool(self.host.strip()), "PROXY_HOST", self.host, "a host name or address")
         _check(1 <= self.port <= 65535, "PROXY_PORT", self.port, "1..65535")
+        _check(bool(self.metrics_host.strip()), "PROXY_METRICS_HOST", self.metrics_host,
+               "a host name or address")
+        _check(0 <= self.metrics_port <= 65535 and self.metrics_port != self.port,
+               "PROXY_METRICS_PORT", self.metrics_port, "0 (off)..65535, not PROXY_PORT")
         for name, value in (("PROXY_UPSTREAM_TIMEOUT", self.upstream_timeout_s),
                             ("PROXY_HEADER_TIMEOUT", self.header_timeout_s),
                             ("PROXY_BODY_TIMEOUT", self.body_timeout_s),
