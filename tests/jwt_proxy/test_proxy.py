@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -351,6 +352,18 @@ def test_refuses_to_start_with_bad_config(env, names):
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1 and names in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_metrics_port_stops_the_start_with_the_reason():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "JWT_SECRET": SECRET, "PROXY_HOST": "127.0.0.1",
+               "PROXY_PORT": str(free_port()), "PROXY_METRICS_PORT": str(taken.getsockname()[1])}
+        result = subprocess.run(proxy_argv(), env=env, cwd=REPO, capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode != 0  # gunicorn halts: the worker failed to boot, no respawn loop
+    assert "address already in use" in result.stderr
 
 
 def test_short_secret_warns_at_start():
