@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -11,7 +12,7 @@ from common.request_id import request_id_for
 from .access import check_model_access
 from .auth import AuthError, token_of_request, verify_token
 from .body import read_body
-from .claims import policy_of
+from .claims import TokenPolicy, policy_of
 from .config import MIN_SECRET_BYTES, ProxyConfig
 from .drain import Drain
 from .errors import (RequestError, error_response, internal_error, is_anthropic_path, over_limit,
@@ -21,7 +22,7 @@ from .forward import Upstream
 from .limits import TokenLimiter
 from .metrics import Metrics
 from .rate_store import MemoryRateStore
-from .ratelimit import RateLimiter
+from .ratelimit import Admission, RateLimiter
 from .paths import target_problem
 from .relay import Relay
 from .static import StaticFiles, is_static_path
@@ -82,7 +83,7 @@ class ProxyApp:
                 return response
             if problem is not None:
                 raise RequestError(400, problem, "bad_target")
-            if path == "/metrics":
+            if unquote(path) == "/metrics":  # /%6detrics too: the API's router decodes it
                 # Never forwarded (the API's own /metrics is not for clients either), and the
                 # proxy's is served on its metrics port only (docs/proxy.md, "Metrics").
                 exchange.path = path
@@ -179,7 +180,7 @@ class ProxyApp:
                 # Also when the client left mid-answer: the tokens were generated all the same.
                 await self.rate_limiter.count_tokens(admission, exchange.meter.tokens())
 
-    async def _admit(self, key: str, policy):
+    async def _admit(self, key: str, policy: TokenPolicy) -> Admission | None:
         try:
             return await self.rate_limiter.admit(key, policy)
         except RequestError as err:

@@ -2,6 +2,9 @@
 server on the mock. A refused request gets 403 in its route's shape before the API sees it."""
 from __future__ import annotations
 
+import http.client
+import json
+
 import anthropic
 import openai
 import pytest
@@ -23,6 +26,20 @@ def api_requests(mock_server) -> float:
     """Every request the API answered but its /metrics scrapes (its own count, read directly)."""
     return sum(value for (name, labels), value in scrape(mock_server).items()
                if name == "inference_requests_total" and ("route", "/metrics") not in labels)
+
+
+def raw(proxy, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, str]:
+    """Status and text of a request whose path is sent as written (requests would decode
+    percent-encoded letters such as %53 before sending)."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=data, headers={
+            **bearer(token), "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 def post(proxy, route: str, body, token: str, **kw) -> requests.Response:
@@ -93,8 +110,11 @@ def test_a_restricted_token_must_name_an_allowed_model_unambiguously(proxy, rout
 def test_percent_encoded_model_in_the_path_is_checked_as_the_api_decodes_it(proxy):
     encoded = "%53" + MODEL[1:]  # %53 is 'S'
     allowed, refused = make_token(models=[MODEL]), make_token(models=["other"])
-    assert post(proxy, f"/inference/{encoded}", {"text": "a", "max_tokens": 2}, allowed).ok
-    assert post(proxy, f"/inference/{encoded}", {"text": "a"}, refused).status_code == 403
+    body = {"text": "a", "max_tokens": 2}
+    assert raw(proxy, "POST", f"/inference/{encoded}", allowed, body)[0] == 200
+    assert raw(proxy, "POST", f"/inference/{encoded}", refused, body)[0] == 403
+    # Encoded, a pattern must still match the decoded name, as the API will use it.
+    assert raw(proxy, "POST", f"/inference/{encoded}", make_token(models=["%53*"]), body)[0] == 403
 
 
 def test_reads_pass_and_the_model_list_is_whole(proxy):
@@ -123,3 +143,10 @@ def test_a_malformed_policy_claim_makes_the_token_invalid(proxy, claims):
     assert f"token claim {name} must" in response.json()["message"]
     assert (sample(scrape(proxy), "proxy_auth_failures_total", reason="bad_claim")
             == sample(before, "proxy_auth_failures_total", reason="bad_claim") + 1)
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/%6detrics", "/%6D%65trics"])
+def test_no_spelling_of_metrics_reaches_the_apis_through_the_public_port(proxy, path):
+    status, text = raw(proxy, "GET", path, make_token())
+    assert status == 404, text[:200]
+    assert "inference_requests_total" not in text
