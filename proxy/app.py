@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from common.request_id import request_id_for
 
+from .access import check_model_access
 from .auth import AuthError, token_of_request, verify_token
 from .body import read_body
+from .claims import TokenPolicy, policy_of
 from .config import MIN_SECRET_BYTES, ProxyConfig
 from .drain import Drain
 from .errors import (RequestError, error_response, internal_error, is_anthropic_path, over_limit,
@@ -18,6 +21,8 @@ from .exchange import Exchange, own_headers, record
 from .forward import Upstream
 from .limits import TokenLimiter
 from .metrics import Metrics
+from .rate_store import MemoryRateStore
+from .ratelimit import Admission, RateLimiter
 from .paths import target_problem
 from .relay import Relay
 from .static import StaticFiles, is_static_path
@@ -33,6 +38,8 @@ class ProxyApp:
         self.upstream = Upstream(config.upstream_url, config.upstream_timeout_s)
         self.limiter = TokenLimiter(config.max_streams_per_token)
         self.metrics = Metrics()
+        self.rate_limiter = RateLimiter(MemoryRateStore(), config.rate_limit_rpm,
+                                        config.rate_limit_tpm, config.rate_limit_window_s)
         self.drain = Drain()
         self.relay = Relay(self.upstream, self.metrics, config.send_timeout_s, self.drain)
         self.static = StaticFiles()
@@ -65,9 +72,6 @@ class ProxyApp:
         target = request.raw_path
         problem = target_problem(target)
         path = target.split("?", 1)[0]
-        if problem is None and path == "/metrics":
-            # Scrapes would drown the access log and skew the request counts.
-            return self._metrics(request, exchange, target)
         self.drain.enter()
         response = None
         try:
@@ -79,6 +83,12 @@ class ProxyApp:
                 return response
             if problem is not None:
                 raise RequestError(400, problem, "bad_target")
+            if unquote(path) == "/metrics":  # /%6detrics too: the API's router decodes it
+                # Never forwarded (the API's own /metrics is not for clients either), and the
+                # proxy's is served on its metrics port only (docs/proxy.md, "Metrics").
+                exchange.path = path
+                raise RequestError(404, "no such path: metrics are served on the operators' "
+                                   "port only", "not_found")
             exchange.path = path[:256]  # validated: what the log shows is what was forwarded
             response = await self._route(request, exchange, target)
             return response
@@ -112,17 +122,22 @@ class ProxyApp:
     # Gunicorn loads only callables; called, the app answers a request like handle().
     __call__ = handle
 
-    def _metrics(self, request: web.BaseRequest, exchange: Exchange,
-                 target: str) -> web.StreamResponse:
-        # No token: scrapers do not carry one and counts reveal no secrets (docs/proxy.md).
-        if request.method not in ("GET", "HEAD"):
+    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer a request on the metrics port (PROXY_METRICS_PORT): GET /metrics, else 404."""
+        # No token: the port is reachable by operators only. Scrapes are not logged or counted:
+        # they would drown the access log and skew the request counts.
+        target = request.raw_path
+        if target.split("?", 1)[0] != "/metrics":
+            response = error_response(RequestError(404, "this port serves /metrics only",
+                                                   "not_found"), target)
+        elif request.method not in ("GET", "HEAD"):
             response = error_response(
                 RequestError(405, "the proxy's /metrics answers GET only", "bad_method",
                              headers={"Allow": "GET, HEAD"}), target)
         else:
             response = web.Response(body=self.metrics.render(),
                                     headers={"Content-Type": self.metrics.content_type})
-        response.headers["X-Request-ID"] = exchange.request_id
+        response.headers["X-Request-ID"] = request_id_for(request.headers.get("X-Request-ID"))
         return response
 
     async def _route(self, request: web.BaseRequest, exchange: Exchange,
@@ -146,14 +161,31 @@ class ProxyApp:
         # Read before taking a slot: the body may still be refused.
         body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout_s,
                                self.metrics)
+        policy = policy_of(claims)
+        check_model_access(policy, request.method, target, body)
+        # Claims are visible ASCII without spaces: the space keeps the key unambiguous.
+        admission = await self._admit(f"{team_id} {token_id}", policy)
+        if admission is not None:
+            exchange.headers.update(admission.headers())
         key = (team_id, token_id)
         if not self.limiter.acquire(key):
             raise over_limit(self.limiter.limit)
         try:
-            return await self.relay.forward(request, exchange, target,
-                                            {"X-Team-ID": team_id, "X-Token-ID": token_id}, body)
+            return await self.relay.forward(
+                request, exchange, target, {"X-Team-ID": team_id, "X-Token-ID": token_id}, body,
+                count_usage=admission is not None and admission.counts_tokens)
         finally:
             self.limiter.release(key)
+            if admission is not None and exchange.meter is not None:
+                # Also when the client left mid-answer: the tokens were generated all the same.
+                await self.rate_limiter.count_tokens(admission, exchange.meter.tokens())
+
+    async def _admit(self, key: str, policy: TokenPolicy) -> Admission | None:
+        try:
+            return await self.rate_limiter.admit(key, policy)
+        except RequestError as err:
+            self.metrics.rate_limited.labels(err.outcome.removeprefix("rate_limited_")).inc()
+            raise
 
 
 def create_app(config: ProxyConfig | None = None) -> ProxyApp:

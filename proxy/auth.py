@@ -7,6 +7,8 @@ import warnings
 
 import jwt
 
+from .claims import ClaimError, policy_of
+
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("team_id", "token_id")
 LEEWAY_S = 10  # tolerated clock skew between the token issuer and the proxy, for exp/nbf/iat
@@ -86,6 +88,10 @@ def verify_token(token: str, secret: str, max_lifetime_s: int = 0) -> dict:
             value = claims[name] = str(value)
         if not isinstance(value, str) or not _CLAIM_VALUE.fullmatch(value):
             raise AuthError("bad_claim", f"token claim {name} must be 1-256 visible ASCII characters")
+    try:
+        policy_of(claims)  # models, rpm, tpm: optional, but never malformed
+    except ClaimError as err:
+        raise AuthError("bad_claim", str(err)) from None
     return claims
 
 

@@ -9,6 +9,8 @@ from common.settings import check as _check
 from common.settings import env_field as _env
 from common.settings import from_env
 
+from .claims import MAX_RATE
+
 # Below this many bytes an HS256 secret can be brute-forced offline from any token.
 MIN_SECRET_BYTES = 32
 
@@ -21,6 +23,10 @@ class ProxyConfig:
     upstream_url: str = _env("UPSTREAM_URL", "http://127.0.0.1:7000")
     host: str = _env("PROXY_HOST", "0.0.0.0")
     port: int = _env("PROXY_PORT", 1223)
+    # /metrics is served only here, apart from the public port: operators' scrapers reach it,
+    # clients do not (0: no metrics listener).
+    metrics_host: str = _env("PROXY_METRICS_HOST", "127.0.0.1")
+    metrics_port: int = _env("PROXY_METRICS_PORT", 1224)
     # Longest the upstream may stay silent: before its headers (-> 504) or between two chunks.
     # A non-streamed answer is silent for its whole generation, hence minutes, not seconds.
     upstream_timeout_s: float = _env("PROXY_UPSTREAM_TIMEOUT", 600.0)
@@ -36,6 +42,11 @@ class ProxyConfig:
     drain_timeout_s: float = _env("PROXY_DRAIN_TIMEOUT", 30.0)
     # Longest a token may still be valid for, from now (0: any exp up to year 9999).
     max_token_lifetime_s: int = _env("PROXY_MAX_TOKEN_LIFETIME", 0)
+    # Per token and window: requests, and tokens generated (0: no limit); claims rpm/tpm override.
+    rate_limit_rpm: int = _env("PROXY_RATE_LIMIT_RPM", 0)
+    rate_limit_tpm: int = _env("PROXY_RATE_LIMIT_TPM", 0)
+    # The window the two limits count over: a minute, as their names say (shorter for tests).
+    rate_limit_window_s: float = _env("PROXY_RATE_LIMIT_WINDOW", 60.0)
 
     def __post_init__(self):
         if not self.jwt_secret:
@@ -48,6 +59,10 @@ class ProxyConfig:
                "UPSTREAM_URL", self.upstream_url, "an http:// or https:// URL without query")
         _check(bool(self.host.strip()), "PROXY_HOST", self.host, "a host name or address")
         _check(1 <= self.port <= 65535, "PROXY_PORT", self.port, "1..65535")
+        _check(bool(self.metrics_host.strip()), "PROXY_METRICS_HOST", self.metrics_host,
+               "a host name or address")
+        _check(0 <= self.metrics_port <= 65535 and self.metrics_port != self.port,
+               "PROXY_METRICS_PORT", self.metrics_port, "0 (off)..65535, not PROXY_PORT")
         for name, value in (("PROXY_UPSTREAM_TIMEOUT", self.upstream_timeout_s),
                             ("PROXY_HEADER_TIMEOUT", self.header_timeout_s),
                             ("PROXY_BODY_TIMEOUT", self.body_timeout_s),
@@ -60,6 +75,11 @@ class ProxyConfig:
                self.max_token_lifetime_s, "seconds, 0 (no cap) up to 100 years")
         _check(0 <= self.max_streams_per_token <= 100_000, "PROXY_MAX_STREAMS_PER_TOKEN",
                self.max_streams_per_token, "0 (off)..100000")
+        for name, value in (("PROXY_RATE_LIMIT_RPM", self.rate_limit_rpm),
+                            ("PROXY_RATE_LIMIT_TPM", self.rate_limit_tpm)):
+            _check(0 <= value <= MAX_RATE, name, value, f"0 (off)..{MAX_RATE}")
+        _check(0.1 <= self.rate_limit_window_s <= 86400, "PROXY_RATE_LIMIT_WINDOW",
+               self.rate_limit_window_s, "seconds, 0.1..86400")
         _check(1024 <= self.max_body_bytes, "PROXY_MAX_BODY_BYTES", self.max_body_bytes,
                ">= 1024")
 

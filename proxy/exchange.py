@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .metrics import Metrics
+from .usage import UsageMeter
 
 access_log = logging.getLogger("proxy.access")
 
@@ -27,6 +28,10 @@ class Exchange:
     status: int = 0
     bytes: int = 0
     outcome: str = "ok"
+    # Headers the proxy adds to this answer (the token's x-ratelimit-* ones).
+    headers: dict = field(default_factory=dict)
+    # Counts the answer's generated tokens while it is relayed, when a token limit applies.
+    meter: UsageMeter | None = None
 
     def answered(self, response: web.StreamResponse) -> None:
         """Take the status, and the size of a body the proxy made itself, from the answer."""
@@ -45,6 +50,7 @@ class Exchange:
 def own_headers(response: web.StreamResponse, exchange: Exchange, draining: bool) -> None:
     """What the proxy adds to every answer, before its headers are sent."""
     response.headers["X-Request-ID"] = exchange.request_id
+    response.headers.update(exchange.headers)
     if draining:
         response.force_close()  # send kept-alive clients to another instance
 

@@ -30,6 +30,10 @@ class Metrics:
                                        "Client connections closed for being too slow to send "
                                        "their request headers or body, or to read the answer",
                                        ["phase"], registry=self.registry)
+        self.rate_limited = Counter("proxy_rate_limited",
+                                    "Requests refused with 429 by a per-token rate limit, by "
+                                    "the limit reached: requests or tokens",
+                                    ["limit"], registry=self.registry)
         self.open_streams = Gauge("proxy_open_responses", "Responses being relayed right now",
                                   registry=self.registry)
         # Listed up front so that a scrape shows 0 rather than nothing.
@@ -39,6 +43,8 @@ class Metrics:
             self.upstream_errors.labels(kind)
         for phase in CLIENT_TIMEOUT_PHASES:
             self.client_timeouts.labels(phase)
+        for limit in ("requests", "tokens"):
+            self.rate_limited.labels(limit)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -11,6 +11,7 @@ from .errors import upstream_failure
 from .exchange import Exchange, own_headers
 from .forward import UPSTREAM_ERRORS, Upstream, error_kind, request_headers, response_headers
 from .metrics import Metrics
+from .usage import UsageMeter
 
 log = logging.getLogger("proxy")
 
@@ -25,8 +26,10 @@ class Relay:
         self.drain = drain
 
     async def forward(self, request: web.BaseRequest, exchange: Exchange, target: str,
-                      identity: dict, body: bytes) -> web.StreamResponse:
-        """Send the request upstream and relay its answer to the client as it arrives."""
+                      identity: dict, body: bytes,
+                      count_usage: bool = False) -> web.StreamResponse:
+        """Send the request upstream and relay its answer to the client as it arrives;
+        count_usage: meter the generated tokens of a successful answer on exchange.meter."""
         headers = request_headers(request.headers.items(), {
             **identity, "X-Request-ID": exchange.request_id,
             # The peer the proxy sees, never what the client claims (docs/proxy.md).
@@ -39,6 +42,8 @@ class Relay:
             raise upstream_failure(kind, self.upstream.idle_timeout_s) from None
 
         self.metrics.open_streams.inc()
+        if count_usage and answer.status == 200:
+            exchange.meter = UsageMeter(answer.headers.get("Content-Type", ""))
         complete = False
         try:
             response = web.StreamResponse(status=answer.status, reason=answer.reason,
@@ -60,6 +65,8 @@ class Relay:
                 if not chunk:
                     break
                 exchange.bytes += len(chunk)
+                if exchange.meter is not None:
+                    exchange.meter.feed(chunk)
                 try:
                     # Waits only when the client's socket is full: it is not reading.
                     async with asyncio.timeout(self.send_timeout_s):

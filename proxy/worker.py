@@ -100,6 +100,7 @@ class ProxyWorker(GunicornWebWorker):
         await runner.setup()
         for sock in self.sockets:
             await web.SockSite(runner, sock).start()
+        metrics_runner = await self._serve_metrics(app)
         self.booted = True
         log.info("serving on %s (open file limit %d)",
                  ", ".join(str(sock) for sock in self.sockets), self._nofile)
@@ -113,5 +114,21 @@ class ProxyWorker(GunicornWebWorker):
                     await self._wait_next_notify()
         finally:
             app.drain.stopping = True
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             await runner.cleanup()
             await app.close()
+
+    async def _serve_metrics(self, app: ProxyApp) -> web.ServerRunner | None:
+        """Listen for scrapes on PROXY_METRICS_HOST:PROXY_METRICS_PORT, apart from clients."""
+        config = app.config
+        if not config.metrics_port:
+            return None
+        runner = web.ServerRunner(web.Server(app.handle_metrics, access_log=None, logger=log),
+                                  shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        # Bound by the worker, not gunicorn: there is one worker, and a restarted one binds
+        # again (SO_REUSEADDR) once the old one has gone.
+        await web.TCPSite(runner, config.metrics_host, config.metrics_port).start()
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, config.metrics_port)
+        return runner

@@ -11,11 +11,13 @@ import time
 import jwt
 
 from proxy.auth import ALGORITHM, REQUIRED_CLAIMS, AuthError, verify_token
+from proxy.claims import ClaimError, policy_of
 from proxy.config import MIN_SECRET_BYTES
 
 
-def encode(secret: str, claims_json: str, expires_in: int | None) -> int:
-    """Print a token for the claims; 2 if the claims are not usable."""
+def encode(secret: str, claims_json: str, expires_in: int | None,
+           policy: dict | None = None) -> int:
+    """Print a token for the claims (plus policy: models, rpm, tpm); 2 if they are not usable."""
     try:
         claims = json.loads(claims_json)
     except json.JSONDecodeError as exc:
@@ -25,6 +27,11 @@ def encode(secret: str, claims_json: str, expires_in: int | None) -> int:
     missing = [name for name in REQUIRED_CLAIMS if name not in claims]
     if missing:
         return _fail(f"claims lack {', '.join(missing)}: the proxy refuses such tokens")
+    claims.update(policy or {})
+    try:
+        policy_of(claims)
+    except ClaimError as exc:
+        return _fail(f"{exc}: the proxy refuses such tokens")
     if expires_in is not None:
         claims["exp"] = int(time.time()) + expires_in
     if len(secret.encode()) < MIN_SECRET_BYTES:
@@ -72,6 +79,12 @@ def main(argv=None) -> int:
     enc.add_argument("claims", help='JSON object, e.g. \'{"team_id": "t", "token_id": "k"}\'')
     enc.add_argument("--expires-in", type=_positive_int, metavar="SECONDS",
                      help="add an exp claim this many seconds from now")
+    enc.add_argument("--models", action="append", metavar="NAME_OR_PATTERN",
+                     help="allow only these models (repeat or comma-separate; fnmatch patterns "
+                          "such as 'Smol*'); sets the models claim")
+    enc.add_argument("--rpm", type=int, help="this token's requests per minute (0: no limit)")
+    enc.add_argument("--tpm", type=int,
+                     help="this token's generated tokens per minute (0: no limit)")
     dec = commands.add_parser("decode", parents=[secret_opt],
                               help="verify a token and print its claims")
     dec.add_argument("token")
@@ -81,7 +94,12 @@ def main(argv=None) -> int:
     if not secret:
         return _fail("no secret: pass --secret or set JWT_SECRET")
     if args.command == "encode":
-        return encode(secret, args.claims, args.expires_in)
+        policy = {name: getattr(args, name) for name in ("rpm", "tpm")
+                  if getattr(args, name) is not None}
+        if args.models is not None:
+            policy["models"] = [m.strip() for arg in args.models for m in arg.split(",")
+                                if m.strip()]
+        return encode(secret, args.claims, args.expires_in, policy)
     return decode(secret, args.token)
 
 

@@ -11,6 +11,7 @@ import time
 
 from .bad_bodies import body_cases, chunked_cases
 from .over_limit import over_limit_checks
+from .rate_limits import rate_limit_checks
 from .report import Check
 from .routes import ROUTES, body
 from .stack import Stack, Target
@@ -51,7 +52,22 @@ def token_cases(stack: Stack) -> dict[str, str | None]:
             "10kb-token-id": bearer + stack.token(token_id="k" * 10_000),
             "object-team-id": bearer + stack.token(team_id={"a": 1}),
             "array-payload": bearer + sign("[1, 2]", stack.secret),
-            "60kb-token": bearer + "a" * 60_000}
+            "60kb-token": bearer + "a" * 60_000,
+            # The policy claims (docs/proxy.md): malformed makes the token invalid (401); a
+            # model not allowed, or no model at all, is refused (403) before the API.
+            "models-string": bearer + stack.token(models="*"),
+            "models-number": bearer + stack.token(models=[1]),
+            "models-empty-name": bearer + stack.token(models=[""]),
+            "models-101-names": bearer + stack.token(models=["m"] * 101),
+            "models-other": bearer + stack.token(models=["not-this-model-*"]),
+            "models-none": bearer + stack.token(models=[]),
+            "rpm-negative": bearer + stack.token(rpm=-1),
+            "rpm-string": bearer + stack.token(rpm="60"),
+            "rpm-true": bearer + stack.token(rpm=True),
+            "rpm-10e30": bearer + stack.token(rpm=10**30),
+            "tpm-fraction": bearer + stack.token(tpm=1.5),
+            "tpm-1e300": bearer + stack.token(tpm=1e300),
+            "tpm-object": bearer + stack.token(tpm={"n": 1})}
 
 
 def bad_input_cases(stack: Stack, target: Target):
@@ -123,4 +139,4 @@ def section_bad_inputs(stack: Stack, args) -> list[Check]:
             if problem:
                 check.failures.append(f"{name}: {problem}")
         checks.append(check)
-    return checks + over_limit_checks(stack)
+    return checks + over_limit_checks(stack) + rate_limit_checks(stack)

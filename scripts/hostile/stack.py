@@ -94,7 +94,8 @@ def start_stack(args) -> Stack:
                   secrets.token_urlsafe(32), mock=args.model == "mock")
     env = dict(os.environ, SERVICE_PORT=str(api_port), MOCK_MODEL=str(int(stack.mock)),
                MOCK_STEP_MS=str(args.mock_step_ms), JWT_SECRET=stack.secret,
-               UPSTREAM_URL=stack.api_url, PROXY_HOST="127.0.0.1", PROXY_PORT=str(proxy_port))
+               UPSTREAM_URL=stack.api_url, PROXY_HOST="127.0.0.1", PROXY_PORT=str(proxy_port),
+               PROXY_METRICS_PORT=str(free_port()))
     # An older proxy has no such setting; section 2 then holds it to no header timeout.
     sources = [*(REPO / "proxy").rglob("*.py"), REPO / "docs" / "proxy.md"]
     if any("PROXY_HEADER_TIMEOUT" in p.read_text() for p in sources if p.exists()):

@@ -176,7 +176,8 @@ def start_stack(form: str, model: str, api_env: dict, start_timeout: float) -> S
         upstream, client_url = apis[0].url, f"http://127.0.0.1:{proxy_port}"
     proxy = Server("proxy", [str(BIN / "gunicorn"), "--config", "proxy/gunicorn.conf.py"],
                    {**env, "UPSTREAM_URL": upstream, "PROXY_HOST": "127.0.0.1",
-                    "PROXY_PORT": str(proxy_port)}, f"http://127.0.0.1:{proxy_port}/health")
+                    "PROXY_PORT": str(proxy_port), "PROXY_METRICS_PORT": str(free_port())},
+                   f"http://127.0.0.1:{proxy_port}/health")
     stack = SoakStack(form, model == "mock", secret, client_url, apis, proxy, edge, workdir)
     try:
         for server in stack.servers():

@@ -53,7 +53,7 @@ def test_compose_substitutions_pass_each_variable_to_itself_with_the_code_defaul
 def test_every_setting_in_dotenv_reaches_its_service():
     # A variable put in .env must take effect: compose passes each setting on, except the
     # few it fixes because the containers' layout decides them.
-    fixed = {"MODEL_CACHE_DIR", "UPSTREAM_URL", "PROXY_HOST"}
+    fixed = {"MODEL_CACHE_DIR", "UPSTREAM_URL", "PROXY_HOST", "PROXY_METRICS_HOST"}
     services = load_compose()["services"]
     for name, settings in (("inference-api", api_settings()), ("proxy", proxy_settings())):
         passed = set(services[name]["environment"])
@@ -64,7 +64,8 @@ def test_every_setting_in_dotenv_reaches_its_service():
     assert referenced - set(all_variables()) == set(DEPLOY_VARIABLES)
 
 
-@pytest.mark.parametrize("environ", [{}, {"SERVICE_PORT": "7100", "PROXY_PORT": "1300"}],
+@pytest.mark.parametrize("environ", [{}, {"SERVICE_PORT": "7100", "PROXY_PORT": "1300",
+                                          "PROXY_METRICS_PORT": "1301"}],
                          ids=["defaults", "overridden"])
 def test_compose_ports_follow_the_settings(environ):
     environ = {**WITH_SECRET, **environ}
@@ -77,11 +78,15 @@ def test_compose_ports_follow_the_settings(environ):
     assert "ports" not in api and "ports" not in proxy
     assert [interpolate(p, environ) for p in api["expose"]] == [api_port]
     assert service_env(api, environ)["SERVICE_PORT"] == api_port
-    assert [interpolate(p, environ) for p in proxy["expose"]] == [proxy_port]
+    metrics_port = environ.get("PROXY_METRICS_PORT", str(proxy_settings()["PROXY_METRICS_PORT"]))
+    assert [interpolate(p, environ) for p in proxy["expose"]] == [proxy_port, metrics_port]
 
     # The proxy forwards to the edge's internal port, which stands in for the API's.
     env = service_env(proxy, environ)
     assert env["PROXY_PORT"] == proxy_port
+    # The proxy's metrics are on another port, which the edge never routes to.
+    assert env["PROXY_METRICS_PORT"] == metrics_port and env["PROXY_METRICS_HOST"] == "0.0.0.0"
+    assert f":{metrics_port}" not in " ".join(service_env(edge, environ).values())
     assert env["UPSTREAM_URL"] == f"http://edge:{api_port}"
     assert env["JWT_SECRET"] == environ["JWT_SECRET"]
 

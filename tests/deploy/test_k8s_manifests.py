@@ -196,6 +196,25 @@ def test_the_proxy_is_exposed_and_points_at_the_api_service():
     assert port_named(proxy, "http") == int(env["PROXY_PORT"])
 
 
+def test_proxy_metrics_are_on_their_own_port_that_the_service_does_not_expose():
+    proxy = the("Deployment", PROXY)
+    env = config_env(proxy)
+    metrics_port = port_named(proxy, "metrics")
+    assert metrics_port == int(env["PROXY_METRICS_PORT"]) != int(env["PROXY_PORT"])
+    assert env["PROXY_METRICS_HOST"] == "0.0.0.0"  # the kubelet and Prometheus reach the pod IP
+    assert container(proxy)["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    annotations = proxy["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+    exposed = {p.get("targetPort") for p in the("Service", PROXY)["spec"]["ports"]}
+    assert exposed == {"http"}
+    policy = the("NetworkPolicy", PROXY)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        proxy["spec"]["template"]["metadata"]["labels"].items()
+    for rule in policy["spec"]["ingress"]:
+        if {"port": "metrics"} in rule["ports"]:
+            assert rule["from"] and all("namespaceSelector" in peer for peer in rule["from"])
+
+
 def test_jwt_secret_comes_from_the_secret_only():
     proxy = container(the("Deployment", PROXY))
     (entry,) = [e for e in proxy["env"] if e["name"] == "JWT_SECRET"]

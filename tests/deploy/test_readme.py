@@ -29,7 +29,8 @@ def test_the_try_it_block_runs_in_a_shell_and_stops(tmp_path):
     script.write_text("set -m -e\n" + block + "wait\n")
     result = subprocess.run(["bash", str(script)], cwd=REPO, capture_output=True, text=True,
                             timeout=900, env={**os.environ, "SERVICE_PORT": str(api_port),
-                                              "PROXY_PORT": str(proxy_port)})
+                                              "PROXY_PORT": str(proxy_port),
+                                              "PROXY_METRICS_PORT": str(free_port())})
     out = result.stdout
     assert result.returncode == 0, (out[-2000:], result.stderr[-2000:])
     # The two answers (a sampled one, then a greedy one) come before the health check's JSON.

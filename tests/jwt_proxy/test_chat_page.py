@@ -260,7 +260,8 @@ def test_the_address_make_run_prints_opens_the_page_with_its_token(driver, tmp_p
     proxy_port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "JWT_SECRET"}
     env.update(MOCK_MODEL="1", MOCK_STEP_MS="5", SERVICE_PORT=str(free_port()),
-               PROXY_PORT=str(proxy_port), PROXY_HOST="127.0.0.1")
+               PROXY_PORT=str(proxy_port), PROXY_HOST="127.0.0.1",
+               PROXY_METRICS_PORT=str(free_port()))
     with open(tmp_path / "run.log", "w") as log:
         run = subprocess.Popen([sys.executable, "scripts/run.py"], cwd=REPO, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=log)

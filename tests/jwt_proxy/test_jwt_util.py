@@ -86,3 +86,22 @@ def test_no_secret_is_a_one_line_error():
     result = run("encode", json.dumps(CLAIMS))
     assert result.returncode != 0
     assert result.stderr.strip() == "error: no secret: pass --secret or set JWT_SECRET"
+
+
+def test_encode_sets_the_policy_claims():
+    token = encode(CLAIMS, "--models", "Smol*,other", "--models", "third", "--rpm", "60",
+                   "--tpm", "0")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims == {**CLAIMS, "models": ["Smol*", "other", "third"], "rpm": 60, "tpm": 0}
+
+
+@pytest.mark.parametrize("extra", [["--rpm", "-1"], ["--tpm", "-5"]])
+def test_encode_refuses_a_policy_the_proxy_would_refuse(extra):
+    result = run("--secret", SECRET, "encode", json.dumps(CLAIMS), *extra)
+    assert result.returncode == 2 and "token claim" in result.stderr and not result.stdout
+
+
+def test_decode_names_a_malformed_policy_claim():
+    token = jwt.encode({**CLAIMS, "models": "Smol*"}, SECRET, algorithm="HS256")
+    result = run("--secret", SECRET, "decode", token)
+    assert result.returncode == 1 and "token claim models must be a list" in result.stderr

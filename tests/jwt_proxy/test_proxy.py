@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -16,6 +17,7 @@ from helpers import (SECRET, bearer, claims_of, make_token, proxy_argv, sample, 
                      seen_headers, start_proxy, wait_for)
 from net import connect, free_port, read_until
 from processes import REPO
+from proxy.config import ProxyConfig
 from stub_upstream import stream_chunk
 
 pytestmark = pytest.mark.processes  # servers of its own: a stub upstream and proxies
@@ -97,11 +99,38 @@ def test_health_needs_no_token(proxy, upstream):
     assert response.content == requests.get(upstream.url + "/health", timeout=5).content
 
 
-def test_metrics_needs_no_token(proxy):
-    response = requests.get(proxy.url + "/metrics", timeout=5)
+def test_metrics_are_served_on_the_metrics_port_without_a_token(proxy):
+    response = requests.get(proxy.metrics_url + "/metrics", timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     assert "proxy_requests_total" in response.text
+    assert "proxy_rate_limited_total" in response.text
+    assert requests.head(proxy.metrics_url + "/metrics", timeout=5).status_code == 200
+
+
+def test_the_public_port_does_not_serve_metrics_even_with_a_token(proxy):
+    for headers in ({}, bearer(make_token())):
+        response = requests.get(proxy.url + "/metrics", headers=headers, timeout=5)
+        assert response.status_code == 404
+        assert response.json() == {"status_code": 404, "message": "no such path: metrics are "
+                                   "served on the operators' port only"}
+        assert "proxy_requests_total" not in response.text
+    # /health stays open on the public port for load balancers.
+    assert requests.get(proxy.url + "/health", timeout=5).status_code == 200
+
+
+def test_the_metrics_port_serves_nothing_else(proxy):
+    for path in ("/health", "/", "/metrics/x", "/v1/models"):
+        response = requests.get(proxy.metrics_url + path, headers=bearer(make_token()),
+                                timeout=5)
+        assert response.status_code == 404 and "proxy_requests_total" not in response.text
+    response = requests.post(proxy.metrics_url + "/metrics", timeout=5)
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD"
+
+
+def test_the_metrics_port_listens_on_loopback_by_default():
+    config = ProxyConfig.from_env({"JWT_SECRET": SECRET})
+    assert (config.metrics_host, config.metrics_port) == ("127.0.0.1", 1224)
 
 
 # --- forwarding -------------------------------------------------------------------------------
@@ -314,7 +343,8 @@ def test_per_token_limit_gives_429_and_frees_slots(proxy, upstream):
     ({"UPSTREAM_URL": "localhost:7000"}, "UPSTREAM_URL"),
 ])
 def test_refuses_to_start_with_bad_config(env, names):
-    full_env = {**os.environ, "JWT_SECRET": SECRET, "PROXY_PORT": str(free_port()), **env}
+    full_env = {**os.environ, "JWT_SECRET": SECRET, "PROXY_PORT": str(free_port()),
+                "PROXY_METRICS_PORT": str(free_port()), **env}
     full_env = {k: v for k, v in full_env.items() if v != ""}
     result = subprocess.run(proxy_argv(), env=full_env, cwd=REPO, capture_output=True,
                             text=True, timeout=30)
@@ -322,6 +352,18 @@ def test_refuses_to_start_with_bad_config(env, names):
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1 and names in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_metrics_port_stops_the_start_with_the_reason():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "JWT_SECRET": SECRET, "PROXY_HOST": "127.0.0.1",
+               "PROXY_PORT": str(free_port()), "PROXY_METRICS_PORT": str(taken.getsockname()[1])}
+        result = subprocess.run(proxy_argv(), env=env, cwd=REPO, capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode != 0  # gunicorn halts: the worker failed to boot, no respawn loop
+    assert "address already in use" in result.stderr
 
 
 def test_short_secret_warns_at_start():

@@ -170,12 +170,18 @@ def proxy_argv(*extra: str) -> list[str]:
 
 
 def start_proxy(upstream_url: str, health_path: str = "/health", **env: str) -> ServerProcess:
-    """A ServerProcess running the proxy in front of upstream_url (not started yet)."""
-    port = free_port()
+    """A ServerProcess running the proxy in front of upstream_url (not started yet); its
+    metrics_url is its metrics port's, where health_path "/metrics" is waited for too."""
+    port, metrics_port = free_port(), free_port()
     env = {"PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(port), "UPSTREAM_URL": upstream_url,
            "JWT_SECRET": SECRET, "PROXY_UPSTREAM_TIMEOUT": "", "PROXY_MAX_STREAMS_PER_TOKEN": "",
-           **env}
-    return ServerProcess(proxy_argv(), port, env=env, health_path=health_path)
+           "PROXY_METRICS_PORT": str(metrics_port), **env}
+    metrics_url = f"http://127.0.0.1:{env['PROXY_METRICS_PORT']}"
+    if health_path == "/metrics":
+        health_path = metrics_url + "/metrics"
+    server = ServerProcess(proxy_argv(), port, env=env, health_path=health_path)
+    server.metrics_url = metrics_url
+    return server
 
 
 def make_token(secret: str = SECRET, algorithm: str = "HS256", **claims) -> str:
@@ -204,8 +210,9 @@ def seen_headers(echo: dict) -> dict:
 
 
 def scrape(server: ServerProcess) -> dict:
-    """Every sample of the server's /metrics, keyed by (name, sorted labels)."""
-    response = requests.get(server.url + "/metrics", timeout=5)
+    """Every sample of the server's /metrics (a proxy's on its metrics port), keyed by (name,
+    sorted labels)."""
+    response = requests.get(getattr(server, "metrics_url", server.url) + "/metrics", timeout=5)
     assert response.status_code == 200
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(response.text) for s in family.samples}

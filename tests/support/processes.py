@@ -25,6 +25,8 @@ class ServerProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.health_path = health_path
+        # A path on this server, or a whole URL (a proxy is healthy when its metrics port answers).
+        self.health_url = health_path if "://" in health_path else self.url + health_path
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
@@ -45,7 +47,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if requests.get(self.url + self.health_path, timeout=2).status_code == 200:
+                if requests.get(self.health_url, timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
