@@ -61,7 +61,8 @@ def body_cases(route: str, model: str) -> list[tuple[str, bytes, dict]]:
         changes |= {f"unsupported-{name}": {name: value} for name, value in UNSUPPORTED.items()}
         changes |= BAD_OPENAI
     changes |= {"chat": {"no-messages": dict(messages=[]), "messages-object": dict(messages={}),
-                      "root-role": dict(messages=[{"role": "root", "content": "hi"}]),
+                      "65-char-role": dict(messages=[{"role": "r" * 65, "content": "hi"}]),
+                      "empty-role": dict(messages=[{"role": "", "content": "hi"}]),
                       "image-part": dict(content=[{"type": "image_url", "image_url": {}}]),
                       "surrogate-part": dict(content=[{"type": "text", "text": RAW}],
                                              raw='"\\udc00"'),
