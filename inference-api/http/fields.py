@@ -1,6 +1,7 @@
 """What the request models of every API share: their config, field types and error messages."""
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
@@ -17,6 +18,17 @@ MAX_PROBLEMS = 5  # problems listed in one message; a body of many bad fields na
 REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+TOOL_NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's and Anthropic's rule
+
+
+def tool_name(kind: str):
+    """The field type of a function's or tool's name, its errors calling it `kind`."""
+    def check(name: str) -> str:
+        if not TOOL_NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"the {kind} name {quote(name)} must be 1 to 64 letters, digits, "
+                             f"underscores or dashes")
+        return name
+    return Annotated[str, AfterValidator(check)]
 
 
 def _not_bool(value):

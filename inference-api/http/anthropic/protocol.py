@@ -6,20 +6,20 @@ Content is a string or a list of blocks: text, tool_use (in assistant turns) and
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator,
                       model_validator)
 
-from inference_api.http.fields import REQUEST_CONFIG, Float, Int, StopList, TopP, drop_nulls
+from inference_api.http.fields import (REQUEST_CONFIG, Float, Int, StopList, TopP, drop_nulls,
+                                        tool_name)
 from inference_api.quote import quote
 from inference_api.sampling_params import MAX_TOP_K
 from inference_api.serving.tool_format import ToolUse
 
 MAX_COUNT = 2**31 - 1
 MAX_TOOLS = 128
-NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+ToolName = tool_name("tool")
 
 
 # Blocks and messages ignore fields they do not need: clients send back the blocks of an answer
@@ -115,18 +115,10 @@ class Tool(BaseModel):
     model_config = REQUEST_CONFIG
 
     type: Literal["custom"] | None = None
-    name: str
+    name: ToolName
     description: str | None = None
     input_schema: dict
     cache_control: dict | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str) -> str:
-        if not NAME_PATTERN.fullmatch(name):
-            raise ValueError(f"the tool name {quote(name)} must be 1 to 64 letters, digits, "
-                             f"underscores or dashes")
-        return name
 
     @field_validator("input_schema")
     @classmethod

@@ -3,13 +3,12 @@ and tool calls, as pydantic models (a tool call has one shape, in a request's hi
 answer alike)."""
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictBool, ValidationError,
                       field_validator, model_validator)
 
-from inference_api.http.fields import REQUEST_CONFIG
+from inference_api.http.fields import REQUEST_CONFIG, tool_name
 from inference_api.quote import quote
 from inference_api.serving.tool_format import ToolUse
 
@@ -17,10 +16,8 @@ MAX_TOOLS = 128  # OpenAI's limit
 MAX_ROLE_CHARS = 64  # a custom role is a word such as "ipython" or "my-custom-role"
 
 
-NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-
-
 EMPTY_PARAMETERS = {"type": "object", "properties": {}}
+FunctionName = tool_name("function")
 
 
 class FunctionDef(BaseModel):
@@ -28,18 +25,10 @@ class FunctionDef(BaseModel):
 
     model_config = REQUEST_CONFIG
 
-    name: str
+    name: FunctionName
     description: str | None = None
     parameters: dict = Field(default_factory=lambda: dict(EMPTY_PARAMETERS))
     strict: StrictBool | None = None  # the grammar always holds the arguments to the schema
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str) -> str:
-        if not NAME_PATTERN.fullmatch(name):
-            raise ValueError(f"the function name {quote(name)} must be 1 to 64 letters, digits, "
-                             f"underscores or dashes")
-        return name
 
     @field_validator("parameters")
     @classmethod
