@@ -10,6 +10,12 @@ less those two. --prefill times steps of prompt chunks alone (no row decoding), 
 
     .venv/bin/python scripts/profile_decode_step.py --contexts 50,300,1000
     .venv/bin/python scripts/profile_decode_step.py --contexts "" --prefill 1x512,4x128,16x32,1x2000
+    .venv/bin/python scripts/profile_decode_step.py --contexts 300 --floor
+
+--floor also measures the machine's limits (a large matrix product's rate in the model's dtype,
+and the rate of reading memory) and prints the least time a step could take at them: its
+products' arithmetic at the peak rate or its weights' bytes at the read rate, whichever is
+longer, plus its keys' and values' bytes at the read rate.
 """
 from __future__ import annotations
 
@@ -40,12 +46,41 @@ def median_ms(run, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times) * 1000
 
 
+def machine_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """The CPU's rate on a large square matrix product in `dtype` (GFLOP/s) and its rate of
+    reading memory (GB/s, a sum over 1 GiB, far more than any cache): what a step cannot beat."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    flops = 2 * 2048 ** 3 / median_ms(lambda: a @ b, 7) * 1e3 / 1e9
+    memory = torch.ones(1 << 28)  # float32, 1 GiB
+    read = memory.nbytes / median_ms(memory.sum, 7) * 1e3 / 1e9
+    return flops, read
+
+
+def step_floor_ms(model, rows: int, context: int, gflops: float, read_gbs: float) -> float:
+    """The least time a decode step of `rows` rows at `context` positions could take: each
+    product at the peak rate or reading its weights, whichever is longer, then every cached key
+    and value read once."""
+    hidden = model.embed.shape[1]
+    shapes = [(model.lm_head.out_features, hidden)] + len(model.layers) * [
+        (model.layers[0].qkv.out_features, hidden), (hidden, model.q_size),
+        (2 * model.ffn_size, hidden), (hidden, model.ffn_size)]
+    params = sum(out * inputs for out, inputs in shapes)  # [out, in] each
+    weight_bytes = params * model.embed.element_size()
+    products = max(2 * rows * params / gflops, weight_bytes / read_gbs) / 1e6
+    # One layer's cache of one row, whatever its layout (int8 codes with their scales too).
+    cache_bytes = (model.k_cache[0][0].nbytes + model.v_cache[0][0].nbytes) / model.max_seq_len
+    attention = rows * context * len(model.layers) * cache_bytes / read_gbs / 1e6
+    return products + attention
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--contexts", default="50,300,1000", help="positions already cached")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--table", action="store_true", help="print torch's profiler table")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the machine's peak and print each step's floor")
     parser.add_argument("--prefill", default="", metavar="ROWSxTOKENS,...",
                         help="also time prompt-only steps: so many rows' chunks of so many tokens")
     args = parser.parse_args()
@@ -76,6 +111,11 @@ def main() -> int:
           + f"; all together {all_products:.1f}")
 
     shape = (args.rows, model.kv_heads, model.groups, model.head_dim)
+    # int8 products have another peak, which this does not measure: no floor for them.
+    limits = machine_limits(model.dtype) if args.floor else None
+    if limits:
+        print(f"machine: matrix products {limits[0]:.0f} GFLOP/s in {model.dtype}, "
+              f"memory read {limits[1]:.1f} GB/s")
     for spec in filter(None, args.prefill.split(",")):
         chunks, length = (int(n) for n in spec.split("x"))
         prompts = [PrefillInput(row, torch.randint(0, 1000, (length,)), 0) for row in range(chunks)]
@@ -97,6 +137,9 @@ def main() -> int:
         rest = step - all_products - attention
         print(f"context {context:5d}: step {step:6.1f} ms = products {all_products:5.1f} "
               f"+ attention {attention:5.1f} + the rest {rest:5.1f}")
+        if limits and config.quantization == "none":
+            floor = step_floor_ms(model, args.rows, context, *limits)
+            print(f"               floor {floor:6.1f} ms: the step takes {step / floor:.2f}x it")
         if args.table:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 for _ in range(5):
