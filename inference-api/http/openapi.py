@@ -15,7 +15,7 @@ from .native.protocol import GenerateAnswer, GenerateRequest, InferenceRequest, 
 from .openai.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnswer, ModelCard,
                                       ModelList, OpenAIError, TokenizeAnswer)
-from .plumbing import current_engine
+from .plumbing import current_models
 from .responses.protocol import ResponsesRequest
 from .responses.protocol_answers import ResponseDeleted, ResponseObject
 
@@ -174,6 +174,6 @@ def openapi_document():
     """The OpenAPI 3.1 document of every route."""
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built once: the models do not change while the server runs
-        document = build_document(current_engine().model_names)
+        document = build_document(current_models().names)
         current_app.extensions["openapi_document"] = document
     return jsonify(document)
