@@ -57,8 +57,10 @@ def test_counts_match_the_traffic_sent(api):
     assert delta("inference_generation_tokens_total", model=MODEL) == 5 + 7 + 4 * 2
     assert delta("inference_prompt_tokens_total", model=MODEL) == 3 + 2 + 1 * 2
     # One inter-token gap per token after the first batch of each generation.
-    assert 0 < delta("inference_inter_token_latency_seconds_count", model=MODEL) <= (5 + 7 + 4 * 2) - 4
-    assert delta("inference_generations_finished_total", model=MODEL, finish_reason="cancelled") == 0
+    tokens = 5 + 7 + 4 * 2
+    assert 0 < delta("inference_inter_token_latency_seconds_count", model=MODEL) <= tokens - 4
+    assert delta("inference_generations_finished_total", model=MODEL,
+                 finish_reason="cancelled") == 0
 
 
 def test_prompt_tokens_found_in_the_cache_are_reported_and_counted(api):
@@ -98,7 +100,7 @@ def test_gauges_follow_the_load_and_cancellations_are_counted(api):
         stream.close()
     assert wait_for(lambda: busy(0))
     assert wait_for(lambda: Delta.stop(delta)("inference_generations_finished_total",
-                                              finish_reason="cancelled") == 2)
+                                              model=MODEL, finish_reason="cancelled") == 2)
     samples = scrape(api)
     assert sample(samples, "inference_backend_ready", model=MODEL) == 1
     assert sample(samples, "inference_max_rows", model=MODEL) == 32
