@@ -116,12 +116,15 @@ def build_document(model_ids: list[str]) -> dict:
                 "content": {**_content(_ref(name)),
                             **_content(NAMED_SSE_EVENT if named else None, SSE)}}
 
-    def native_doc(summary: str) -> dict:
-        return {"parameters": [model_param],
+    def native_doc(summary: str, named: bool = True) -> dict:
+        return {"parameters": [model_param] if named else [],
                 **_generation(summary, "InferenceRequest", stream, "NativeError")}
     paths = {
         "/inference/{model_id}": {"post": native_doc("stream the continuation of text")},
         "/predictions/{model_id}": {"post": native_doc("stream the answer to text as a user turn")},
+        "/inference": {"post": native_doc("/inference/{model_id} of the default model", False)},
+        "/predictions": {"post": native_doc("/predictions/{model_id} of the default model",
+                                            False)},
         "/v1/completions": {"post": _generation("continue each prompt", "CompletionRequest",
                                                 sse_or("Completion"), "OpenAIError")},
         "/v1/chat/completions": {"post": _generation("the assistant's next turn", "ChatRequest",

@@ -13,7 +13,7 @@ import requests
 from helpers import api_server, wait_for
 from tiny_architectures import save
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # converts the GGUF file first
 NAMES = ("smol-a", "smol-b", "tiny")
 # A chat template in the tiny tokenizer's alphabet (printable ASCII, no newlines).
 TINY_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} | {% endfor %}"
@@ -31,6 +31,7 @@ def server(tmp_path_factory):
               f"tiny={folder};max_users=2;max_seq_len=128")
     # A cache of its own: both bundled backends convert the same GGUF file at the same time.
     server = api_server({"MOCK_MODEL": "0", "MODELS": models, "DRAIN_TIMEOUT_S": "0",
+                         "BACKEND_START_TIMEOUT_S": "900",
                          "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))})
     server.start(timeout=900)
     try:
