@@ -54,7 +54,9 @@ def health_check():
     states = {name: model_health(engine) for name, engine in models.engines.items()}
     ready = [engine for engine in models.engines.values() if _refusal(engine) is None]
     if not ready:
-        refusal = _refusal(models.default)  # loading, restarting, failed or draining
+        # Loading, restarting, failed or draining (or ready since a moment ago: refused anyway).
+        refusal = _refusal(models.default) or ApiError(503, "no model is ready",
+                                                       {"Retry-After": "5"}, "unavailable")
         if models.several and not models.draining:
             refusal.message = "no model is ready: " + "; ".join(
                 f"{name}: {state['message']}" for name, state in states.items())
