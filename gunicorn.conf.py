@@ -16,8 +16,9 @@ bind = f"{_config.service_host}:{_config.service_port}"
 workers = 1
 # gthread that keeps answering (503) while it drains on SIGTERM, with JSON error pages.
 worker_class = "inference_api.http.worker.ApiWorker"
-# A thread per running stream, per waiting prompt, and spare for health checks and refusals.
-threads = _config.max_users + _config.max_queue + 16
+# A thread per running stream, per waiting prompt (of every model), and spare for health checks
+# and refusals.
+threads = sum(c.max_users + c.max_queue for c in _config.model_configs()) + 16
 # gthread's timeout watches the worker's own loop, not request length: long streams are safe.
 timeout = 120
 # The master kills the worker after this: the drain, then time to stop the backend.
@@ -29,7 +30,7 @@ control_socket_disable = True
 
 
 def worker_exit(server, worker):
-    """Stop the backend process once the worker's streams have ended."""
+    """Stop the backend processes once the worker's streams have ended."""
     app = getattr(worker, "wsgi", None)
-    if app is not None and "inference" in app.extensions:
-        app.extensions["inference"].link.stop()
+    if app is not None and "models" in app.extensions:
+        app.extensions["models"].stop()

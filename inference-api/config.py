@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.settings import ConfigError
 from common.settings import check as _check
 from common.settings import from_env
 
@@ -14,6 +16,11 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 DECODE_ATTENTIONS = ("auto", "native", "torch")
 KV_CACHE_DTYPES = ("auto", "int8")
 QUANTIZATIONS = ("none", "int8")
+# What one MODELS entry may set for its own backend; every other setting is the global one.
+MODEL_OPTIONS = {"max_users": "MAX_USERS", "max_seq_len": "MAX_SEQ_LEN", "max_queue": "MAX_QUEUE",
+                 "cpu_threads": "CPU_THREADS"}
+# A served name goes into URL paths (/inference/<name>) and metric labels: plain characters only.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 def cache_dir(kind: str) -> Path:
@@ -46,6 +53,7 @@ class Config:
     responses_store_max: int = 1000  # stored Responses API responses kept in memory, newest first
     responses_store_ttl_s: float = 3600.0  # ... each for at most this long
     lora_modules: str = ""  # name=path,...: PEFT LoRA adapters served beside the base model
+    models: str = ""  # name=path;option=value,...: several models, each with its own backend
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it
@@ -69,6 +77,10 @@ class Config:
         _check(bool(self.model_id.strip()) and "/" not in self.model_id,
                "MODEL_ID", self.model_id, "a non-empty name without '/'")
         parse_lora_modules(self.lora_modules, self.model_id)  # ConfigError naming it
+        if self.models.strip():
+            _check(not self.model_path and self.model_id == DEFAULT_MODEL_ID, "MODELS",
+                   self.models, "MODEL_PATH and MODEL_ID unset (MODELS names every model)")
+            self.model_configs()  # ConfigError naming MODELS on a bad entry
         # The adapters' products run over as many rows as use them: not yet over fixed tiles.
         _check(not (self.batch_invariant and self.lora_modules.strip()), "BATCH_INVARIANT",
                int(self.batch_invariant), "0 while LORA_MODULES serves adapters")
@@ -98,6 +110,25 @@ class Config:
         """LORA_MODULES as {adapter name: folder}, in the order given."""
         return parse_lora_modules(self.lora_modules, self.model_id)
 
+    def model_configs(self) -> list["Config"]:
+        """One Config per served model, the default (first) one first: this one alone when
+        MODELS is unset. Each runs a backend of its own; LORA_MODULES goes to the first."""
+        if not self.models.strip():
+            return [self]
+        entries = parse_models(self.models)
+        clash = {name for name, _, _ in entries} & set(self.lora_adapters)
+        _check(not clash, "MODELS", self.models,
+               f"names other than LORA_MODULES' adapter names ({', '.join(sorted(clash))})")
+        configs = []
+        for index, (name, path, options) in enumerate(entries):
+            try:
+                configs.append(replace(self, models="", model_path=path, model_id=name,
+                                       lora_modules=self.lora_modules if index == 0 else "",
+                                       **options))
+            except ConfigError as exc:
+                raise ConfigError(f"MODELS entry {name!r}: {exc}") from None
+        return configs
+
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Config":
         """Build a Config from environment variables (upper-case field names)."""
@@ -117,3 +148,31 @@ def parse_lora_modules(text: str, model_id: str) -> dict[str, str]:
                f"a name used once, other than MODEL_ID ({model_id})")
         adapters[name] = path
     return adapters
+
+
+def parse_models(text: str) -> list[tuple[str, str, dict[str, int]]]:
+    """MODELS as (name, path, options) per model, in the order given; ConfigError naming the
+    variable when an entry is malformed, a name is taken twice, or an option is unknown.
+
+    An entry is `name=path`, then `;option=value` pairs (MODEL_OPTIONS); entries are separated
+    by commas. An empty path is the bundled model.
+    """
+    models: list[tuple[str, str, dict[str, int]]] = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        head, *pairs = (part.strip() for part in entry.split(";"))
+        name, equals, path = (part.strip() for part in head.partition("="))
+        _check(bool(equals) and MODEL_NAME.fullmatch(name) is not None, "MODELS", entry,
+               "name=path entries, the name 1-64 letters, digits or . _ : - (first a letter "
+               "or digit)")
+        _check(name not in [taken for taken, _, _ in models], "MODELS", entry,
+               f"each name once ({name!r} is given twice)")
+        options: dict[str, int] = {}
+        for pair in filter(None, pairs):
+            key, _, value = (part.strip() for part in pair.partition("="))
+            _check(key in MODEL_OPTIONS and key not in options, "MODELS", entry,
+                   f";option=value pairs, each once, the options {', '.join(MODEL_OPTIONS)}")
+            _check(value.isdigit(), "MODELS", entry, f"an integer for {key}")
+            options[key] = int(value)
+        models.append((name, path, options))
+    _check(bool(models), "MODELS", text, "at least one name=path entry")
+    return models

@@ -11,6 +11,7 @@ from inference_api.config import Config
 from inference_api.quote import quote_name
 from inference_api.serving.engine_client import EngineClient
 from inference_api.serving.errors import ContextExceeded, Unavailable
+from inference_api.serving.models import Models
 
 from .anthropic.routes import anthropic
 from .errors import ApiError, error_answer, from_serving
@@ -33,7 +34,8 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app = Flask(__name__)
     app.json.sort_keys = False  # keep fields in the order made: top_logprobs likeliest first
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["inference"] = engine = EngineClient(config, start_backend=start_backend)
+    app.extensions["models"] = models = Models(config, start_backend=start_backend)
+    app.extensions["inference"] = models.default
     app.extensions["responses"] = ResponseStore(config.responses_store_max,
                                                 config.responses_store_ttl_s)
 
@@ -45,7 +47,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.register_blueprint(tokens)
     app.register_blueprint(generate)
     app.register_blueprint(openapi)
-    install_metrics(app, engine)
+    install_metrics(app, models)
     app.after_request(finish_body)
     _install_request_ids(app)
     _install_error_handlers(app)
@@ -53,8 +55,13 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
 
 
 def engine_of(app: Flask) -> EngineClient:
-    """The engine client of an app made by create_server."""
+    """The default model's engine client of an app made by create_server."""
     return app.extensions["inference"]
+
+
+def models_of(app: Flask) -> Models:
+    """Every served model of an app made by create_server."""
+    return app.extensions["models"]
 
 
 def _install_request_ids(app: Flask) -> None:

@@ -15,7 +15,7 @@ from .native.protocol import GenerateAnswer, GenerateRequest, InferenceRequest, 
 from .openai.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnswer, ModelCard,
                                       ModelList, OpenAIError, TokenizeAnswer)
-from .plumbing import current_engine
+from .plumbing import current_models
 from .responses.protocol import ResponsesRequest
 from .responses.protocol_answers import ResponseDeleted, ResponseObject
 
@@ -116,12 +116,15 @@ def build_document(model_ids: list[str]) -> dict:
                 "content": {**_content(_ref(name)),
                             **_content(NAMED_SSE_EVENT if named else None, SSE)}}
 
-    def native_doc(summary: str) -> dict:
-        return {"parameters": [model_param],
+    def native_doc(summary: str, named: bool = True) -> dict:
+        return {"parameters": [model_param] if named else [],
                 **_generation(summary, "InferenceRequest", stream, "NativeError")}
     paths = {
         "/inference/{model_id}": {"post": native_doc("stream the continuation of text")},
         "/predictions/{model_id}": {"post": native_doc("stream the answer to text as a user turn")},
+        "/inference": {"post": native_doc("/inference/{model_id} of the default model", False)},
+        "/predictions": {"post": native_doc("/predictions/{model_id} of the default model",
+                                            False)},
         "/v1/completions": {"post": _generation("continue each prompt", "CompletionRequest",
                                                 sse_or("Completion"), "OpenAIError")},
         "/v1/chat/completions": {"post": _generation("the assistant's next turn", "ChatRequest",
@@ -174,6 +177,6 @@ def openapi_document():
     """The OpenAPI 3.1 document of every route."""
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built once: the models do not change while the server runs
-        document = build_document(current_engine().model_names)
+        document = build_document(current_models().names)
         current_app.extensions["openapi_document"] = document
     return jsonify(document)

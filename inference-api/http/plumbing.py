@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from inference_api.quote import quote_name
 from inference_api.serving.engine_client import EngineClient
+from inference_api.serving.errors import UnknownModel
+from inference_api.serving.models import Models
 
 from .errors import ApiError
 from .worker import close_connection
@@ -175,9 +177,23 @@ def require_json_media_type() -> None:
                             f"body as JSON (Content-Type: application/json)")
 
 
+def current_models() -> Models:
+    """The served models of the app serving this request (made by app.create_server)."""
+    return current_app.extensions["models"]
+
+
 def current_engine() -> EngineClient:
-    """The engine client of the app serving this request (made by app.create_server)."""
-    return current_app.extensions["inference"]
+    """The default (first) model's engine client: routes that name no model use it."""
+    return current_models().default
+
+
+def engine_for(name: str | None, not_found) -> EngineClient:
+    """The engine client serving a model or adapter name (None: the default model); else the
+    ApiError not_found(name, served names as text) makes, in the route's words."""
+    try:
+        return current_models().engine_for(name)
+    except UnknownModel as exc:
+        raise not_found(exc.name, exc.served) from None
 
 
 def validated(schema, describe, context: dict | None = None):

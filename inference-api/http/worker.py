@@ -63,24 +63,23 @@ class ApiWorker(ThreadWorker):
 
     def handle_exit(self, sig, frame):
         app = getattr(self, "wsgi", None)
-        if app is None or "inference" not in getattr(app, "extensions", {}):
+        if app is None or "models" not in getattr(app, "extensions", {}):
             return super().handle_exit(sig, frame)  # still booting: nothing runs yet
-        engine = app.extensions["inference"]
-        if engine.draining:
+        models = app.extensions["models"]
+        if models.draining:
             return
-        engine.draining = True
-        self.log.info("draining: refusing new requests while %d run", engine.link.open_sessions)
-        threading.Thread(target=self._drain, args=(engine, sig, frame), name="drain",
+        models.start_draining()
+        self.log.info("draining: refusing new requests while %d run", models.open_sessions)
+        threading.Thread(target=self._drain, args=(models, sig, frame), name="drain",
                          daemon=True).start()
 
-    def _drain(self, engine, sig, frame) -> None:
-        deadline = time.monotonic() + engine.config.drain_timeout_s
-        while engine.link.open_sessions and time.monotonic() < deadline:
+    def _drain(self, models, sig, frame) -> None:
+        deadline = time.monotonic() + models.config.drain_timeout_s
+        while models.open_sessions and time.monotonic() < deadline:
             time.sleep(DRAIN_POLL_SECONDS)
-        if engine.link.open_sessions:
-            self.log.warning("drain timeout: ending %d running requests",
-                             engine.link.open_sessions)
-        engine.link.stop()  # ends what still runs with an error, so its connections close
+        if models.open_sessions:
+            self.log.warning("drain timeout: ending %d running requests", models.open_sessions)
+        models.stop()  # ends what still runs with an error, so its connections close
         super().handle_exit(sig, frame)
 
 

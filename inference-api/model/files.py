@@ -2,6 +2,7 @@
 cache; what a folder holds (the model's info for the server, its tokenizer)."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -117,13 +118,21 @@ def prepare_model_folder(model_path: str, cache_dir: str) -> Path:
     if source.is_dir():
         return source
     folder = cache_folder(cache_dir, source)
-    if not is_complete(folder):
-        try:
-            convert_gguf(source, folder)
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"cannot read model {source}: {type(exc).__name__}: {exc}") from None
+    if is_complete(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Two backends of MODELS may start on the same file: one converts, the other waits for it
+    # (rather than both converting, the second replacing the folder the first is loading).
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_complete(folder):
+            try:
+                convert_gguf(source, folder)
+            except ModelLoadError:
+                raise
+            except Exception as exc:
+                raise ModelLoadError(f"cannot read model {source}: {type(exc).__name__}: "
+                                     f"{exc}") from None
     return folder
 
 

@@ -26,6 +26,7 @@ class Record:
 
     request_id: str
     route: str
+    model: str = ""  # the served model whose backend runs it (metrics label by it)
     started: float = field(default_factory=time.monotonic)
     prompt_tokens: int = 0
     cached_tokens: int = 0  # of the prompt's tokens, those found in the cache (prefix reuse)
@@ -38,9 +39,9 @@ class Record:
     def log_line(self, status: int = 200) -> None:
         """One line per request: id, status, tokens, time to first token, total time."""
         ttft = f"{self.first_token_at - self.started:.3f}s" if self.first_token_at else "-"
-        log.info("request %s %s status=%s prompt_tokens=%d cached_tokens=%d "
+        log.info("request %s %s model=%s status=%s prompt_tokens=%d cached_tokens=%d "
                  "completion_tokens=%d ttft=%s total=%.3fs finish=%s%s", self.request_id,
-                 self.route, status, self.prompt_tokens, self.cached_tokens,
+                 self.route, self.model, status, self.prompt_tokens, self.cached_tokens,
                  self.completion_tokens, ttft,
                  time.monotonic() - self.started, self.finish_reason,
                  f" error={self.error!r}" if self.error else "")
@@ -121,8 +122,8 @@ class EngineClient:
             raise Unavailable(str(exc), 1, "overloaded") from None
         except NotReady as exc:
             raise Unavailable(str(exc), 5, "unavailable") from None
-        return Generations(outputs, [Record(request_id, route, prompt_tokens=len(job.prompt_ids))
-                                     for job in jobs])
+        return Generations(outputs, [Record(request_id, route, self.config.model_id,
+                                            prompt_tokens=len(job.prompt_ids)) for job in jobs])
 
     def batches(self, generations: Generations, client_gone: Callable[[], bool]
                 ) -> Iterator[tuple[int, list[Output]]]:

@@ -13,3 +13,11 @@ class Unavailable(Exception):
 
 class ContextExceeded(ValueError):
     """The prompt, or the prompt with its max_tokens, does not fit the model's context."""
+
+
+class UnknownModel(LookupError):
+    """No model or adapter here has the name a request asked for."""
+
+    def __init__(self, name: str, served: str):
+        super().__init__(name)
+        self.name, self.served = name, served

@@ -10,11 +10,12 @@ import http.client
 import json
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
 
-from helpers import MODEL
+from helpers import MODEL, api_server
 from net import connect, raw_request
 
 MAX_BODY = 1 << 20
@@ -419,3 +420,62 @@ def test_a_body_over_the_limit_still_being_sent_gets_its_413_not_a_reset(mock_se
         response.begin()
         assert response.status == 413
         assert f"over {MAX_BODY} bytes" in json.loads(response.read())["message"]
+
+
+# --- model names: MODELS serves several models; a bad name is each API's 404 -----------------
+
+BAD_MODEL_NAMES = ["m" * 3000, "a\x00b", "a\nb", "tab\tname", "\x7f", "\u202eevil", "日本語",
+                   "🙂", "../alpha", "alpha ", "ALPHA", "alpha/../beta", "%2e%2e", "", " "]
+MODEL_ROUTES = {  # path (a {} for the name), body with the name, error shape
+    "inference": ("/inference/{}", {"text": "hi"}, "native"),
+    "predictions": ("/predictions/{}", {"text": "hi"}, "native"),
+    "models": ("/v1/models/{}", None, "openai"),
+    "completions": ("/v1/completions", {"prompt": "hi", "max_tokens": 2}, "openai"),
+    "chat": ("/v1/chat/completions",
+             {"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}, "openai"),
+    "responses": ("/v1/responses", {"input": "hi", "max_output_tokens": 2}, "openai"),
+    "messages": ("/v1/messages",
+                 {"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}, "anthropic"),
+    "count_tokens": ("/v1/messages/count_tokens",
+                     {"messages": [{"role": "user", "content": "hi"}]}, "anthropic"),
+    "tokenize": ("/tokenize", {"prompt": "hi"}, "native"),
+}
+
+
+@pytest.fixture(scope="module")
+def models_server():
+    """A mock server with two models (MODELS)."""
+    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "5", "DRAIN_TIMEOUT_S": "0",
+                         "MODELS": "alpha=;max_users=2,beta=;max_users=2"})
+    server.start(timeout=60)
+    yield server
+    server.stop()
+
+
+def check_not_found(shape: str, response: requests.Response) -> None:
+    """A 404 in the route's shape; the message is bounded whatever the name's length."""
+    assert response.status_code == 404, response.text[:500]
+    payload = response.json()
+    if shape == "native":
+        assert set(payload) == {"status_code", "message"} and payload["status_code"] == 404
+    elif shape == "anthropic":
+        assert payload["type"] == "error" and payload["error"]["type"] == "not_found_error"
+    else:
+        assert payload["error"]["type"] == "invalid_request_error"
+        assert payload["error"]["code"] in ("model_not_found", "unknown_url")
+    assert len(response.content) <= MAX_MESSAGE_CHARS + 200
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("route", sorted(MODEL_ROUTES))
+@pytest.mark.parametrize("name", BAD_MODEL_NAMES, ids=range(len(BAD_MODEL_NAMES)))
+def test_a_bad_model_name_is_a_404_in_the_routes_shape(models_server, route, name):
+    path, body, shape = MODEL_ROUTES[route]
+    if "{}" in path:
+        url = models_server.url + path.format(urllib.parse.quote(name, safe=""))
+        response = requests.request("get" if body is None else "post", url, json=body, timeout=30)
+    else:
+        response = requests.post(models_server.url + path, json={**body, "model": name},
+                                 timeout=30)
+    check_not_found(shape, response)
+

@@ -52,13 +52,15 @@ def test_counts_match_the_traffic_sent(api):
     assert delta("inference_requests_total", route="/generate", status="200") == 1
     # Four generations (the /generate request had two samples); refused requests make none.
     for name in GENERATIONS:
-        assert delta(name) == 4, name
-    assert delta("inference_generations_finished_total", finish_reason="length") == 4
-    assert delta("inference_generation_tokens_total") == 5 + 7 + 4 * 2
-    assert delta("inference_prompt_tokens_total") == 3 + 2 + 1 * 2
+        assert delta(name, model=MODEL) == 4, name
+    assert delta("inference_generations_finished_total", model=MODEL, finish_reason="length") == 4
+    assert delta("inference_generation_tokens_total", model=MODEL) == 5 + 7 + 4 * 2
+    assert delta("inference_prompt_tokens_total", model=MODEL) == 3 + 2 + 1 * 2
     # One inter-token gap per token after the first batch of each generation.
-    assert 0 < delta("inference_inter_token_latency_seconds_count") <= (5 + 7 + 4 * 2) - 4
-    assert delta("inference_generations_finished_total", finish_reason="cancelled") == 0
+    tokens = 5 + 7 + 4 * 2
+    assert 0 < delta("inference_inter_token_latency_seconds_count", model=MODEL) <= tokens - 4
+    assert delta("inference_generations_finished_total", model=MODEL,
+                 finish_reason="cancelled") == 0
 
 
 def test_prompt_tokens_found_in_the_cache_are_reported_and_counted(api):
@@ -79,8 +81,8 @@ def test_prompt_tokens_found_in_the_cache_are_reported_and_counted(api):
     assert first["prompt_tokens_details"] == {"cached_tokens": 0}
     assert again["prompt_tokens_details"] == {"cached_tokens": 35}  # all but the last token
     assert other["prompt_tokens_details"] == {"cached_tokens": 35}  # "what is" is shared too
-    assert delta("inference_prompt_cached_tokens_total") == 70
-    assert delta("inference_prompt_tokens_total") == 3 * 36
+    assert delta("inference_prompt_cached_tokens_total", model=MODEL) == 70
+    assert delta("inference_prompt_tokens_total", model=MODEL) == 3 * 36
 
 
 def test_gauges_follow_the_load_and_cancellations_are_counted(api):
@@ -91,19 +93,19 @@ def test_gauges_follow_the_load_and_cancellations_are_counted(api):
 
     def busy(rows):
         samples = scrape(api)
-        return sample(samples, "inference_busy_rows") == rows and \
-            sample(samples, "inference_open_sessions") == rows
+        return sample(samples, "inference_busy_rows", model=MODEL) == rows and \
+            sample(samples, "inference_open_sessions", model=MODEL) == rows
     assert wait_for(lambda: busy(2))
     for stream in streams:
         stream.close()
     assert wait_for(lambda: busy(0))
     assert wait_for(lambda: Delta.stop(delta)("inference_generations_finished_total",
-                                              finish_reason="cancelled") == 2)
+                                              model=MODEL, finish_reason="cancelled") == 2)
     samples = scrape(api)
-    assert sample(samples, "inference_backend_ready") == 1
-    assert sample(samples, "inference_max_rows") == 32
-    assert sample(samples, "inference_waiting_prompts") == 0
-    assert sample(samples, "inference_backend_restarts_total") == 0
+    assert sample(samples, "inference_backend_ready", model=MODEL) == 1
+    assert sample(samples, "inference_max_rows", model=MODEL) == 32
+    assert sample(samples, "inference_waiting_prompts", model=MODEL) == 0
+    assert sample(samples, "inference_backend_restarts_total", model=MODEL) == 0
 
 
 def test_metrics_is_prometheus_text(api):
@@ -147,4 +149,4 @@ def test_proxy_in_front_of_the_api_counts_the_same_traffic(api):
     # The API saw what the proxy let through: three answers and the 404, not the 401.
     assert api_delta("inference_requests_total", route="/inference/<model_id>", status="200") == 3
     assert api_delta("inference_requests_total", route="/inference/<model_id>", status="404") == 1
-    assert api_delta("inference_generation_tokens_total") == 9
+    assert api_delta("inference_generation_tokens_total", model=MODEL) == 9

@@ -18,6 +18,7 @@ from helpers import MODEL, api_server
 pytestmark = pytest.mark.processes
 
 ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}"),
+          ("post", "/inference"), ("post", "/predictions"),
           ("post", "/v1/completions"), ("post", "/v1/chat/completions"), ("post", "/generate"),
           ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("get", "/health"),
           ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/tokenize"),

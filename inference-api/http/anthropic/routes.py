@@ -9,7 +9,7 @@ from inference_api.http.conversation import (answer_grammar, open_one, prompt_of
                                              reply_whole, sampling_of)
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error
-from inference_api.http.plumbing import current_engine, require_json_media_type, validated
+from inference_api.http.plumbing import engine_for, require_json_media_type, validated
 from inference_api.http.samples import sse_response
 from inference_api.quote import quote
 from inference_api.serving.grammars import grammar_for_json_schema
@@ -64,10 +64,8 @@ def _format_grammar(body: MessagesRequest) -> str | None:
 
 
 def _read(schema):
-    engine = current_engine()
     require_json_media_type()
     body = validated(schema, describe_validation_error)
-    if body.model not in engine.model_names:  # the base model's name, or a LoRA adapter's
-        raise ApiError(404, f"model: {quote(body.model)} does not exist; this server serves "
-                            f"{engine.served_text()}")
+    engine = engine_for(body.model, lambda name, served: ApiError(  # a model's, or an adapter's
+        404, f"model: {quote(name)} does not exist; this server serves {served}"))
     return engine, body

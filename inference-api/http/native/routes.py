@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, request, stream_with_context
 
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error
-from inference_api.http.plumbing import client_gone, current_engine, validated
+from inference_api.http.plumbing import client_gone, current_models, engine_for, validated
 from inference_api.process_messages import FINISH_ERROR
 from inference_api.quote import quote
 from inference_api.serving.backend_link import Job
@@ -30,24 +30,23 @@ class StreamCut(ConnectionResetError):
     """
 
 
+@native.post("/inference")
 @native.post("/inference/<model_id>")
-def inference(model_id: str):
-    """Stream the continuation of the prompt as given."""
+def inference(model_id: str | None = None):
+    """Stream the continuation of the prompt as given (no model in the path: the default)."""
     return _generate(model_id, chat=False)
 
 
+@native.post("/predictions")
 @native.post("/predictions/<model_id>")
-def predictions(model_id: str):
+def predictions(model_id: str | None = None):
     """Stream the model's answer to the prompt as a single user turn."""
     return _generate(model_id, chat=True)
 
 
-def _generate(model_id: str, chat: bool):
-    engine = current_engine()
-    if model_id not in engine.model_names:  # the base model's name, or a LoRA adapter's
-        raise ApiError(404, f"model {quote(model_id)} is not served here; the served "
-                            f"model{'s are' if engine.config.lora_adapters else ' is'} "
-                            f"{engine.served_text()}")
+def _generate(model_id: str | None, chat: bool):
+    engine = engine_for(model_id, _not_served)  # a model's name, or a LoRA adapter's
+    model_id = model_id or engine.config.model_id
     body = validated(InferenceRequest, describe_validation_error)
     encoder = engine.require_ready()
     try:
@@ -80,3 +79,9 @@ def _generate(model_id: str, chat: bool):
 
     return Response(stream_with_context(chunks()), status=200,
                     content_type="text/plain; charset=utf-8")
+
+
+def _not_served(name: str, served: str) -> ApiError:
+    plural = "s are" if len(current_models().names) > 1 else " is"
+    return ApiError(404, f"model {quote(name)} is not served here; the served model{plural} "
+                         f"{served}")

@@ -9,7 +9,8 @@ from flask import Blueprint, g, jsonify, request
 
 from inference_api.http.conversation import answer_grammar, prompt_of
 from inference_api.http.errors import ApiError
-from inference_api.http.plumbing import current_engine, require_json_media_type, validated
+from inference_api.http.plumbing import (current_engine, current_models, engine_for,
+                                         require_json_media_type, validated)
 from inference_api.quote import quote, quote_name
 from inference_api.serving.prompts import PromptTooLong
 
@@ -32,15 +33,13 @@ def unknown(rest: str):
 
 @openai.get("/v1/models")
 def models():
-    """The served model, then its LoRA adapters (their parent: the served model)."""
-    return jsonify(object="list", data=[_model_card(name)
-                                        for name in current_engine().model_names])
+    """Each served model, each followed by its LoRA adapters (their parent: that model)."""
+    return jsonify(object="list", data=[_model_card(name) for name in current_models().names])
 
 
 @openai.get("/v1/models/<path:model_id>")
 def model(model_id: str):
     """A served model (or adapter) by its id, or a 404."""
-    _check_model(model_id)
     return jsonify(_model_card(model_id))
 
 
@@ -84,8 +83,8 @@ def chat_completions():
 
 
 def _model_card(name: str) -> dict:
-    """A served name's card; an adapter's parent is the base model (as vLLM lists them)."""
-    engine = current_engine()
+    """A served name's card; an adapter's parent is its base model (as vLLM lists them)."""
+    engine = _engine_named(name)
     link = engine.link
     context = link.info.get("max_seq_len", engine.config.max_seq_len) if link else \
         engine.config.max_seq_len
@@ -94,11 +93,10 @@ def _model_card(name: str) -> dict:
             "max_model_len": context, "parent": parent}
 
 
-def _check_model(model_id: str) -> None:
-    engine = current_engine()
-    if model_id not in engine.model_names:
-        raise ApiError(404, f"The model {quote(model_id)} does not exist; this server serves "
-                               f"{engine.served_text()}", param="model", code="model_not_found")
+def _engine_named(model_id: str):
+    return engine_for(model_id, lambda name, served: ApiError(
+        404, f"The model {quote(name)} does not exist; this server serves {served}",
+        param="model", code="model_not_found"))
 
 
 def _read(schema):
@@ -115,8 +113,7 @@ def _read(schema):
         g.ignored_fields = context["ignored"]
         log.info("request %s ignored unknown fields: %s", g.request_id,
                  _named(context["ignored"]))
-    _check_model(body.model)
-    return engine, body
+    return _engine_named(body.model), body
 
 
 def _named(fields: list[str]) -> str:

@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error
-from inference_api.http.plumbing import current_engine, validated
+from inference_api.http.plumbing import engine_for, validated
 from inference_api.quote import quote
 from inference_api.serving.prompts import PromptTooLong
 from inference_api.serving.templates import ChatTemplateError
@@ -16,12 +16,10 @@ tokens = Blueprint("tokens", __name__)
 
 
 def _ready_encoder(body):
-    """The prompt encoder, once the body names a served model (or none): the base model or a
-    LoRA adapter, which share the tokenizer."""
-    engine = current_engine()
-    if body.model is not None and body.model not in engine.model_names:
-        raise ApiError(404, f"The model {quote(body.model)} does not exist; this server serves "
-                            f"{engine.served_text()}")
+    """The engine client and prompt encoder of the model the body names (none: the default
+    model); a LoRA adapter shares its base model's tokenizer."""
+    engine = engine_for(body.model, lambda name, served: ApiError(
+        404, f"The model {quote(name)} does not exist; this server serves {served}"))
     return engine, engine.require_ready()
 
 

@@ -9,7 +9,7 @@ from inference_api.http.conversation import (answer_grammar, open_one, prompt_of
                                              sampling_of)
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error, field_path
-from inference_api.http.plumbing import current_engine, require_json_media_type, validated
+from inference_api.http.plumbing import engine_for, require_json_media_type, validated
 from inference_api.http.samples import sse_response
 from inference_api.quote import quote, quote_name
 from inference_api.serving.grammars import grammar_for_response_format
@@ -30,12 +30,11 @@ def response_store() -> ResponseStore:
 @responses.post("/v1/responses")
 def create():
     """The model's response to the input (after the stored conversation it continues)."""
-    engine = current_engine()
     require_json_media_type()
     body = validated(ResponsesRequest, _describe)
-    if body.model not in engine.model_names:  # the base model's name, or a LoRA adapter's
-        raise ApiError(404, f"The model {quote(body.model)} does not exist; this server serves "
-                            f"{engine.served_text()}", param="model", code="model_not_found")
+    engine = engine_for(body.model, lambda name, served: ApiError(  # a model's, or an adapter's
+        404, f"The model {quote(name)} does not exist; this server serves {served}",
+        param="model", code="model_not_found"))
     encoder = engine.require_ready()
     items = _history(body.previous_response_id) + body.items()
     use = body.tool_use()
