@@ -14,6 +14,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 DECODE_ATTENTIONS = ("auto", "native", "torch")
 KV_CACHE_DTYPES = ("auto", "int8")
 QUANTIZATIONS = ("none", "int8")
+PROBLEM_PLACEHOLDER = "{problem}"  # where the /solve routes' prompt templates put the problem
 
 
 def cache_dir(kind: str) -> Path:
@@ -46,6 +47,8 @@ class Config:
     responses_store_max: int = 1000  # stored Responses API responses kept in memory, newest first
     responses_store_ttl_s: float = 3600.0  # ... each for at most this long
     lora_modules: str = ""  # name=path,...: PEFT LoRA adapters served beside the base model
+    solve_math_prompt: str = ""  # /solve/math's template around {problem}; empty: the default
+    solve_coding_prompt: str = ""  # /solve/coding's, the same way
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it
@@ -92,6 +95,10 @@ class Config:
         _check(self.backend_start_timeout_s > 0, "BACKEND_START_TIMEOUT_S",
                self.backend_start_timeout_s, "> 0")
         _check(self.heartbeat_timeout_s > 0, "HEARTBEAT_TIMEOUT_S", self.heartbeat_timeout_s, "> 0")
+        for name, template in (("SOLVE_MATH_PROMPT", self.solve_math_prompt),
+                               ("SOLVE_CODING_PROMPT", self.solve_coding_prompt)):
+            _check(not template or PROBLEM_PLACEHOLDER in template, name, template,
+                   f"a template holding the placeholder {PROBLEM_PLACEHOLDER} (or empty)")
 
     @property
     def lora_adapters(self) -> dict[str, str]:
