@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, Field, StrictBool
 
-from inference_api.http.fields import REQUEST_CONFIG, Float, Int, PromptText
+from inference_api.http.fields import REQUEST_CONFIG, Float, Int
 
 MAX_NEW_TOKENS = 2048  # as /inference and /generate
 DEFAULT_MAX_NEW_TOKENS = 512  # room for worked steps; a small model rarely needs more
@@ -18,12 +18,23 @@ MAX_SOLVE_TEMPERATURE = 2.0
 MAX_MODEL_CHARS = 256
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only white space")
+    return text
+
+
+# The length is checked before the text is looked at, so its error says "characters".
+ProblemText = Annotated[str, Field(min_length=1, max_length=MAX_PROBLEM_CHARS),
+                        AfterValidator(_not_blank)]
+
+
 class SolveRequest(BaseModel):
     """POST /solve/math and /solve/coding. Numeric strings are accepted as numbers."""
 
     model_config = REQUEST_CONFIG
 
-    problem: Annotated[PromptText, Field(max_length=MAX_PROBLEM_CHARS)]
+    problem: ProblemText
     max_new_tokens: Int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     # Greedy by default: the model's likeliest solution, the same every time.
     temperature: Float = Field(0.0, ge=0, le=MAX_SOLVE_TEMPERATURE)
