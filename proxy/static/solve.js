@@ -16,7 +16,7 @@ export const MODES = {
 
 /** The body of a /solve request: the problem, the model, and the settings that apply. */
 export function solveRequest(problem, model, numbers) {
-  const request = { problem, model };
+  const request = model ? { problem, model } : { problem }; // unnamed: the server's model
   if ("temperature" in numbers) request.temperature = numbers.temperature;
   if ("max_tokens" in numbers) request.max_new_tokens = numbers.max_tokens;
   return request;
