@@ -175,7 +175,7 @@ def test_a_prompt_over_the_context_is_a_400_as_on_the_other_routes(server, body)
 
 def test_get_is_405(server):
     response = requests.get(f"{server.url}/solve/math", timeout=30)
-    assert response.status_code == 405 and response.headers["Allow"].startswith("POST")
+    assert response.status_code == 405 and "POST" in response.headers["Allow"].split(", ")
 
 
 @pytest.mark.parametrize("name", ["SOLVE_MATH_PROMPT", "SOLVE_CODING_PROMPT"])
