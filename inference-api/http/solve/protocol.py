@@ -52,7 +52,7 @@ class SolveUsage(BaseModel):
     total_tokens: int
 
 
-FinishReason = Literal["stop", "eos", "length"]
+FinishReason = Literal["eos", "length"]  # no stop strings on these routes
 
 
 class MathSolution(BaseModel):
