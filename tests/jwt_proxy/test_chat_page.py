@@ -374,3 +374,18 @@ def test_the_page_gets_a_short_answer_from_the_real_model(driver, real_chat, tmp
     wait_answer(page, "done", "the real model's answer", timeout=180)
     page.shot("real-model")
     page.check(len(page.answer_text().strip()) > 0, "empty answer", "real")
+
+
+@pytest.mark.slow
+def test_coding_mode_shows_the_real_models_code(driver, real_chat, tmp_path):
+    driver.set_window_size(1000, 800)
+    page = Page(driver, real_chat.url, tmp_path).open(make_token(secret=SECRET))
+    page.wait(lambda: page.find("model-name").text == MODEL, "the model's name")
+    choose_mode(page, "coding")
+    page.set_field("max-tokens", "120")
+    page.ask("Write a Python function is_even(n) that returns True when n is even.")
+    wait_answer(page, "done", "the real model's solution", timeout=300)
+    page.shot("real-model-coding")
+    found, code, children = extracted(page)
+    page.check(found == "true" and "def is_even" in code and code in page.answer_text()
+               and not children, f"code shown as {found!r} {code!r}", "real-code")
