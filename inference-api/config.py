@@ -21,6 +21,7 @@ MODEL_OPTIONS = {"max_users": "MAX_USERS", "max_seq_len": "MAX_SEQ_LEN", "max_qu
                  "cpu_threads": "CPU_THREADS"}
 # A served name goes into URL paths (/inference/<name>) and metric labels: plain characters only.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+PROBLEM_PLACEHOLDER = "{problem}"  # where the /solve routes' prompt templates put the problem
 
 
 def cache_dir(kind: str) -> Path:
@@ -54,6 +55,8 @@ class Config:
     responses_store_ttl_s: float = 3600.0  # ... each for at most this long
     lora_modules: str = ""  # name=path,...: PEFT LoRA adapters served beside the base model
     models: str = ""  # name=path;option=value,...: several models, each with its own backend
+    solve_math_prompt: str = ""  # /solve/math's template around {problem}; empty: the default
+    solve_coding_prompt: str = ""  # /solve/coding's, the same way
     mock_model: bool = False
     mock_step_ms: float = 10.0
     service_host: str = "127.0.0.1"  # the API trusts its callers: only the proxy should reach it
@@ -104,6 +107,10 @@ class Config:
         _check(self.backend_start_timeout_s > 0, "BACKEND_START_TIMEOUT_S",
                self.backend_start_timeout_s, "> 0")
         _check(self.heartbeat_timeout_s > 0, "HEARTBEAT_TIMEOUT_S", self.heartbeat_timeout_s, "> 0")
+        for name, template in (("SOLVE_MATH_PROMPT", self.solve_math_prompt),
+                               ("SOLVE_CODING_PROMPT", self.solve_coding_prompt)):
+            _check(not template or PROBLEM_PLACEHOLDER in template, name, template,
+                   f"a template holding the placeholder {PROBLEM_PLACEHOLDER} (or empty)")
 
     @property
     def lora_adapters(self) -> dict[str, str]:

@@ -1,11 +1,12 @@
 """Generated tokens, counted from the answer the proxy relays (for PROXY_RATE_LIMIT_TPM).
 
-- A JSON answer: its usage (`usage.completion_tokens` of OpenAI's routes, `usage.output_tokens`
-  of the Responses and Messages APIs, the sum of `responses[].generated_tokens` of /generate).
+- A JSON answer: its usage (`usage.completion_tokens` of OpenAI's routes and of /solve/*,
+  `usage.output_tokens` of the Responses and Messages APIs, the sum of
+  `responses[].generated_tokens` of /generate).
 - A server-sent event stream: the last usage it carries (OpenAI's final chunk with
   `stream_options.include_usage`, Anthropic's `message_delta`, the Responses API's
-  `response.completed`, /generate's closing summary); without one, one token per data event,
-  as the API sends an event per decoded piece of text.
+  `response.completed`, /generate's closing summary, /solve's closing answer); without one,
+  one token per data event, as the API sends an event per decoded piece of text.
 - Anything else (the plain text of /inference and /predictions): one token per 4 bytes.
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ from inference_api.http.anthropic.protocol import (CountTokensRequest, MessagesR
 from inference_api.http.native.protocol import GenerateRequest, InferenceRequest
 from inference_api.http.openai.protocol import ChatRequest, CompletionRequest, StreamOptions
 from inference_api.http.openai.protocol_messages import ChatMessage
+from inference_api.http.solve.protocol import SolveRequest
 from inference_api.http.responses.protocol import (FunctionCallItem, FunctionCallOutputItem,
                                                    FunctionTool, ResponsesRequest, TextConfig)
 from processes import REPO
@@ -43,6 +44,7 @@ GENERATE = "POST /generate"
 OPENAI_ROUTES = "OpenAI-compatible routes under /v1/"
 RESPONSES = "OpenAI's Responses API: /v1/responses"
 MESSAGES = "Anthropic's Messages API: /v1/messages"
+SOLVE = "Task routes: /solve/math and /solve/coding"
 
 
 @pytest.mark.parametrize("model,heading", [
@@ -64,6 +66,7 @@ MESSAGES = "Anthropic's Messages API: /v1/messages"
     (ToolUseBlock, MESSAGES),
     (ToolResultBlock, MESSAGES),
     (OutputConfig, MESSAGES),
+    (SolveRequest, SOLVE),
 ])
 def test_every_accepted_field_is_documented(model, heading):
     text = section("api.md", heading)

@@ -24,6 +24,7 @@ from .openai.tokens import tokens
 from .openapi import openapi
 from .responses.routes import responses
 from .responses.store import ResponseStore
+from .solve.routes import solve
 from .plumbing import finish_body
 
 
@@ -47,6 +48,7 @@ def create_server(config: Config | None = None, start_backend: bool = True) -> F
     app.register_blueprint(tokens)
     app.register_blueprint(generate)
     app.register_blueprint(openapi)
+    app.register_blueprint(solve)
     install_metrics(app, models)
     app.after_request(finish_body)
     _install_request_ids(app)

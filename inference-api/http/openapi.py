@@ -18,6 +18,7 @@ from .openai.protocol_answers import (ChatCompletion, Completion, DetokenizeAnsw
 from .plumbing import current_models
 from .responses.protocol import ResponsesRequest
 from .responses.protocol_answers import ResponseDeleted, ResponseObject
+from .solve.protocol import CodingSolution, MathSolution, SolutionText, SolveRequest
 
 openapi = Blueprint("openapi", __name__)
 JSON, TEXT, SSE = "application/json", "text/plain", "text/event-stream"
@@ -96,10 +97,11 @@ def build_document(model_ids: list[str]) -> dict:
     LoRA adapters')."""
     requests = [InferenceRequest, CompletionRequest, ChatRequest, GenerateRequest,
                 TokenizeRequest, DetokenizeRequest, ResponsesRequest, MessagesRequest,
-                CountTokensRequest]
+                CountTokensRequest, SolveRequest]
     answers = [NativeError, OpenAIError, Health, ModelList, ModelCard, Completion,
                ChatCompletion, GenerateAnswer, TokenizeAnswer, DetokenizeAnswer,
-               ResponseObject, ResponseDeleted, AnthropicMessage, TokenCount, AnthropicError]
+               ResponseObject, ResponseDeleted, AnthropicMessage, TokenCount, AnthropicError,
+               MathSolution, CodingSolution, SolutionText]
     _, schemas = models_json_schema([(m, "validation") for m in requests]
                                     + [(m, "serialization") for m in answers],
                                     ref_template="#/components/schemas/{model}")
@@ -143,6 +145,12 @@ def build_document(model_ids: list[str]) -> dict:
                 "TokenCount"))}, **_errors((400, 404, 413, 415, 503), "AnthropicError")}}},
         "/generate": {"post": _generation("num_samples continuations of text", "GenerateRequest",
                                           sse_or("GenerateAnswer"), "NativeError")},
+        "/solve/math": {"post": _generation(
+            "a worked solution of a math problem and its final answer", "SolveRequest",
+            sse_or("MathSolution"), "NativeError")},
+        "/solve/coding": {"post": _generation(
+            "a solution of a programming problem and its code", "SolveRequest",
+            sse_or("CodingSolution"), "NativeError")},
         "/tokenize": {"post": _tokens("the token ids of a prompt or of chat messages",
                                       "TokenizeRequest", "TokenizeAnswer")},
         "/detokenize": {"post": _tokens("the text of token ids", "DetokenizeRequest",

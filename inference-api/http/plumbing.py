@@ -15,7 +15,7 @@ import socket
 from flask import current_app, g, request
 from pydantic import ValidationError
 
-from inference_api.quote import quote_name
+from inference_api.quote import quote, quote_name
 from inference_api.serving.engine_client import EngineClient
 from inference_api.serving.errors import UnknownModel
 from inference_api.serving.models import Models
@@ -194,6 +194,14 @@ def engine_for(name: str | None, not_found) -> EngineClient:
         return current_models().engine_for(name)
     except UnknownModel as exc:
         raise not_found(exc.name, exc.served) from None
+
+
+def not_served(name: str, served: str) -> ApiError:
+    """The native routes' 404 for a model or adapter name nothing here serves (engine_for's
+    not_found)."""
+    plural = "s are" if len(current_models().names) > 1 else " is"
+    return ApiError(404, f"model {quote(name)} is not served here; the served model{plural} "
+                         f"{served}")
 
 
 def validated(schema, describe, context: dict | None = None):

@@ -41,6 +41,31 @@ export async function* streamChat(request, token, signal) {
   throw cutOff(); // the stream ended without [DONE]
 }
 
+/**
+ * Yields the events of a streamed solution from /solve/math or /solve/coding: `{text}` pieces,
+ * then the whole answer (it has `solution`), which ends it; throws ApiError otherwise.
+ */
+export async function* streamSolve(kind, request, token, signal) {
+  const response = await call(`/solve/${kind}`, {
+    method: "POST",
+    headers: { ...authHeaders(token), "Content-Type": "application/json" },
+    body: JSON.stringify({ ...request, stream: true }),
+    signal,
+  });
+  try {
+    for await (const data of sseEvents(response.body)) {
+      const event = parseChunk(data);
+      if (event.status_code) throw backendFailed(event);
+      yield event;
+      if (typeof event.solution === "string") return;
+    }
+  } catch (err) {
+    if (err instanceof ApiError || signal.aborted) throw err;
+    throw cutOff();
+  }
+  throw cutOff(); // the stream ended without the answer
+}
+
 function authHeaders(token) {
   return { Authorization: `Bearer ${token}` };
 }

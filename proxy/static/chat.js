@@ -1,6 +1,7 @@
 // The chat page: the conversation, the settings, and one streamed answer at a time.
 
-import { ApiError, fetchModelName, streamChat } from "./api.js";
+import { ApiError, fetchModelName, streamChat, streamSolve } from "./api.js";
+import { MODES, solveRequest, takeSolved } from "./solve.js";
 import { loadSettings, loadToken, saveSettings, saveToken, takeTokenFromFragment } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -8,11 +9,14 @@ const ui = {
   token: $("token"), system: $("system"), temperature: $("temperature"), topP: $("top-p"),
   maxTokens: $("max-tokens"), settings: $("settings"), model: document.querySelector("[data-testid=model-name]"),
   messages: $("messages"), composer: $("composer"), prompt: $("prompt"), send: $("send"),
-  stop: $("stop"), status: $("status"), newChat: $("new-chat"),
+  stop: $("stop"), status: $("status"), newChat: $("new-chat"), mode: $("mode"),
 };
-const SETTING_FIELDS = { system: ui.system, temperature: ui.temperature, top_p: ui.topP, max_tokens: ui.maxTokens };
+const SETTING_FIELDS = {
+  system: ui.system, temperature: ui.temperature, top_p: ui.topP, max_tokens: ui.maxTokens, mode: ui.mode,
+};
 // A small model can ramble until its context is full; a bound keeps a first try quick.
-const DEFAULT_SETTINGS = { max_tokens: "512" };
+const DEFAULT_SETTINGS = { max_tokens: "512", mode: "chat" };
+
 
 const state = {
   history: [], // the turns sent with the next request: {role, content}
@@ -24,6 +28,9 @@ function init() {
   ui.token.value = takeTokenFromFragment() || loadToken();
   const settings = { ...DEFAULT_SETTINGS, ...loadSettings() };
   for (const [name, field] of Object.entries(SETTING_FIELDS)) field.value = settings[name] || "";
+  if (!MODES[ui.mode.value]) ui.mode.value = "chat"; // a stored mode this page no longer has
+  showMode();
+  ui.mode.addEventListener("change", showMode);
 
   ui.token.addEventListener("change", onTokenChange);
   for (const field of Object.values(SETTING_FIELDS)) field.addEventListener("input", storeSettings);
@@ -45,6 +52,10 @@ function onTokenChange() {
   saveToken(ui.token.value);
   state.model = "";
   if (ui.token.value) loadModel();
+}
+
+function showMode() {
+  ui.prompt.placeholder = MODES[ui.mode.value].placeholder;
 }
 
 function storeSettings() {
@@ -105,11 +116,12 @@ async function send() {
     return;
   }
   ui.prompt.value = "";
+  const mode = ui.mode.value;
   const turn = { role: "user", content: text };
   // New chat may replace the history while this answer is still ending: keep to this one.
   const context = state.history;
   addMessage("user", "You", text);
-  const view = addAssistantMessage();
+  const view = addAssistantMessage(mode === "chat" ? "Assistant" : "Solution");
   const controller = (state.controller = new AbortController());
   setBusy(true);
   setStatus("Generating…");
@@ -117,8 +129,13 @@ async function send() {
   let outcome = "done";
   try {
     if (!state.model) showModel(await fetchModelName(token));
-    const request = buildRequest([...context, turn]);
-    for await (const chunk of streamChat(request, token, controller.signal)) take(chunk, answer, view);
+    if (mode === "chat") {
+      const request = buildRequest([...context, turn]);
+      for await (const chunk of streamChat(request, token, controller.signal)) take(chunk, answer, view);
+    } else {
+      const request = solveRequest(text, state.model, numberSettings());
+      for await (const event of streamSolve(mode, request, token, controller.signal)) takeSolved(event, mode, answer, view, addPiece);
+    }
   } catch (err) {
     outcome = controller.signal.aborted ? "stopped" : "error";
     if (outcome === "error") showError(view, err);
@@ -127,8 +144,9 @@ async function send() {
   finish(view, answer, outcome);
   scrollToEnd(follow);
   // What the user saw answered (stopped answers too) is context for the next turn; a failed
-  // turn is not, and its prompt goes back in the box so that trying again is one key.
-  if (outcome !== "error" && answer.text) context.push(turn, { role: "assistant", content: answer.text });
+  // turn is not, and its prompt goes back in the box so that trying again is one key. A
+  // problem solved in another mode is not part of the conversation.
+  if (mode === "chat" && outcome !== "error" && answer.text) context.push(turn, { role: "assistant", content: answer.text });
   else if (outcome === "error" && !ui.prompt.value) ui.prompt.value = text;
   state.controller = null;
   setBusy(false);
@@ -151,11 +169,17 @@ function newChat() {
 function buildRequest(turns) {
   const system = ui.system.value.trim();
   const request = { model: state.model, messages: system ? [{ role: "system", content: system }, ...turns] : turns };
+  return { ...request, ...numberSettings() };
+}
+
+/** The sampling settings that are filled in, as numbers. */
+function numberSettings() {
+  const numbers = {};
   for (const [name, field] of [["temperature", ui.temperature], ["top_p", ui.topP], ["max_tokens", ui.maxTokens]]) {
     // Left empty, the server's defaults apply; out of range, the server's 400 says why.
-    if (field.value.trim() !== "" && !Number.isNaN(field.valueAsNumber)) request[name] = field.valueAsNumber;
+    if (field.value.trim() !== "" && !Number.isNaN(field.valueAsNumber)) numbers[name] = field.valueAsNumber;
   }
-  return request;
+  return numbers;
 }
 
 /** Add one streamed chunk to the answer and to its message. */
@@ -163,16 +187,18 @@ function take(chunk, answer, view) {
   if (chunk.usage) answer.usage = chunk.usage;
   for (const choice of chunk.choices || []) {
     const piece = choice.delta && choice.delta.content;
-    if (piece) {
-      const now = performance.now();
-      if (!answer.first) answer.first = now;
-      answer.last = now;
-      answer.pieces += 1;
-      answer.text += piece;
-      appendText(view.text, piece);
-    }
+    if (piece) addPiece(piece, answer, view);
     if (choice.finish_reason) answer.finish = choice.finish_reason;
   }
+}
+
+function addPiece(piece, answer, view) {
+  const now = performance.now();
+  if (!answer.first) answer.first = now;
+  answer.last = now;
+  answer.pieces += 1;
+  answer.text += piece;
+  appendText(view.text, piece);
 }
 
 function finish(view, answer, outcome) {
@@ -220,8 +246,8 @@ function addMessage(role, who, text) {
   return { item, text: body };
 }
 
-function addAssistantMessage() {
-  const view = addMessage("assistant", "Assistant", "");
+function addAssistantMessage(who) {
+  const view = addMessage("assistant", who, "");
   view.item.dataset.testid = "assistant-message";
   view.item.dataset.state = "streaming";
   // Screen readers announce the answer once it is whole, not piece by piece.

@@ -57,6 +57,13 @@ ROUTES = {
                            "messages": [{"role": "user", "content": "hello"}]},
                      text=None, stop="stop_sequences", flag="stream", shape="anthropic",
                      max="max_tokens"),
+    # The task routes take no stop strings and no top_p: both are unknown fields, refused.
+    "solve_math": dict(path="/solve/math", base={"problem": "hello", "max_new_tokens": 2},
+                       text="problem", stop="stop", flag="stream", shape="native",
+                       max="max_new_tokens", lacks=("stop", "top_p")),
+    "solve_coding": dict(path="/solve/coding", base={"problem": "hello", "max_new_tokens": 2},
+                         text="problem", stop="stop", flag="stream", shape="native",
+                         max="max_new_tokens", lacks=("stop", "top_p")),
 }
 
 
@@ -190,6 +197,10 @@ def test_bad_input_gets_a_short_4xx_in_the_routes_shape(mock_server, route_name,
         status, words = 415, "application/json"  # as vLLM: the /v1 routes take JSON only
     if route_name == "responses" and name == "a 900-kilobyte stop list":
         words = "stop is not a known field"
+    lacked = {"a 900-kilobyte stop list": "stop", "a stop of the wrong type": "stop",
+              "-Infinity top_p": "top_p"}.get(name)
+    if lacked in route.get("lacks", ()):
+        words = f"{lacked} is not a known field"
     check_error(route, response, status, words.replace("max_tokens", route["max"]))
 
 

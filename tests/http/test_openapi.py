@@ -24,7 +24,8 @@ ROUTES = {("post", "/inference/{model_id}"), ("post", "/predictions/{model_id}")
           ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/tokenize"),
           ("post", "/detokenize"), ("post", "/v1/responses"),
           ("get", "/v1/responses/{response_id}"), ("delete", "/v1/responses/{response_id}"),
-          ("post", "/v1/messages"), ("post", "/v1/messages/count_tokens")}
+          ("post", "/v1/messages"), ("post", "/v1/messages/count_tokens"),
+          ("post", "/solve/math"), ("post", "/solve/coding")}
 # A bounded number of requests per operation and mode, the same ones every run: the suite's
 # time matters, and a failure must reproduce.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))  # raise it for a deeper search
@@ -78,6 +79,24 @@ def test_document_lists_every_route_with_request_models_and_error_shapes(fuzz_se
                                                             "text/event-stream"}
     assert components["ResponsesRequest"]["properties"]["model"]["enum"] == [MODEL]
     assert set(document["paths"]["/v1/responses/{response_id}"]) == {"get", "delete"}
+    for path, answer, field in (("/solve/math", "MathSolution", "answer"),
+                                ("/solve/coding", "CodingSolution", "code")):
+        operation = document["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/SolveRequest"}
+        ok = operation["responses"]["200"]["content"]
+        assert ok["application/json"]["schema"] == {"$ref": f"#/components/schemas/{answer}"}
+        assert "text/event-stream" in ok
+        assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/NativeError"}
+        assert set(components[answer]["required"]) == {
+            "problem", "solution", field, "generation_time", "finish_reason", "usage"}
+    solve = components["SolveRequest"]
+    assert solve["additionalProperties"] is False and solve["required"] == ["problem"]
+    assert set(solve["properties"]) == {"problem", "max_new_tokens", "temperature", "stream",
+                                        "model"}
+    assert solve["properties"]["problem"]["maxLength"] == 16384
+    assert solve["properties"]["temperature"]["maximum"] == 2
 
 
 # Routes that take a body get invalid ones too; the others have no input that could be invalid.

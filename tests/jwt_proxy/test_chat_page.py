@@ -13,6 +13,7 @@ import pytest
 from browser import Page, chromium_driver, missing_reason
 from helpers import (MODEL, SECRET, api_server, health, health_status, make_token, start_proxy,
                      wait_for)
+from inference_api.http.solve.extract import math_answer
 from inference_api.mock.text import mock_answer
 from net import free_port
 from processes import REPO
@@ -22,8 +23,10 @@ pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing
 
 @pytest.fixture(scope="module")
 def slow_mock():
-    """A mock API slow enough (40 ms a token) that streaming and stopping can be watched."""
-    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "40", "DRAIN_TIMEOUT_S": "0"})
+    """A mock API slow enough (40 ms a token) that streaming and stopping can be watched; its
+    math template is the problem alone, so that a problem can make the mock write a box."""
+    server = api_server({"MOCK_MODEL": "1", "MOCK_STEP_MS": "40", "DRAIN_TIMEOUT_S": "0",
+                         "SOLVE_MATH_PROMPT": "{problem}"})
     server.start(timeout=60)
     yield server
     server.stop()
@@ -144,6 +147,72 @@ def test_a_second_turn_sends_the_first_and_the_system_prompt(page):
     page.check(page.answer_text() == mock_answer(
         mock_chat_prompt(("system", "Be brief"), ("user", "yak")), 30),
         f"new chat carried history: {page.answer_text()!r}", "fresh")
+
+
+def choose_mode(page: Page, mode: str) -> None:
+    """Pick a mode in the selector, as a user does."""
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find("mode")).select_by_value(mode)
+
+
+WATCH_ANSWER = """
+    window.answerSteps = [];
+    new MutationObserver(() => {
+        const answers = document.querySelectorAll("[data-testid=assistant-message]");
+        const last = answers[answers.length - 1];
+        if (last) window.answerSteps.push([last.querySelector(".text").textContent.length,
+                                           !!last.querySelector("[data-testid=extracted]")]);
+    }).observe(document.getElementById("messages"),
+               {childList: true, subtree: true, characterData: true});
+"""
+
+
+def extracted(page: Page) -> tuple[str, str, int]:
+    """(data-found, text, child elements) of what the last answer shows as read from it."""
+    value = page.answers()[-1].find_element("css selector", "[data-testid=extracted-value]")
+    return (page.answers()[-1].find_element("css selector", "[data-testid=extracted]")
+            .get_attribute("data-found"), page.js("return arguments[0].textContent", value),
+            page.js("return arguments[0].children.length", value))
+
+
+@pytest.mark.processes
+def test_math_mode_streams_the_solution_then_shows_its_answer_as_text(page):
+    page.open(make_token())
+    choose_mode(page, "math")
+    page.check(page.find("prompt").get_attribute("placeholder").startswith("A math problem"),
+               "the message box does not say it takes a problem", "placeholder")
+    page.set_field("max-tokens", "40")
+    problem = "What is 6 times 7? \\boxed{<b>42</b>}"  # markup the page must show as text
+    # Every change of the conversation, as the page makes it: (solution's length, answer shown).
+    page.js(WATCH_ANSWER)
+    page.ask(problem)
+    wait_answer(page, "done", "the solution to finish")
+    page.shot("math-mode")
+    steps = page.js("return window.answerSteps")
+    growing = [length for length, shown in steps if not shown]
+    page.check(len(set(growing)) >= 3 and steps[-1][1] and growing == sorted(growing),
+               f"the solution did not stream before its answer: {steps}", "streamed")
+    solution = mock_answer(mock_chat_prompt(("user", problem)), 40)
+    page.check(page.answer_text() == solution, f"solution {page.answer_text()!r}", "solution")
+    found, text, children = extracted(page)
+    page.check(found == "true" and text == math_answer(solution) == "<b>42</b>" and not children,
+               f"answer shown as {found!r} {text!r} with {children} elements", "answer")
+    meta = page.answers()[-1].find_element("css selector", ".meta").text
+    page.check("40 tokens" in meta, f"stats missing: {meta!r}", "meta")
+    # A coding problem whose solution has no code says so; neither joins the conversation.
+    choose_mode(page, "coding")
+    page.set_field("max-tokens", "5")
+    page.ask("print hi")
+    wait_answer(page, "done", "the coding solution")
+    found, text, _ = extracted(page)
+    page.check(found == "false" and text.startswith("No code found"), f"code shown as {text!r}",
+               "no-code")
+    choose_mode(page, "chat")
+    page.ask("yak")
+    wait_answer(page, "done", "the chat answer")
+    page.check(page.answer_text() == mock_answer(mock_chat_prompt(("user", "yak")), 5),
+               f"the problems leaked into the chat: {page.answer_text()!r}", "chat-after")
 
 
 @pytest.mark.processes
@@ -305,3 +374,18 @@ def test_the_page_gets_a_short_answer_from_the_real_model(driver, real_chat, tmp
     wait_answer(page, "done", "the real model's answer", timeout=180)
     page.shot("real-model")
     page.check(len(page.answer_text().strip()) > 0, "empty answer", "real")
+
+
+@pytest.mark.slow
+def test_coding_mode_shows_the_real_models_code(driver, real_chat, tmp_path):
+    driver.set_window_size(1000, 800)
+    page = Page(driver, real_chat.url, tmp_path).open(make_token(secret=SECRET))
+    page.wait(lambda: page.find("model-name").text == MODEL, "the model's name")
+    choose_mode(page, "coding")
+    page.set_field("max-tokens", "120")
+    page.ask("Write a Python function is_even(n) that returns True when n is even.")
+    wait_answer(page, "done", "the real model's solution", timeout=300)
+    page.shot("real-model-coding")
+    found, code, children = extracted(page)
+    page.check(found == "true" and "def is_even" in code and code in page.answer_text()
+               and not children, f"code shown as {found!r} {code!r}", "real-code")

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, request, stream_with_context
 
 from inference_api.http.errors import ApiError
 from inference_api.http.fields import describe_validation_error
-from inference_api.http.plumbing import client_gone, current_models, engine_for, validated
+from inference_api.http.plumbing import client_gone, engine_for, not_served, validated
 from inference_api.process_messages import FINISH_ERROR
 from inference_api.quote import quote
 from inference_api.serving.backend_link import Job
@@ -45,7 +45,7 @@ def predictions(model_id: str | None = None):
 
 
 def _generate(model_id: str | None, chat: bool):
-    engine = engine_for(model_id, _not_served)  # a model's name, or a LoRA adapter's
+    engine = engine_for(model_id, not_served)  # a model's name, or a LoRA adapter's
     model_id = model_id or engine.config.model_id
     body = validated(InferenceRequest, describe_validation_error)
     encoder = engine.require_ready()
@@ -80,8 +80,3 @@ def _generate(model_id: str | None, chat: bool):
     return Response(stream_with_context(chunks()), status=200,
                     content_type="text/plain; charset=utf-8")
 
-
-def _not_served(name: str, served: str) -> ApiError:
-    plural = "s are" if len(current_models().names) > 1 else " is"
-    return ApiError(404, f"model {quote(name)} is not served here; the served model{plural} "
-                         f"{served}")
