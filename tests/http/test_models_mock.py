@@ -9,7 +9,8 @@ import psutil
 import pytest
 import requests
 
-from helpers import api_server, client_for, sample, scrape, wait_for
+from helpers import (api_server, bearer, client_for, make_token, sample, scrape, start_proxy,
+                     wait_for)
 from inference_api.mock.text import mock_answer
 
 pytestmark = pytest.mark.processes  # servers of their own, with MODELS set
@@ -90,6 +91,37 @@ def test_each_route_reaches_the_model_it_names(server):
                - sample(before, "inference_generation_tokens_total", model=name)
                for name in ("alpha", "beta", "gamma")}
     assert counted == {"alpha": 6, "beta": 0, "gamma": 0}
+
+
+def test_a_tokens_models_claim_picks_among_the_models_through_the_proxy(server):
+    """Behind the proxy, a token limited to one model and its adapter uses them on every route
+    and gets 403 for the other models, while another token's claim allows those."""
+    with start_proxy(server.url) as proxy:
+        alpha_only = bearer(make_token(models=["alpha", "tune"]))
+        beta_only = bearer(make_token(models=["b*"]))
+
+        def post(route, body, headers):
+            return requests.post(proxy.url + route, json=body, headers=headers, timeout=60)
+
+        chat_of = {"max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+        for model in ("alpha", "tune"):
+            answer = post("/v1/chat/completions", {**chat_of, "model": model}, alpha_only)
+            assert answer.status_code == 200 and answer.json()["model"] == model
+        assert post("/inference/alpha", {"text": "hi", "max_tokens": 3}, alpha_only).text == \
+            mock_answer("hi", 3)
+        assert post("/solve/math", {"problem": "1+1", "model": "alpha", "max_new_tokens": 4},
+                    alpha_only).status_code == 200
+        refused = post("/v1/chat/completions", {**chat_of, "model": "beta"}, alpha_only)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+        assert post("/inference/gamma", {"text": "hi"}, alpha_only).json() == {
+            "status_code": 403, "message": 'this token may not use the model "gamma"'}
+        assert post("/solve/coding", {"problem": "x", "model": "beta"}, alpha_only).status_code \
+            == 403
+        answer = post("/v1/chat/completions", {**chat_of, "model": "beta"}, beta_only)
+        assert answer.status_code == 200 and answer.json()["model"] == "beta"
+        assert post("/inference/alpha", {"text": "hi"}, beta_only).status_code == 403
+        listed = requests.get(proxy.url + "/v1/models", headers=alpha_only, timeout=30).json()
+        assert [m["id"] for m in listed["data"]] == ["alpha", "tune", "beta", "gamma"]
 
 
 def test_a_models_rows_are_its_own(server):
