@@ -1,28 +1,16 @@
 """POST /generate: the JSON answer, its server-sent events and its errors."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import requests
 
-from helpers import health, post, wait_for
+from helpers import health, post, sse_events, wait_for
 from inference_api.mock.text import mock_answer
 
 
 def generate(server, body, **kw) -> requests.Response:
     return requests.post(server.url + "/generate", json=body, timeout=30, **kw)
-
-
-def events(response: requests.Response) -> list[dict]:
-    """The JSON payload of every server-sent event, in order."""
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    out = []
-    for line in response.iter_lines():
-        if line:
-            assert line.startswith(b"data: ")
-            out.append(json.loads(line[len(b"data: "):]))
-    return out
 
 
 def test_answer_in_one_piece(mock_server):
@@ -54,7 +42,7 @@ def test_stream_of_events_then_the_summary(mock_server):
     response = generate(mock_server, {"text": "s t", "max_tokens": 10, "num_samples": 2,
                                       "stream": True}, stream=True)
     assert response.status_code == 200
-    *parts, summary = events(response)
+    *parts, summary = sse_events(response)
     assert len(parts) > 2
     for index in (0, 1):
         mine = [p for p in parts if p["index"] == index]

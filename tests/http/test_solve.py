@@ -8,7 +8,7 @@ import signal
 import pytest
 import requests
 
-from helpers import MODEL, api_server, backend_process
+from helpers import MODEL, api_server, backend_process, sse_events
 from inference_api.config import Config
 from inference_api.http.solve.prompts import DEFAULT_CODING_PROMPT, DEFAULT_MATH_PROMPT
 from inference_api.mock.text import mock_answer
@@ -39,17 +39,6 @@ def solve(server, kind: str, body, **kw) -> requests.Response:
 def mock_prompt(content: str) -> str:
     """The prompt the mock's chat template makes of one user turn."""
     return f"user: {content}\nassistant:"
-
-
-def events(response: requests.Response) -> list[dict]:
-    """The JSON payload of every server-sent event, in order."""
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    out = []
-    for line in response.iter_lines():
-        if line:
-            assert line.startswith(b"data: ")
-            out.append(json.loads(line[len(b"data: "):]))
-    return out
 
 
 BOXED = "What is 6 times 7? \\boxed{42}"  # 8 words in the mock's prompt: a box in 8 tokens
@@ -87,7 +76,7 @@ def test_streamed_solution_arrives_in_pieces_then_the_answer(server, kind):
     response = solve(server, kind, {"problem": BOXED, "max_new_tokens": 8, "stream": True},
                      stream=True)
     assert response.status_code == 200
-    seen = events(response)
+    seen = sse_events(response)
     *pieces, last = seen
     assert len(pieces) >= 2 and all(list(p) == ["text"] for p in pieces)
     streamed = "".join(p["text"] for p in pieces)
@@ -222,5 +211,5 @@ def test_the_real_model_answers_with_the_documented_fields(real_server, kind, pr
     assert body["usage"]["completion_tokens"] <= 200 and body["generation_time"] > 0
     streamed = requests.post(f"{real_server.url}/solve/{kind}", timeout=300, stream=True,
                              json={"problem": problem, "max_new_tokens": 40, "stream": True})
-    *pieces, last = events(streamed)
+    *pieces, last = sse_events(streamed)
     assert "".join(p["text"] for p in pieces) == last["solution"] and FIELDS[kind] in last

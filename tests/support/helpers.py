@@ -2,6 +2,7 @@
 tokens and metrics."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -221,3 +222,14 @@ def scrape(server: ServerProcess) -> dict:
 def sample(samples: dict, name: str, **labels) -> float:
     """One sample's value from scrape()'s result, 0 when it is absent."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def sse_events(response: requests.Response) -> list[dict]:
+    """The JSON payload of every server-sent event of a JSON route's stream, in order."""
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    out = []
+    for line in response.iter_lines():
+        if line:
+            assert line.startswith(b"data: ")
+            out.append(json.loads(line[len(b"data: "):]))
+    return out
