@@ -1,7 +1,6 @@
 """POST /generate: the JSON answer, its server-sent events and its errors."""
 from __future__ import annotations
 
-
 import pytest
 import requests
 
