@@ -11,6 +11,7 @@ import torch
 from inference_api.model.forward import PrefillInput
 from inference_api.model.invariant import TILE_ROWS, FixedRowsLinear, attention_choice
 from inference_api.model.linear import Linear, can_pack
+from int8_dtypes import int8_dtype_name, needs_int8
 
 NONE = torch.tensor([], dtype=torch.long)
 
@@ -46,7 +47,9 @@ def test_the_mode_refuses_torch_attention():
 
 
 @pytest.fixture(scope="module", params=[("auto", "auto", "none"), ("float32", "auto", "none"),
-                                        ("auto", "int8", "none"), ("auto", "auto", "int8")],
+                                        ("auto", "int8", "none"),
+                                        pytest.param((int8_dtype_name(), "auto", "int8"),
+                                                     marks=needs_int8)],
                 ids=["default-dtype", "float32", "int8-kv-cache", "int8-weights"])
 def invariant_model(request):
     from inference_api.config import Config

@@ -12,8 +12,11 @@ from inference_api.model.linear import linear_of, stacked
 from inference_api.model.quantize_kernel import kernels_for, quantize_rows
 from inference_api.model.quantized import (Int8Linear, QuantizationUnavailable, check_quantization,
                                            quantize_rows_reference, quantize_weight)
+from int8_dtypes import INT8_DTYPES, int8_dtype_params
 
 DTYPES = [torch.bfloat16, torch.float32]
+# The products themselves are tested where QUANTIZATION=int8 runs (a CPU with VNNI); the checks
+# that refuse it elsewhere are tested on every CPU below.
 # The int8 product's own result (exact int32 sums) is scaled into the output dtype: rounded once
 # by the matmul and once more by the row scale; in float32 that is within a few ulps.
 ROUNDING = {torch.bfloat16: 2 ** -7, torch.float32: 1e-6}
@@ -64,7 +67,7 @@ def test_weights_are_int8_per_output_channel_and_a_zero_channel_stays_zero():
     assert torch.all((q.float() * scale[:, None] - weight).abs() <= scale[:, None] * 0.5001)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", int8_dtype_params())
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("lead", [(1,), (32,), (2, 9)])
 def test_int8_linear_is_the_integer_product_times_both_scales(dtype, with_bias, lead):
@@ -93,7 +96,7 @@ def test_a_row_of_zeros_gives_the_bias_exactly():
         assert torch.equal(y[2], b if b is not None else torch.zeros(24, dtype=torch.bfloat16))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", int8_dtype_params())
 def test_an_outlier_in_one_row_costs_the_other_rows_nothing(dtype):
     """Each row has its own scale: a token with a huge value quantizes coarsely itself, while
     the other rows' outputs are the very values they get without it."""
@@ -114,7 +117,8 @@ def test_an_outlier_in_one_row_costs_the_other_rows_nothing(dtype):
     assert relative_error(per_tensor[1:], exact[1:]) > 0.5
 
 
-def test_stacked_projections_keep_each_bias():
+@pytest.mark.parametrize("dtype", int8_dtype_params())
+def test_stacked_projections_keep_each_bias(dtype):
     """q, k and v stacked into one int8 product, Qwen2's biases on each part, and a layer
     without a bias (o): each part equals its own float product."""
     torch.manual_seed(3)
@@ -122,12 +126,13 @@ def test_stacked_projections_keep_each_bias():
     projections = [torch.nn.Linear(hidden, n, bias=True) for n in (q_out, kv_out, kv_out)]
     for p in projections:
         torch.nn.init.normal_(p.bias, std=2.0)  # large biases: a misplaced one shows
-    o_proj = torch.nn.Linear(q_out, hidden, bias=False)
+        p.to(dtype)
+    o_proj = torch.nn.Linear(q_out, hidden, bias=False).to(dtype)
     qkv = stacked(*projections, pack=True, quantization="int8")
     o = linear_of(o_proj, True, "int8")
     assert isinstance(qkv, Int8Linear) and isinstance(o, Int8Linear)
     assert qkv.out_features == q_out + 2 * kv_out and o.bias is None
-    x = torch.randn(5, hidden)
+    x = torch.randn(5, hidden).to(dtype)
     with torch.no_grad():
         want = torch.cat([p(x) for p in projections], -1).double()
         assert relative_error(qkv(x), want) < 0.02
@@ -143,7 +148,7 @@ def tiny(kind: str, dtype):
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama-tied"])
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", int8_dtype_params())
 def test_the_model_in_int8_keeps_the_exact_models_logits_closely(kind, dtype):
     """Every product int8 (lm_head too); prefill and decode logits near the exact model's."""
     torch.manual_seed(4)
@@ -188,23 +193,44 @@ def test_int8_refuses_what_it_cannot_run_and_none_runs_everywhere(monkeypatch, t
     assert "float16" in one_line_refusal("int8", "cpu", torch.float16)
     for device, dtype in [("cuda", torch.float16), ("cpu", torch.float16), ("meta", None)]:
         check_quantization("none", device, dtype)  # nothing to check, nothing refused
-    check_quantization("int8", "cpu", torch.bfloat16)  # this machine's torch runs it
+    if INT8_DTYPES:
+        check_quantization("int8", "cpu", INT8_DTYPES[0])  # this machine runs it
     # A torch build without oneDNN's int8 linear, as the availability check would find it:
-    monkeypatch.setattr(quantized, "_int8_matmul_works", lambda: "no int8 linear here")
+    monkeypatch.setattr(quantized, "_int8_matmul_works", lambda dtype: "no int8 linear here")
     assert "no int8 linear here" in one_line_refusal("int8", "cpu", torch.bfloat16)
     monkeypatch.undo()
-    # No C++ compiler for the quantization kernel (its build is cached per process).
+    # No C++ compiler for the quantization kernel (its build is cached per process), on a CPU
+    # that would otherwise run it.
+    monkeypatch.setattr(quantized, "_vnni_missing", lambda: None)
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     try:
         quantize_kernel._library.cache_clear()
-        assert "no C++ compiler" in one_line_refusal("int8", "cpu", torch.float32)
+        assert "no C++ compiler" in one_line_refusal("int8", "cpu", torch.bfloat16)
     finally:
         quantize_kernel._library.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_int8_runs_exactly_where_its_products_are_right_and_fast(dtype):
+    """Rows whose every value is their largest, against weights of one sign: every code is 255
+    against 127, the products a CPU without VNNI adds in 16 bits and may saturate. Where such a
+    product is wrong in a dtype, QUANTIZATION=int8 refuses that dtype, saying so; where it is
+    right, the setting runs exactly where the CPU has VNNI (without, oneDNN's slow path)."""
+    weight = torch.full((16, 64), 0.5).to(dtype)
+    x = torch.full((4, 64), 3.0).to(dtype)
+    y = Int8Linear(weight, None)(x).double()
+    if not torch.allclose(y, torch.full_like(y, 96.0), rtol=ROUNDING[dtype] + 1e-9):
+        assert "gives wrong " + str(dtype).removeprefix("torch.") in one_line_refusal(
+            "int8", "cpu", dtype)
+    elif torch.cpu._is_vnni_supported():
+        check_quantization("int8", "cpu", dtype)
+    else:
+        assert "no VNNI" in one_line_refusal("int8", "cpu", dtype)
+
+
 def test_the_model_refuses_int8_where_it_cannot_run(monkeypatch):
-    monkeypatch.setattr(quantized, "_int8_matmul_works", lambda: "no int8 linear here")
+    monkeypatch.setattr(quantized, "_int8_matmul_works", lambda dtype: "no int8 linear here")
     with pytest.raises(QuantizationUnavailable, match="QUANTIZATION=int8 is not available"):
         DecoderModel(tiny("qwen2", torch.float32), max_rows=1, max_seq_len=8,
                      quantization="int8")
