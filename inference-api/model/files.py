@@ -122,8 +122,10 @@ def prepare_model_folder(model_path: str, cache_dir: str) -> Path:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Two backends of MODELS may start on the same file: one converts, the other waits for it
-    # (rather than both converting, the second replacing the folder the first is loading).
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+    # (rather than both converting, the second replacing the folder the first is loading). The
+    # lock is the cache folder's own, so no lock file is left beside the models.
+    lock = os.open(folder.parent, os.O_RDONLY)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not is_complete(folder):
             try:
@@ -133,6 +135,8 @@ def prepare_model_folder(model_path: str, cache_dir: str) -> Path:
             except Exception as exc:
                 raise ModelLoadError(f"cannot read model {source}: {type(exc).__name__}: "
                                      f"{exc}") from None
+    finally:
+        os.close(lock)  # and with it the lock
     return folder
 
 
