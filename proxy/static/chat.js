@@ -1,6 +1,7 @@
 // The chat page: the conversation, the settings, and one streamed answer at a time.
 
 import { ApiError, fetchModelName, streamChat, streamSolve } from "./api.js";
+import { addAssistantMessage, addMessage, answerStats, appendText, nearEnd, scrollToEnd } from "./messages.js";
 import { MODES, solveRequest, takeSolved } from "./solve.js";
 import { loadSettings, loadToken, saveSettings, saveToken, takeTokenFromFragment } from "./store.js";
 
@@ -120,8 +121,8 @@ async function send() {
   const turn = { role: "user", content: text };
   // New chat may replace the history while this answer is still ending: keep to this one.
   const context = state.history;
-  addMessage("user", "You", text);
-  const view = addAssistantMessage(mode === "chat" ? "Assistant" : "Solution");
+  addMessage(ui.messages, "user", "You", text);
+  const view = addAssistantMessage(ui.messages, mode === "chat" ? "Assistant" : "Solution");
   const controller = (state.controller = new AbortController());
   setBusy(true);
   setStatus("Generating…");
@@ -209,71 +210,11 @@ function finish(view, answer, outcome) {
   setStatus(words[outcome]);
 }
 
-/** "first token 0.21 s · 40 tokens · 31.5 tokens/s", from the usage when the server sent it. */
-function answerStats(answer, outcome) {
-  const parts = [];
-  if (outcome === "stopped") parts.push("stopped");
-  if (answer.first) parts.push(`first token ${((answer.first - answer.started) / 1000).toFixed(2)} s`);
-  // Without usage (a stopped stream has none) each streamed piece is about one token.
-  const tokens = answer.usage ? answer.usage.completion_tokens : answer.pieces;
-  if (tokens) parts.push(`${answer.usage ? "" : "~"}${tokens} token${tokens === 1 ? "" : "s"}`);
-  const seconds = (answer.last - answer.first) / 1000;
-  if (tokens > 1 && seconds > 0) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
-  if (answer.finish === "length") parts.push("cut at max tokens");
-  return parts.join(" · ");
-}
-
 function showError(view, err) {
   const message = err instanceof ApiError ? err.message : `Something went wrong: ${err.message || err}`;
   view.error.textContent = message;
   view.error.dataset.kind = err.kind || "unknown";
   if (err.kind === "auth") askForToken(message);
-}
-
-function addMessage(role, who, text) {
-  const item = document.createElement("li");
-  item.className = `message ${role}`;
-  const label = document.createElement("span");
-  label.className = "who";
-  label.textContent = who;
-  const body = document.createElement("div");
-  body.className = "text";
-  body.dataset.testid = "message-text";
-  body.textContent = text; // never HTML: model and user text alike
-  item.append(label, body);
-  ui.messages.append(item);
-  scrollToEnd(true);
-  return { item, text: body };
-}
-
-function addAssistantMessage(who) {
-  const view = addMessage("assistant", who, "");
-  view.item.dataset.testid = "assistant-message";
-  view.item.dataset.state = "streaming";
-  // Screen readers announce the answer once it is whole, not piece by piece.
-  view.item.setAttribute("aria-busy", "true");
-  view.meta = document.createElement("p");
-  view.meta.className = "meta";
-  view.error = document.createElement("p");
-  view.error.className = "error";
-  view.error.setAttribute("role", "alert");
-  view.item.append(view.meta, view.error);
-  return view;
-}
-
-function appendText(element, piece) {
-  const follow = nearEnd();
-  element.append(piece); // a text node
-  scrollToEnd(follow);
-}
-
-/** Whether the reader is at the end of the page, where new text should keep them. */
-function nearEnd() {
-  return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
-}
-
-function scrollToEnd(follow) {
-  if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
 }
 
 init();

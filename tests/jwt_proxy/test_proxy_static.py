@@ -14,6 +14,7 @@ ASSETS = {"/static/chat.js": "text/javascript; charset=utf-8",
           "/static/sse.js": "text/javascript; charset=utf-8",
           "/static/store.js": "text/javascript; charset=utf-8",
           "/static/solve.js": "text/javascript; charset=utf-8",
+          "/static/messages.js": "text/javascript; charset=utf-8",
           "/static/chat.css": "text/css; charset=utf-8",
           "/static/favicon.svg": "image/svg+xml"}
 # Raw targets, sent as written (no client normalises them), that try to leave the folder.
