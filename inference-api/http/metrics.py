@@ -108,9 +108,11 @@ class _BackendCollector:
     def collect(self):
         families = {
             "ready": GaugeMetricFamily("inference_backend_ready",
-                                       "1 when the model's backend serves requests", labels=["model"]),
+                                       "1 when the model's backend serves requests",
+                                       labels=["model"]),
             "rows": GaugeMetricFamily("inference_max_rows",
-                                      "Rows the backend decodes at once (MAX_USERS)", labels=["model"]),
+                                      "Rows the backend decodes at once (MAX_USERS)",
+                                      labels=["model"]),
             "busy": GaugeMetricFamily("inference_busy_rows", "Rows holding a generation",
                                       labels=["model"]),
             "waiting": GaugeMetricFamily("inference_waiting_prompts", "Prompts waiting for a row",

@@ -8,6 +8,7 @@ one thread and restarts it when it dies. Models (models) holds one EngineClient 
 model (MODELS), each with its own backend, and resolves the names requests ask for. Prompts
 become token ids here (prompts, templates, tokenizers), a structured output becomes a checked
 grammar (grammars), and tools become a prompt and a schema in the generic format, read back as
-the answer streams (tool_format, tool_stream). Its errors (errors) say why a request is refused; the HTTP side picks the status.
+the answer streams (tool_format, tool_stream). Its errors (errors) say why a request is refused;
+the HTTP side picks the status.
 It may import backend (to start the process) and the leaves.
 """

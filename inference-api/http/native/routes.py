@@ -63,7 +63,8 @@ def _generate(model_id: str | None, chat: bool):
         params = body.sampling(max_tokens, engine.defaults_for(body))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    generations = engine.open([Job(prompt_ids, params, body.text, engine.adapter_for(model_id))], g.request_id, request.path)
+    job = Job(prompt_ids, params, body.text, engine.adapter_for(model_id))
+    generations = engine.open([job], g.request_id, request.path)
     if body.session_id is not None:
         log.info("request %s client session_id=%s", g.request_id, quote(body.session_id))
 
